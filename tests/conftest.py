@@ -1,0 +1,19 @@
+"""Test set-up: simulate 8 CPU devices (must happen before jax is imported anywhere)."""
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    """../shared/data (verified XQuAD / XQuAD-R copies); tests that need it skip without it."""
+    if not (SHARED_DATA / "xquad-r").is_dir():
+        pytest.skip("../shared/data/xquad-r not present")
+    return SHARED_DATA
