@@ -26,16 +26,16 @@ class ModelBundle:
     def prefix(self, role: str) -> str:
         return self.prefixes.get(role, "")
 
-    @functools.lru_cache(maxsize=2)
     def apply_fn(self, role: str):
         """jitted (params, input_ids, attention_mask) -> L2-normalised embeddings [B, D]."""
-        module = self.module
+        return _encode_fn(self.module, role)
 
-        @jax.jit
-        def apply(params, input_ids, attention_mask):
-            return module.apply({"params": params}, input_ids, attention_mask, role,
-                                method=DualEncoder.encode)
-        return apply
 
-    def __hash__(self):  # lru_cache on a method needs a hashable self; identity is enough
-        return id(self)
+@functools.lru_cache(maxsize=16)
+def _encode_fn(module: DualEncoder, role: str):
+    # Cached per (architecture, role): bundles of the same model share compiled code.
+    @jax.jit
+    def apply(params, input_ids, attention_mask):
+        return module.apply({"params": params}, input_ids, attention_mask, role,
+                            method=DualEncoder.encode)
+    return apply

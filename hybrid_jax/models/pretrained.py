@@ -35,11 +35,15 @@ class Pretrained:
     encoder_params: Any          # one tower
     tokenizer: tokenizer_lib.Tokenizer
     prefixes: dict
+    towers: dict | None = None   # untied runs: {'query': params, 'passage': params}
 
     def bundle(self, tied: bool = True, params=None) -> ModelBundle:
         """Ready-to-encode model; `params` (dual-encoder tree) defaults to the pretrained towers."""
         module = DualEncoder(self.config, tied=tied)
-        if params is None:
+        if params is None and self.towers and not tied:
+            params = {"query_encoder": self.towers["query"],
+                      "passage_encoder": self.towers["passage"]}
+        elif params is None:
             params = tie_or_untie(self.encoder_params, tied)
         return ModelBundle(self.name, module, params, self.tokenizer, dict(self.prefixes))
 
