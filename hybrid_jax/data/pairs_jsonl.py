@@ -1,0 +1,64 @@
+"""A generic parallel-pairs format for users' own corpora (JSON Lines, one record per line):
+
+    {"id": "q17", "query": {"en": "...", "de": "..."}, "passage": {"en": "...", "de": "...", "fr": "..."},
+     "article": "optional split unit"}
+
+`id` is unique; `query` and `passage` map language codes to text and may cover different
+languages (a language with only a passage can serve as a passage language in cross batches).
+Records sharing an `article` go to the same split fold; without it the id is the unit.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+from hybrid_jax.data.examples import ParallelExample
+from hybrid_jax.errors import InputError
+
+
+def load_pairs_jsonl(path) -> list[ParallelExample]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: parallel-pairs file does not exist")
+    examples, seen = [], set()
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{where}: malformed JSON ({e})") from e
+            examples.append(_example(record, where))
+            if examples[-1].key in seen:
+                raise InputError(f"{where}: duplicate id {examples[-1].key!r}")
+            seen.add(examples[-1].key)
+    if not examples:
+        raise InputError(f"{path}: no records")
+    return examples
+
+
+def _example(record, where: str) -> ParallelExample:
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: each line must be a JSON object")
+    if "id" not in record:
+        raise InputError(f"{where}: missing key 'id'")
+    texts = {}
+    for field in ("query", "passage"):
+        value = record.get(field)
+        if not isinstance(value, dict) or not value:
+            raise InputError(f"{where}: {field!r} must be a non-empty object language -> text")
+        for lang, text in value.items():
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{where}: {field}[{lang!r}] must be non-empty text")
+        texts[field] = value
+    key = str(record["id"])
+    return ParallelExample(key, str(record.get("article", key)), texts["query"], texts["passage"])
+
+
+def write_pairs_jsonl(examples, path) -> None:
+    with pathlib.Path(path).open("w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(json.dumps({"id": e.key, "article": e.article, "query": dict(e.queries),
+                                "passage": dict(e.passages)}, ensure_ascii=False) + "\n")

@@ -1,0 +1,199 @@
+"""The training input pipeline: config -> examples -> per-step batch plans -> fixed-shape arrays.
+
+grain graph: MapDataset.range(num_steps) . map(make_batch) . to_iter_dataset(ReadOptions)
+[. mp_prefetch]. `make_batch(step)` is a pure function of (seed, step) (see sampler.py), so the
+iterator state is the step counter and a restored iterator yields exactly the next batch.
+Each host builds only its contiguous slice [p*B/P, (p+1)*B/P) of the global batch; the kind
+(mono / cross) is decided per global batch, so every host and device slice shares it.
+
+Output per step (per host, b = global_batch_size / process_count), all numpy:
+  query_ids, query_mask      int32 [b, query_max_length]
+  passage_ids, passage_mask  int32 [b, passage_max_length]
+  is_mono                    int32 [b] (same value across the global batch)
+  query_lang, passage_lang   int32 [b], codes into `iterator.languages` (sorted training languages)
+  example_id                 int32 [b], index into `iterator.examples`
+"""
+from __future__ import annotations
+
+import copy
+import pathlib
+import threading
+import weakref
+
+import grain
+import ml_collections
+import numpy as np
+
+from hybrid_jax.data import examples as examples_lib
+from hybrid_jax.data import lareqa, pairs_jsonl, splits
+from hybrid_jax.data.sampler import HybridSampler
+from hybrid_jax.errors import InputError
+
+FORMATS = ("lareqa", "xquad_plain", "pairs_jsonl", "tfds")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """`config.data` fields (see docs/data.md)."""
+    return ml_collections.ConfigDict(dict(
+        format="lareqa",          # lareqa | xquad_plain | pairs_jsonl | tfds
+        dataset_dir="",           # <lang>.json folder / xquad.<lang>.json folder / .jsonl file / tfds data_dir
+        tfds_name="hybrid_parallel_examples/lareqa",  # for format='tfds'
+        download=False,           # fetch missing xquad-r/ or xquad/ files (checksum-verified)
+        train_fold="train",       # train | dev | test | all
+        split_seed=0,
+        split_sizes=(2 / 3, 1 / 12, 1 / 4),  # fractions or article counts (32, 4, 12)
+        languages=list(("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")),
+        sampling="hybrid",        # mono | cross | hybrid
+        alpha=0.5,                # P(mono batch) when sampling='hybrid'
+        cross_pairing="example",  # example | batch: language pair drawn per pair or per batch
+        language_weights="uniform",  # uniform | size
+        global_batch_size=32,
+        query_max_length=32,
+        passage_max_length=64,
+        seed=0,
+        num_steps=1_000_000,      # length of the step range the iterator walks
+        prefetch=8,               # batches buffered ahead
+        num_threads=1,            # grain read threads (tokenization holds a lock; 1 suffices)
+        worker_count=0,           # >0: grain multiprocessing workers (needs absl flags parsed)
+    ))
+
+
+def load_training_examples(cfg) -> list[examples_lib.ParallelExample]:
+    """The examples of fold `cfg.train_fold` from the configured source."""
+    fmt, where = cfg.format, pathlib.Path(cfg.dataset_dir)
+    if fmt not in FORMATS:
+        raise InputError(f"data.format: {fmt!r} is not one of {FORMATS}")
+    if not cfg.dataset_dir:
+        raise InputError("data.dataset_dir: not set")
+    sizes = tuple(cfg.split_sizes) if cfg.split_sizes is not None else None
+    if fmt in ("lareqa", "xquad_plain"):
+        if cfg.download:
+            from hybrid_jax.data import download
+            download.ensure_files(where.parent, where.name, cfg.languages or None)
+        load = lareqa.load_lareqa if fmt == "lareqa" else lareqa.load_xquad_plain
+        # All languages are loaded for the split, so article units (and hence folds) do not
+        # depend on which languages are trained on; the sampler then restricts languages.
+        dataset = splits.split_articles(load(where), cfg.train_fold, cfg.split_seed, sizes)
+        return examples_lib.from_lareqa(dataset)
+    if fmt == "pairs_jsonl":
+        examples = pairs_jsonl.load_pairs_jsonl(where)
+    else:
+        from hybrid_jax.data import tfds_builders
+        examples = tfds_builders.read_examples(cfg.tfds_name, where)
+    return splits.split_examples(examples, cfg.train_fold, cfg.split_seed, sizes)
+
+
+def make_sampler(cfg, examples) -> HybridSampler:
+    languages = list(cfg.languages) if cfg.languages else examples_lib.languages_of(examples)
+    return HybridSampler(examples, languages, cfg.global_batch_size, cfg.sampling, cfg.alpha,
+                         cfg.cross_pairing, cfg.language_weights, cfg.seed)
+
+
+class _PrivateTokenizer:
+    """A private copy of the caller's tokenizer, used under a lock.
+
+    `Tokenizer.__call__` reconfigures its backend's truncation/padding on every call, so sharing
+    one backend between grain threads and the caller's own use (e.g. evaluation while batches
+    are prefetched) would race. Copying the 250k-piece backend takes ~2 s, so one copy (and its
+    lock) is shared by every pipeline built from the same tokenizer object.
+    """
+    _copies: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def __init__(self, tokenizer):
+        if tokenizer not in self._copies:
+            private = type(tokenizer)(copy.deepcopy(tokenizer.backend), tokenizer.pad_id,
+                                      tokenizer.name)
+            self._copies[tokenizer] = (private, threading.Lock())
+        self._tokenizer, self._lock = self._copies[tokenizer]
+
+    def __call__(self, texts, max_length: int):
+        with self._lock:
+            return self._tokenizer(texts, max_length)
+
+    def __getstate__(self):  # for grain worker processes: locks do not pickle
+        return {"_tokenizer": self._tokenizer}
+
+    def __setstate__(self, state):
+        self._tokenizer, self._lock = state["_tokenizer"], threading.Lock()
+
+
+class BatchMaker:
+    """step -> this host's slice of the global batch, tokenized (a pure function of step)."""
+
+    def __init__(self, sampler: HybridSampler, tokenizer, query_prefix: str, passage_prefix: str,
+                 query_max_length: int, passage_max_length: int,
+                 process_index: int = 0, process_count: int = 1):
+        B = sampler.batch_size
+        if process_count < 1 or not 0 <= process_index < process_count:
+            raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
+        if B % process_count:
+            raise InputError(f"data.global_batch_size: {B} is not divisible by the "
+                             f"{process_count} hosts")
+        per_host = B // process_count
+        self._slice = slice(process_index * per_host, (process_index + 1) * per_host)
+        self.sampler = sampler
+        self._prefixes = (query_prefix, passage_prefix)
+        self._lengths = (int(query_max_length), int(passage_max_length))
+        self._tokenizer = _PrivateTokenizer(tokenizer)
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        plan = self.sampler.plan(int(step))
+        idx = plan.example_index[self._slice]
+        q_lang, p_lang = plan.query_lang[self._slice], plan.passage_lang[self._slice]
+        langs, examples = self.sampler.languages, self.sampler.examples
+        queries = [self._prefixes[0] + examples[i].queries[langs[l]] for i, l in zip(idx, q_lang)]
+        passages = [self._prefixes[1] + examples[i].passages[langs[l]] for i, l in zip(idx, p_lang)]
+        query_ids, query_mask = self._tokenizer(queries, self._lengths[0])
+        passage_ids, passage_mask = self._tokenizer(passages, self._lengths[1])
+        return {
+            "query_ids": query_ids, "query_mask": query_mask,
+            "passage_ids": passage_ids, "passage_mask": passage_mask,
+            "is_mono": np.full(len(idx), plan.is_mono, np.int32),
+            "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
+            "example_id": idx.astype(np.int32),
+        }
+
+
+class TrainIterator(grain.DatasetIterator):
+    """The grain iterator plus what is needed to read its batches back (`languages`,
+    `examples`, `sampler`). get_state()/set_state() are the grain iterator's (orbax-savable)."""
+
+    def __init__(self, inner: grain.DatasetIterator, sampler: HybridSampler):
+        super().__init__(inner)
+        self.sampler = sampler
+        self.languages = sampler.languages
+        self.examples = sampler.examples
+
+    def __next__(self):
+        return next(self._parent)
+
+    def get_state(self):
+        return self._parent.get_state()
+
+    def set_state(self, state):
+        self._parent.set_state(state)
+
+
+def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
+                        passage_prefix: str = "passage: ", *, process_index: int | None = None,
+                        process_count: int | None = None, examples=None) -> TrainIterator:
+    """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config).
+
+    `examples` overrides loading from the configured source (tests, custom corpora).
+    """
+    cfg = data_config
+    if process_index is None or process_count is None:
+        import jax
+        process_index, process_count = jax.process_index(), jax.process_count()
+    if examples is None:
+        examples = load_training_examples(cfg)
+    sampler = make_sampler(cfg, examples)
+    make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,
+                            cfg.query_max_length, cfg.passage_max_length,
+                            process_index, process_count)
+    ds = grain.MapDataset.range(int(cfg.num_steps)).map(make_batch)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
+                                                 prefetch_buffer_size=int(cfg.prefetch)))
+    if cfg.worker_count:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
+    return TrainIterator(iter(it_ds), sampler)
