@@ -15,10 +15,7 @@ Output per step (per host, b = global_batch_size / process_count), all numpy:
 """
 from __future__ import annotations
 
-import copy
 import pathlib
-import threading
-import weakref
 
 import grain
 import ml_collections
@@ -89,34 +86,6 @@ def make_sampler(cfg, examples) -> HybridSampler:
                          cfg.cross_pairing, cfg.language_weights, cfg.seed)
 
 
-class _PrivateTokenizer:
-    """A private copy of the caller's tokenizer, used under a lock.
-
-    `Tokenizer.__call__` reconfigures its backend's truncation/padding on every call, so sharing
-    one backend between grain threads and the caller's own use (e.g. evaluation while batches
-    are prefetched) would race. Copying the 250k-piece backend takes ~2 s, so one copy (and its
-    lock) is shared by every pipeline built from the same tokenizer object.
-    """
-    _copies: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-    def __init__(self, tokenizer):
-        if tokenizer not in self._copies:
-            private = type(tokenizer)(copy.deepcopy(tokenizer.backend), tokenizer.pad_id,
-                                      tokenizer.name)
-            self._copies[tokenizer] = (private, threading.Lock())
-        self._tokenizer, self._lock = self._copies[tokenizer]
-
-    def __call__(self, texts, max_length: int):
-        with self._lock:
-            return self._tokenizer(texts, max_length)
-
-    def __getstate__(self):  # for grain worker processes: locks do not pickle
-        return {"_tokenizer": self._tokenizer}
-
-    def __setstate__(self, state):
-        self._tokenizer, self._lock = state["_tokenizer"], threading.Lock()
-
-
 class BatchMaker:
     """step -> this host's slice of the global batch, tokenized (a pure function of step)."""
 
@@ -134,7 +103,7 @@ class BatchMaker:
         self.sampler = sampler
         self._prefixes = (query_prefix, passage_prefix)
         self._lengths = (int(query_max_length), int(passage_max_length))
-        self._tokenizer = _PrivateTokenizer(tokenizer)
+        self._tokenizer = tokenizer
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         plan = self.sampler.plan(int(step))

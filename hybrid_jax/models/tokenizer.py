@@ -15,9 +15,15 @@ from hybrid_jax.errors import InputError
 
 
 class Tokenizer:
-    """Wraps a `tokenizers.Tokenizer` that adds the model's special tokens itself."""
+    """Wraps a `tokenizers.Tokenizer` that adds the model's special tokens itself.
+
+    Calls never reconfigure the backend (truncation and padding happen here in numpy), so one
+    Tokenizer can serve prefetch threads and the caller at the same time.
+    """
 
     def __init__(self, backend, pad_id: int, name: str):
+        backend.no_truncation()
+        backend.no_padding()
         self.backend = backend
         self.pad_id = int(pad_id)
         self.name = name
@@ -28,8 +34,6 @@ class Tokenizer:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Untruncated ids (with special tokens) of each text."""
-        self.backend.no_truncation()
-        self.backend.no_padding()
         return [e.ids for e in self.backend.encode_batch(list(texts))]
 
     def lengths(self, texts: Sequence[str]) -> np.ndarray:
@@ -40,11 +44,13 @@ class Tokenizer:
         closing special token, short ones right-padded with the pad id."""
         if max_length < 2:
             raise InputError(f"max_length must be >= 2 (got {max_length})")
-        self.backend.enable_truncation(max_length)
-        self.backend.enable_padding(length=max_length, pad_id=self.pad_id)
-        encodings = self.backend.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], np.int32).reshape(len(encodings), max_length)
-        mask = np.array([e.attention_mask for e in encodings], np.int32).reshape(ids.shape)
+        ids = np.full((len(texts), max_length), self.pad_id, np.int32)
+        mask = np.zeros((len(texts), max_length), np.int32)
+        for row, seq in enumerate(self.token_ids(texts)):
+            if len(seq) > max_length:
+                seq = seq[:max_length - 1] + seq[-1:]
+            ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = 1
         return ids, mask
 
 
