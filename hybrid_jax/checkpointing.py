@@ -1,0 +1,152 @@
+"""Checkpoints of a run (orbax): train state and data-iterator state in one step directory.
+
+Layout under the workdir:
+  checkpoints/<step>/params      trainable params {'model': ..., 'loss': ...}   (StandardSave)
+  checkpoints/<step>/opt_state   optimizer state                              (StandardSave)
+  checkpoints/<step>/data        data-iterator state                          (JsonSave)
+  checkpoints/<step>/meta        {'step': n}                                  (JsonSave)
+  frozen_params/                 frozen params (e.g. the word-embedding table), written once:
+                                 they never change, so they are not repeated in every step.
+  config.json                    the run's configuration (written by train.py)
+
+Saving is asynchronous (the arrays are copied to host before `save` returns, writing continues in
+the background); `wait()` blocks until the last save is durable.  Restarting a run resumes from the
+latest step.  `restore_params(workdir, step)` loads the model params of a run (for 'ckpt:' specs).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from hybrid_jax.errors import InputError
+
+CHECKPOINT_DIR = "checkpoints"
+FROZEN_DIR = "frozen_params"
+ITEMS = ("params", "opt_state", "data", "meta")
+
+
+def _encode_data_state(state) -> dict:
+    if state is None:
+        return {"kind": "none"}
+    if isinstance(state, (bytes, bytearray)):
+        return {"kind": "bytes", "value": base64.b64encode(bytes(state)).decode("ascii")}
+    try:
+        json.dumps(state)
+    except TypeError as e:
+        raise TypeError(f"data iterator state is neither bytes nor JSON-serialisable: {e}") from e
+    return {"kind": "json", "value": state}
+
+
+def _decode_data_state(d: dict):
+    if d["kind"] == "none":
+        return None
+    if d["kind"] == "bytes":
+        return base64.b64decode(d["value"])
+    return d["value"]
+
+
+class Checkpointer:
+    """A CheckpointManager over `workdir/checkpoints` keeping the latest `keep` steps."""
+
+    def __init__(self, workdir, keep: int = 2, async_save: bool = True, read_only: bool = False):
+        self.workdir = os.path.abspath(os.fspath(workdir))
+        self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(max(int(keep), 1)),
+            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state, data_state=None, force: bool = False) -> bool:
+        """`state`: an unreplicated TrainState (arrays not shared with donated buffers)."""
+        args = ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            opt_state=ocp.args.StandardSave(state.opt_state),
+            data=ocp.args.JsonSave(_encode_data_state(data_state)),
+            meta=ocp.args.JsonSave({"step": int(step)}))
+        return self.manager.save(int(step), args=args, force=force)
+
+    def restore(self, step: int, target_state):
+        """-> (TrainState shaped like `target_state`, data-iterator state)."""
+        restored = self.manager.restore(int(step), args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(target_state.params),
+            opt_state=ocp.args.StandardRestore(target_state.opt_state),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore()))
+        state = target_state.replace(step=jax.numpy.asarray(restored.meta["step"], np.int32),
+                                     params=restored.params, opt_state=restored.opt_state)
+        return state, _decode_data_state(restored.data)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def save_frozen(workdir, frozen: dict) -> None:
+    """Writes the frozen params once (no-op when already there or when nothing is frozen)."""
+    path = os.path.join(os.path.abspath(os.fspath(workdir)), FROZEN_DIR)
+    if not jax.tree.leaves(frozen) or os.path.exists(path):
+        return
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, frozen)
+
+
+def restore_frozen(workdir, target=None) -> dict:
+    path = os.path.join(os.path.abspath(os.fspath(workdir)), FROZEN_DIR)
+    if not os.path.exists(path):
+        return {}
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(path, target)
+
+
+def _read_config(workdir: str) -> dict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
+    """Model params of a run (trained part merged with frozen part) and its saved config.
+
+    Returns (dual-encoder params {'encoder': ...} or both towers, config dict from config.json).
+    Raises InputError when the workdir has no checkpoint (or not the requested step).
+    """
+    from hybrid_jax import optim  # local: keeps this module importable without optax users
+
+    workdir = os.path.abspath(os.fspath(workdir))
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        raise InputError(f"checkpoint {workdir}: no {CHECKPOINT_DIR}/ directory (not a trained run?)")
+    manager = ocp.CheckpointManager(directory, item_names=ITEMS,
+                                    options=ocp.CheckpointManagerOptions(read_only=True,
+                                                                         create=False))
+    try:
+        steps = list(manager.all_steps())
+        if not steps:
+            raise InputError(f"checkpoint {workdir}: no saved steps in {directory}")
+        if step is None:
+            step = max(steps)
+        elif int(step) not in steps:
+            raise InputError(f"checkpoint {workdir}: no step {step} (saved steps: {sorted(steps)})")
+        restored = manager.restore(int(step), args=ocp.args.Composite(
+            params=ocp.args.StandardRestore()))
+        trainable = restored.params
+    finally:
+        manager.close()
+    params = optim.merge_params(trainable, restore_frozen(workdir))
+    return params["model"], _read_config(workdir)

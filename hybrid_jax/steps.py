@@ -1,0 +1,223 @@
+"""The per-device train step, written once, and the two ways of running it on several devices.
+
+`make_train_step` returns `step(state, frozen, batch) -> (state, metrics)` for *one device's
+slice* of the global batch.  It talks to the other devices only through collectives on
+`losses.AXIS_NAME`, so the same function runs under
+
+* `jax.pmap` (`config.parallelism='pmap'`): state and frozen params carry a leading device axis;
+  gradients of the local loss are averaged with `pmean` (the transpose of `all_gather` already
+  routes every device's loss back to the passages it encoded);
+* `jax.jit(jax.shard_map(...))` over a 1-D Mesh (`'shard_map'`): state is replicated (invariant);
+  differentiating the *pmean'd* loss with respect to invariant params already sums the per-device
+  contributions, so gradients must NOT be reduced again (reducing the local loss's gradient
+  instead would give n_devices x the gradient -- the trap pinned in tests/test_steps.py).
+
+Both equal one device on the same global batch.  The state is donated; dropout keys come from
+`fold_in(fold_in(key(seed), step), device_index)` (nothing to carry, resume-safe); metrics stay on
+device.  With `grad_accum_steps > 1` the local batch is processed GradCache-style: embeddings of all
+micro-batches are computed without gradients, the loss and its gradient with respect to the
+embeddings are computed on the full global batch (so negatives are unchanged), then each
+micro-batch is re-encoded (same dropout key) and back-propagated with those embedding gradients.
+The gradient is exactly the full-batch one while activations are held for one micro-batch only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hybrid_jax import losses, optim
+from hybrid_jax.losses import AXIS_NAME
+from hybrid_jax.models.dual_encoder import DualEncoder
+
+PARALLELISMS = ("pmap", "shard_map")
+MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
+NEGATIVE_INPUTS = ("negative_ids", "negative_mask")  # optional [b, H, Lp] hard negatives
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray     # int32 scalar: number of updates applied
+    params: Any           # trainable tree {'model': ..., 'loss': ...}
+    opt_state: Any
+
+
+def create_state(trainable: dict, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, opt_state=tx.init(trainable))
+
+
+def _global_norm(tree):
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def make_train_step(module: DualEncoder, tx: optax.GradientTransformation,
+                    schedule: Callable, loss_config, *, axis_name: Optional[str] = AXIS_NAME,
+                    reduce_grads: bool = True, seed: int = 0, prng_impl: Optional[str] = None,
+                    grad_accum_steps: int = 1, deterministic: bool = False):
+    """Per-device train step.  `reduce_grads`: pmean the gradients (pmap: True, shard_map: False)."""
+    k = int(grad_accum_steps)
+
+    def embed(trainable_model, frozen_model, inputs, rng):
+        params = optim.merge_params(trainable_model, frozen_model)
+        variables = {"params": params}
+        rngs = None if deterministic else {"dropout": rng}
+        q, p = module.apply(variables, *(inputs[name] for name in MODEL_INPUTS),
+                            deterministic=deterministic, rngs=rngs)
+        out = {"q": q, "p": p}
+        if "negative_ids" in inputs:
+            ids, mask = inputs["negative_ids"], inputs["negative_mask"]
+            rngs = None if deterministic else {"dropout": jax.random.fold_in(rng, 1 << 20)}
+            out["n"] = module.apply(variables, ids.reshape(-1, ids.shape[-1]),
+                                    mask.reshape(-1, mask.shape[-1]), "passage", deterministic,
+                                    rngs=rngs, method=DualEncoder.encode)
+        return out
+
+    def loss_of_embeddings(emb, loss_params):
+        scale = losses.logit_scale(loss_params, loss_config)
+        local, metrics = losses.contrastive_loss(
+            emb["q"], emb["p"], scale=scale, axis_name=axis_name,
+            symmetric=loss_config.symmetric, negative_emb=emb.get("n"))
+        total = jax.lax.pmean(local, axis_name) if axis_name else local
+        metrics["logit_scale"] = scale
+        return total, metrics
+
+    def grads_direct(params, frozen, inputs, rng):
+        def loss_fn(p):
+            emb = embed(p["model"], frozen.get("model", {}), inputs, rng)
+            return loss_of_embeddings(emb, p.get("loss", {}))
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    def grads_cached(params, frozen, inputs, rng):
+        """GradCache: exact full-batch gradient, activations of one micro-batch at a time."""
+        frozen_model = frozen.get("model", {})
+        b = inputs["query_ids"].shape[0]
+        chunks = jax.tree.map(lambda x: x.reshape((k, b // k) + x.shape[1:]), inputs)
+        keys = jnp.arange(k)
+
+        def embed_chunk(model_params, chunk, i):
+            return embed(model_params, frozen_model, chunk, jax.random.fold_in(rng, i))
+
+        frozen_params = jax.lax.stop_gradient(params["model"])
+        emb_chunks = jax.lax.map(lambda xs: embed_chunk(frozen_params, *xs), (chunks, keys))
+        emb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), emb_chunks)
+        (loss, metrics), (emb_grad, loss_grad) = jax.value_and_grad(
+            loss_of_embeddings, argnums=(0, 1), has_aux=True)(emb, params.get("loss", {}))
+        emb_grad_chunks = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), emb_grad)
+
+        def body(acc, xs):
+            chunk, i, cotangent = xs
+            _, vjp = jax.vjp(lambda mp: embed_chunk(mp, chunk, i), params["model"])
+            (g,) = vjp(cotangent)
+            return jax.tree.map(jnp.add, acc, g), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params["model"])
+        model_grad, _ = jax.lax.scan(body, zeros, (chunks, keys, emb_grad_chunks))
+        grads = dict(params)
+        grads["model"] = model_grad
+        if "loss" in params:
+            grads["loss"] = loss_grad
+        return (loss, metrics), grads
+
+    compute_grads = grads_direct if k <= 1 else grads_cached
+
+    def train_step(state: TrainState, frozen: dict, batch: dict):
+        rng = jax.random.fold_in(jax.random.key(seed, impl=prng_impl), state.step)
+        if axis_name:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        inputs = {name: batch[name] for name in MODEL_INPUTS + NEGATIVE_INPUTS if name in batch}
+        (loss, metrics), grads = compute_grads(state.params, frozen, inputs, rng)
+        if axis_name:
+            metrics = jax.lax.pmean(metrics, axis_name)
+            if reduce_grads:
+                grads = jax.lax.pmean(grads, axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, loss=loss, grad_norm=_global_norm(grads),
+                       param_norm=_global_norm(params), lr=schedule(state.step))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+# ----------------------------------------------------------------------------- parallel runners
+
+
+@dataclasses.dataclass
+class Runner:
+    """Runs a per-device step on `devices` and moves state and batches to where it expects them."""
+    parallelism: str
+    devices: list
+    step_fn: Callable = None          # compiled (state, frozen, batch) -> (state, metrics)
+
+    def __post_init__(self):
+        self.mesh = Mesh(np.array(self.devices), (AXIS_NAME,))
+        self._sharded = NamedSharding(self.mesh, P(AXIS_NAME))
+        self._replicated = NamedSharding(self.mesh, P())
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def compile(self, per_device_step: Callable) -> "Runner":
+        if self.parallelism == "pmap":
+            self.step_fn = jax.pmap(per_device_step, axis_name=AXIS_NAME, devices=self.devices,
+                                    donate_argnums=(0,))
+        else:
+            mapped = jax.shard_map(per_device_step, mesh=self.mesh,
+                                   in_specs=(P(), P(), P(AXIS_NAME)), out_specs=(P(), P()))
+            self.step_fn = jax.jit(mapped, donate_argnums=(0,))
+        return self
+
+    def replicate(self, tree):
+        """Host or single-device tree -> the layout the step takes (copied, safe to donate)."""
+        n = self.num_devices
+        if self.parallelism == "pmap":
+            return jax.tree.map(lambda x: jax.device_put(
+                np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), self._sharded), tree)
+        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self._replicated), tree)
+
+    def unreplicate(self, tree):
+        """Step layout -> one copy (device arrays; not aliased with donated buffers)."""
+        if self.parallelism == "pmap":
+            return jax.tree.map(lambda x: x[0], tree)
+        return jax.tree.map(lambda x: x.copy(), tree)
+
+    def shard_batch(self, batch: dict) -> dict:
+        """Global numpy batch -> device slices (only the arrays the step reads)."""
+        n = self.num_devices
+        names = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS if k in batch]
+        if self.parallelism == "pmap":
+            return {k: jax.device_put(np.asarray(batch[k]).reshape(
+                (n, -1) + np.shape(batch[k])[1:]), self._sharded) for k in names}
+        return {k: jax.device_put(np.asarray(batch[k]), self._sharded) for k in names}
+
+    def metrics_to_host(self, metrics) -> dict:
+        m = jax.device_get(metrics)
+        if self.parallelism == "pmap":
+            m = jax.tree.map(lambda x: x[0], m)
+        return {k: float(v) for k, v in m.items()}
+
+    def __call__(self, state, frozen, batch):
+        return self.step_fn(state, frozen, batch)
+
+
+def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=None,
+                seed: int = 0, prng_impl: Optional[str] = None, grad_accum_steps: int = 1,
+                deterministic: bool = False) -> Runner:
+    if parallelism not in PARALLELISMS:
+        raise ValueError(f"parallelism must be one of {PARALLELISMS}, got {parallelism!r}")
+    devices = list(devices if devices is not None else jax.local_devices())
+    step = make_train_step(module, tx, schedule, loss_config, axis_name=AXIS_NAME,
+                           reduce_grads=(parallelism == "pmap"), seed=seed, prng_impl=prng_impl,
+                           grad_accum_steps=grad_accum_steps, deterministic=deterministic)
+    return Runner(parallelism, devices).compile(step)

@@ -1,0 +1,168 @@
+"""The training loop on a tiny random model and synthetic batches (2 simulated devices)."""
+import json
+import os
+import pathlib
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from hybrid_jax import checkpointing, metrics_writer, train
+from hybrid_jax.errors import InputError
+
+
+CACHE = "/tmp/hybrid_jax_test_xla_cache"  # persistent compile cache: repeated runs skip compiles
+
+
+def _config(**overrides):
+    c = tiny.get_config()
+    c.train.compilation_cache_dir = CACHE
+    c.num_devices = 2
+    c.train.num_steps = 8
+    c.train.log_every = 2
+    c.train.checkpoint_every = 4
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+# -- a protobuf decoder independent of the writer's encoder (google.protobuf, built at runtime) --
+
+def _event_classes():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    fdp = descriptor_pb2.FileDescriptorProto(name="event_test.proto", package="t",
+                                             syntax="proto3")
+    value = fdp.message_type.add(name="Value")
+    value.field.add(name="tag", number=1, type=9, label=1)
+    value.field.add(name="simple_value", number=2, type=2, label=1)
+    summary = fdp.message_type.add(name="Summary")
+    summary.field.add(name="value", number=1, type=11, label=3, type_name=".t.Value")
+    event = fdp.message_type.add(name="Event")
+    event.field.add(name="wall_time", number=1, type=1, label=1)
+    event.field.add(name="step", number=2, type=3, label=1)
+    event.field.add(name="file_version", number=3, type=9, label=1)
+    event.field.add(name="summary", number=5, type=11, label=1, type_name=".t.Summary")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Event"))
+
+
+def test_crc32c_known_vector():
+    assert metrics_writer.crc32c(b"123456789") == 0xE3069283
+
+
+def test_tfevents_parse_back(tmp_path):
+    with metrics_writer.MetricsWriter(tmp_path) as w:
+        w.write(3, {"loss": 1.5, "accuracy": 0.25})
+        w.write(7, {"loss": 0.5})
+    Event = _event_classes()
+    events = [Event.FromString(r) for r in metrics_writer.read_records(w.events_path)]
+    assert events[0].file_version == "brain.Event:2"
+    assert [e.step for e in events[1:]] == [3, 7]
+    assert {v.tag: v.simple_value for v in events[1].summary.value} == {"loss": 1.5, "accuracy": 0.25}
+    data = bytearray(pathlib.Path(w.events_path).read_bytes())
+    data[-5] ^= 1
+    pathlib.Path(w.events_path).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="crc"):
+        list(metrics_writer.read_records(w.events_path))
+
+
+def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
+    config = _config(**{"train.num_steps": 16, "train.log_every": 4, "train.checkpoint_every": 0,
+                        "parallelism": "shard_map"})
+    metrics = train.train_and_evaluate(config, tmp_path)
+    out = capsys.readouterr().out
+    assert "steps/s" in out and "ex/s" in out and "ETA" in out
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8, 12, 16]
+    for key in ("loss", "accuracy", "lr", "grad_norm", "param_norm", "examples_per_sec"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert metrics["loss"] == rows[-1]["loss"]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["train"]["num_steps"] == 16 and saved["data"]["synthetic"] is True
+    (events,) = (tmp_path / "tensorboard").iterdir()
+    Event = _event_classes()
+    steps = [Event.FromString(r).step for r in metrics_writer.read_records(events)][1:]
+    assert steps == [4, 8, 12, 16]
+    # restore_params (for 'ckpt:' specs): trained layers + the frozen table saved once
+    params, cfg = checkpointing.restore_params(tmp_path)
+    assert cfg["model"]["spec"] == "random:tiny"
+    from hybrid_jax.models.pretrained import load_pretrained
+    pre = load_pretrained("random:tiny").encoder_params
+    np.testing.assert_array_equal(params["encoder"]["word_embeddings"]["embedding"],
+                                  pre["word_embeddings"]["embedding"])
+    assert not np.array_equal(params["encoder"]["layer_0"]["output"]["kernel"],
+                              pre["layer_0"]["output"]["kernel"])
+    with pytest.raises(InputError, match="no step 3"):
+        checkpointing.restore_params(tmp_path, 3)
+
+
+def test_resume_equals_uninterrupted(tmp_path, capsys):
+    config = _config(**{"optim.freeze_word_embeddings": False})
+    train.train_and_evaluate(config, tmp_path / "straight")
+    train.train_and_evaluate(config, tmp_path / "resumed", stop_at=4)
+    ckpt = checkpointing.Checkpointer(tmp_path / "resumed", read_only=True)
+    assert ckpt.all_steps() == [4]
+    ckpt.close()
+    capsys.readouterr()
+    train.train_and_evaluate(config, tmp_path / "resumed")
+    assert "resuming from" in capsys.readouterr().out
+    a, _ = checkpointing.restore_params(tmp_path / "straight")
+    b, _ = checkpointing.restore_params(tmp_path / "resumed")
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("data.global_batch_size", 9, "not divisible by 2 devices"),
+    ("optim.grad_accum_steps", 8, "accumulation"),
+    ("data.alpha", 1.5, "data.alpha"),
+    ("parallelism", "xmap", "parallelism"),
+    ("num_devices", 99, "num_devices"),
+    ("optim.schedule", "step", "optim.schedule"),
+    ("loss.temperature", 0.0, "loss.temperature"),
+])
+def test_config_validation(key, value, message):
+    with pytest.raises(InputError, match=message):
+        train.validate_config(_config(**{key: value}))
+
+
+def test_unusable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="workdir"):
+        train.check_workdir(blocker / "run")
+    with pytest.raises(InputError, match="not a directory"):
+        train.check_workdir(blocker)
+
+
+def test_evaluation_hook_cadence(tmp_path, monkeypatch):
+    from hybrid_jax.evaluation import run as eval_run
+    calls = []
+
+    def fake_evaluate(bundle, datasets, workdir, eval_config):
+        calls.append((bundle.name, [d["name"] for d in datasets], str(workdir)))
+        assert set(bundle.params) == {"encoder"}
+        return {"datasets": {}, "scalars": {"toy/map@20": 0.25 * len(calls)}}
+
+    monkeypatch.setattr(eval_run, "evaluate", fake_evaluate)
+    config = _config(**{"eval.every_steps": 4, "train.checkpoint_every": 0})
+    config.eval.datasets = [dict(name="toy", type="xquad-r", path="nowhere")]
+    out = train.train_and_evaluate(config, tmp_path)
+    assert [c[0] for c in calls] == [f"{tmp_path}@4", f"{tmp_path}@8"]
+    assert calls[0][2].endswith("eval_steps/step_4") and calls[1][2] == str(tmp_path)
+    assert out["eval"]["scalars"] == {"toy/map@20": 0.5}
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval/toy/map@20"] for r in rows if "eval/toy/map@20" in r] == [0.25, 0.5]
+    calls.clear()
+    train.train_and_evaluate(config, tmp_path, evaluate=False)  # --mode train: no evaluation
+    assert calls == []
