@@ -102,6 +102,19 @@ def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
                               pre["layer_0"]["output"]["kernel"])
     with pytest.raises(InputError, match="no step 3"):
         checkpointing.restore_params(tmp_path, 3)
+    # 'ckpt:' specs: the trained params on the starting model's architecture and tokenizer,
+    # exportable to Hugging Face format and loadable back bit-exactly.
+    trained = load_pretrained(f"ckpt:{tmp_path}@16")
+    assert trained.config == load_pretrained("random:tiny").config
+    jax.tree.map(np.testing.assert_array_equal, trained.encoder_params, params["encoder"])
+    from hybrid_jax import export
+    (out,) = export.run(f"ckpt:{tmp_path}", str(tmp_path / "hf"))
+    back = load_pretrained(f"hf:{out}").encoder_params
+    jax.tree.map(np.testing.assert_array_equal, back, params["encoder"])
+    with pytest.raises(InputError, match="no step 3"):
+        load_pretrained(f"ckpt:{tmp_path}@3")
+    with pytest.raises(InputError, match="not a run directory"):
+        load_pretrained(f"ckpt:{tmp_path}/missing")
 
 
 def test_resume_equals_uninterrupted(tmp_path, capsys):
