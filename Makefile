@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 WORKDIR ?= workdirs/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test clean
 
 venv: $(VENV)/.installed
 
@@ -23,9 +23,6 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
-
-bench: venv
-	$(PY) -m hybrid_jax.bench
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache
