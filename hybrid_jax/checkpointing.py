@@ -16,8 +16,10 @@ latest step.  `restore_params(workdir, step)` loads the model params of a run (f
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import re
 from typing import Any, Optional
 
 import jax
@@ -59,7 +61,9 @@ class Checkpointer:
         self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(max(int(keep), 1)),
-            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
+            # leftovers of a save cut short (kill -9, full disk): never a restorable step
+            cleanup_tmp_directories=not read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> Optional[int]:
@@ -75,24 +79,79 @@ class Checkpointer:
             opt_state=ocp.args.StandardSave(state.opt_state),
             data=ocp.args.JsonSave(_encode_data_state(data_state)),
             meta=ocp.args.JsonSave({"step": int(step)}))
-        return self.manager.save(int(step), args=args, force=force)
+        with _write_failure(self.directory, step):
+            return self.manager.save(int(step), args=args, force=force)
 
     def restore(self, step: int, target_state):
-        """-> (TrainState shaped like `target_state`, data-iterator state)."""
-        restored = self.manager.restore(int(step), args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(target_state.params),
-            opt_state=ocp.args.StandardRestore(target_state.opt_state),
-            data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore()))
+        """-> (TrainState shaped like `target_state`, data-iterator state).  An unreadable
+        checkpoint raises InputError naming it; nothing on disk is changed."""
+        with _unreadable_is_input_error(self.directory, step):
+            restored = self.manager.restore(int(step), args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(target_state.params),
+                opt_state=ocp.args.StandardRestore(target_state.opt_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore()))
         state = target_state.replace(step=jax.numpy.asarray(restored.meta["step"], np.int32),
                                      params=restored.params, opt_state=restored.opt_state)
         return state, _decode_data_state(restored.data)
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with _write_failure(self.directory, "(pending save)"):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - a failed save was already reported by wait()
+            pass
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full disk, lost permissions): earlier steps are intact
+    (orbax writes into a temporary directory and renames it only when complete)."""
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    detail = " ".join(str(e).split())
+    return detail if len(detail) <= limit else detail[:limit] + "..."
+
+
+@contextlib.contextmanager
+def _write_failure(directory: str, step):
+    try:
+        yield
+    except CheckpointWriteError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore wrap OS errors in many types
+        text, cause = str(e), e.__cause__ or e.__context__
+        while cause is not None and len(text) < 100_000:
+            text, cause = text + " " + str(cause), cause.__cause__ or cause.__context__
+        # a failed async save surfaces at the next save or wait: name the step that failed
+        failed = re.search(re.escape(directory) + r"/(\d+)(?:\.orbax-checkpoint-tmp|/|\b)", text)
+        if failed:
+            step = failed.group(1)
+        reason = next((r for r in ("No space left on device", "Permission denied",
+                                   "Read-only file system", "Disk quota exceeded") if r in text),
+                      None) or f"{type(e).__name__}: {_short(e)}"
+        raise CheckpointWriteError(
+            f"checkpoint {os.path.join(directory, str(step))}: could not be written ({reason}); "
+            f"earlier checkpoints are intact") from e
+
+
+@contextlib.contextmanager
+def _unreadable_is_input_error(directory: str, step):
+    """Orbax/tensorstore/JSON errors while reading a step -> one InputError that names the step
+    directory, says it was left as it is and how to go on."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax raises many types (ValueError, OSError, ...)
+        detail = _short(e)
+        raise InputError(
+            f"checkpoint {os.path.join(directory, str(step))}: cannot be read "
+            f"({type(e).__name__}: {detail}); it was left untouched -- move it away to resume "
+            f"from an earlier step") from e
 
 
 def save_frozen(workdir, frozen: dict) -> None:
@@ -143,10 +202,13 @@ def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
             step = max(steps)
         elif int(step) not in steps:
             raise InputError(f"checkpoint {workdir}: no step {step} (saved steps: {sorted(steps)})")
-        restored = manager.restore(int(step), args=ocp.args.Composite(
-            params=ocp.args.StandardRestore()))
+        with _unreadable_is_input_error(directory, step):
+            restored = manager.restore(int(step), args=ocp.args.Composite(
+                params=ocp.args.StandardRestore()))
         trainable = restored.params
     finally:
         manager.close()
-    params = optim.merge_params(trainable, restore_frozen(workdir))
+    with _unreadable_is_input_error(workdir, FROZEN_DIR):
+        frozen = restore_frozen(workdir)
+    params = optim.merge_params(trainable, frozen)
     return params["model"], _read_config(workdir)

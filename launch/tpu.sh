@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Cloud TPU VMs for hybrid_jax: create, setup, run, logs, delete.
+#
+#   launch/tpu.sh SUBCOMMAND [flags] [-- extra args for hybrid_jax.main]
+#
+# Subcommands
+#   create   a TPU VM (or, with --queued, a queued resource; --spot for spot capacity)
+#   setup    copy this checkout to every worker and install it (pip install -e .)
+#   run      python -m hybrid_jax.main --distributed on every worker, --workdir a gs:// path
+#   logs     the run's log on every worker (tail -f with --follow)
+#   delete   the TPU VM (and the queued resource)
+#
+# Settings (flag, or environment variable):
+#   --project  TPU_PROJECT    GCP project                       (required)
+#   --zone     TPU_ZONE       e.g. us-central2-b                (required)
+#   --name     TPU_NAME       TPU VM name                       (required)
+#   --type     TPU_TYPE       accelerator type, e.g. v4-32      (create; default v4-8)
+#   --version  TPU_VERSION    runtime, e.g. tpu-ubuntu2204-base (create)
+#   --config   TPU_CONFIG     config file[:variant]             (run; default configs/default.py)
+#   --workdir  TPU_WORKDIR    gs://bucket/path                  (run; required there)
+#   --mode     TPU_MODE       train | train_and_evaluate | evaluate (run)
+#   --spot, --queued, --follow, --dry-run (print the gcloud commands, run nothing)
+set -euo pipefail
+
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "error: $*" >&2; exit 2; }
+# Shell-quote for display: plain words as they are, anything else in single quotes.
+quote() {
+  local out=() a
+  for a in "$@"; do
+    if [[ "$a" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$a")
+    else out+=("'${a//\'/\'\\\'\'}'"); fi
+  done
+  echo "${out[*]}"
+}
+
+PROJECT="${TPU_PROJECT:-}"
+ZONE="${TPU_ZONE:-}"
+NAME="${TPU_NAME:-}"
+TYPE="${TPU_TYPE:-v4-8}"
+VERSION="${TPU_VERSION:-tpu-ubuntu2204-base}"
+CONFIG="${TPU_CONFIG:-configs/default.py}"
+WORKDIR="${TPU_WORKDIR:-}"
+MODE="${TPU_MODE:-train_and_evaluate}"
+REMOTE_DIR="${TPU_REMOTE_DIR:-hybrid_jax}"
+SPOT=0
+QUEUED=0
+FOLLOW=0
+DRY_RUN=0
+EXTRA=()
+
+[[ $# -ge 1 ]] || { usage >&2; die "a subcommand is required (create, setup, run, logs, delete)"; }
+CMD="$1"
+shift
+case "$CMD" in
+  create|setup|run|logs|delete) ;;
+  -h|--help|help) usage; exit 0 ;;
+  *) die "unknown subcommand '$CMD' (create, setup, run, logs, delete)" ;;
+esac
+
+need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --project) need_value "$@"; PROJECT="$2"; shift 2 ;;
+    --zone) need_value "$@"; ZONE="$2"; shift 2 ;;
+    --name) need_value "$@"; NAME="$2"; shift 2 ;;
+    --type) need_value "$@"; TYPE="$2"; shift 2 ;;
+    --version) need_value "$@"; VERSION="$2"; shift 2 ;;
+    --config) need_value "$@"; CONFIG="$2"; shift 2 ;;
+    --workdir) need_value "$@"; WORKDIR="$2"; shift 2 ;;
+    --mode) need_value "$@"; MODE="$2"; shift 2 ;;
+    --spot) SPOT=1; shift ;;
+    --queued) QUEUED=1; shift ;;
+    --follow) FOLLOW=1; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) die "unknown flag '$1' (see launch/tpu.sh --help)" ;;
+  esac
+done
+
+[[ -n "$PROJECT" ]] || die "--project (or TPU_PROJECT) is required"
+[[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
+[[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
+[[ "$NAME" =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] || die "--name '$NAME': lowercase letters, digits and '-'"
+[[ "$TYPE" =~ ^v[0-9]+[a-z]*-[0-9]+$ ]] || die "--type '$TYPE': expected e.g. v4-32, v5litepod-16"
+
+# Print a command (shell-quoted) and run it unless --dry-run.
+run_cmd() {
+  quote "$@"
+  if [[ "$DRY_RUN" -eq 0 ]]; then "$@"; fi
+}
+
+GCLOUD=(gcloud --project="$PROJECT")
+TPU=("${GCLOUD[@]}" compute tpus tpu-vm)
+SSH_ALL=("${TPU[@]}" ssh "$NAME" --zone="$ZONE" --worker=all)
+LOG="\$HOME/$REMOTE_DIR.log"
+
+case "$CMD" in
+  create)
+    if [[ "$QUEUED" -eq 1 ]]; then
+      args=("${GCLOUD[@]}" compute tpus queued-resources create "$NAME" --zone="$ZONE"
+            --node-id="$NAME" --accelerator-type="$TYPE" --runtime-version="$VERSION")
+      [[ "$SPOT" -eq 1 ]] && args+=(--spot)
+    else
+      args=("${TPU[@]}" create "$NAME" --zone="$ZONE" --accelerator-type="$TYPE"
+            --version="$VERSION")
+      [[ "$SPOT" -eq 1 ]] && args+=(--spot)
+    fi
+    run_cmd "${args[@]}"
+    ;;
+  setup)
+    [[ -f setup.py && -d hybrid_jax ]] || die "run setup from the repository root (setup.py not found)"
+    archive="/tmp/$REMOTE_DIR.tar.gz"
+    run_cmd tar --exclude=.git --exclude=.venv --exclude=runs -czf "$archive" .
+    run_cmd "${TPU[@]}" scp "$archive" "$NAME:$REMOTE_DIR.tar.gz" --zone="$ZONE" --worker=all
+    run_cmd "${SSH_ALL[@]}" --command="mkdir -p $REMOTE_DIR && tar -xzf $REMOTE_DIR.tar.gz -C $REMOTE_DIR && cd $REMOTE_DIR && pip install -q -U 'jax[tpu]' && pip install -q -e ."
+    ;;
+  run)
+    [[ -n "$WORKDIR" ]] || die "--workdir (or TPU_WORKDIR) is required for run"
+    [[ "$WORKDIR" == gs://* ]] || die "--workdir '$WORKDIR': every worker must see it: use a gs:// path"
+    case "$MODE" in train|train_and_evaluate|evaluate) ;; *) die "--mode '$MODE': train, train_and_evaluate or evaluate" ;; esac
+    main=(python3 -m hybrid_jax.main --distributed "--config=$CONFIG" "--workdir=$WORKDIR" "--mode=$MODE" "${EXTRA[@]}")
+    # nohup: the run survives the ssh session; rerunning the same command resumes from the
+    # latest checkpoint in the workdir (SIGTERM on preemption saves one and exits 0).
+    run_cmd "${SSH_ALL[@]}" --command="cd $REMOTE_DIR && nohup $(quote "${main[@]}") > $LOG 2>&1 &"
+    ;;
+  logs)
+    if [[ "$FOLLOW" -eq 1 ]]; then tail_cmd="tail -n 50 -f $LOG"; else tail_cmd="tail -n 50 $LOG"; fi
+    run_cmd "${SSH_ALL[@]}" --command="$tail_cmd"
+    ;;
+  delete)
+    if [[ "$QUEUED" -eq 1 ]]; then
+      run_cmd "${GCLOUD[@]}" compute tpus queued-resources delete "$NAME" --zone="$ZONE" --force --quiet
+    else
+      run_cmd "${TPU[@]}" delete "$NAME" --zone="$ZONE" --quiet
+    fi
+    ;;
+esac
