@@ -32,7 +32,7 @@ def find_runs(arg: str) -> dict[str, pathlib.Path]:
     return found
 
 
-def _long(groups: dict, metric: str) -> dict[str, dict]:
+def per_question_scores(groups: dict, metric: str) -> dict[str, dict]:
     """view -> {qid: (value, cluster, lang)} for the views holding `metric`."""
     out = {}
     for view, t in per_query.views(groups).items():
@@ -43,7 +43,7 @@ def _long(groups: dict, metric: str) -> dict[str, dict]:
     return out
 
 
-def _row(runs_a, runs_b, views: list[str], stratify: str, **kw):
+def paired_row(runs_a, runs_b, views: list[str], stratify: str, **kw):
     """Paired test over the queries of `views`, present (finite) in every run."""
     tables = runs_a + runs_b
     keys = None
@@ -69,11 +69,12 @@ def compare_dataset(name: str, groups_a: list, groups_b: list, metric: str | Non
         + ["rank_distance"] if lareqa else ["ndcg@10"])
     rows = []
     for met in metrics:
-        la, lb = [_long(g, met) for g in groups_a], [_long(g, met) for g in groups_b]
+        la = [per_question_scores(g, met) for g in groups_a]
+        lb = [per_question_scores(g, met) for g in groups_b]
         views = sorted(la[0])
 
         def add(view_name, selection, stratify, holm_group=None):
-            r = _row(la, lb, selection, stratify, **kw)
+            r = paired_row(la, lb, selection, stratify, **kw)
             if r:
                 rows.append({"dataset": name, "view": view_name, "metric": met,
                              "holm_group": holm_group and f"{holm_group}:{met}", **r})

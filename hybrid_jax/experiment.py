@@ -1,4 +1,4 @@
-"""Issue 7's experiment driver: the sampler x seed grid, the zero-shot row, and the comparison.
+"""The trade-off experiment driver: the sampler x seed grid, the zero-shot row, and the comparison.
 
     python -m hybrid_jax.experiment --config configs/tradeoff.py[:alpha_sweep] --workdir W
         [--max_runs N] [--report_only] [--dry_run] [--publish docs/] [--config.a.b=...]

@@ -157,8 +157,8 @@ def compare_conditions(a: list[RunRecord], b: list[RunRecord], setting: str,
     """Rows of A - B on `setting` ('mono' or 'cross'): per question language (when
     `per_language`), and the macro over the high-resource and over all languages. Uses
     hybrid_jax.compare's row builder (seeds pooled, questions resampled as clusters)."""
-    la = [compare._long(r.groups, key) for r in a]
-    lb = [compare._long(r.groups, key) for r in b]
+    la = [compare.per_question_scores(r.groups, key) for r in a]
+    lb = [compare.per_question_scores(r.groups, key) for r in b]
     views = sorted(la[0])
     kw = dict(n_resamples=n_bootstrap, seed=seed, resample_seeds=resample_seeds)
     rows = []
@@ -166,7 +166,7 @@ def compare_conditions(a: list[RunRecord], b: list[RunRecord], setting: str,
     def add(scope, sel, stratify):
         if not sel:
             return
-        r = compare._row(la, lb, sel, stratify, **kw)
+        r = compare.paired_row(la, lb, sel, stratify, **kw)
         if r:
             rows.append({"setting": setting, "scope": scope, "metric": key, **r})
 
