@@ -11,16 +11,8 @@
 set -euo pipefail
 
 usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "error: $*" >&2; exit 2; }
-# Shell-quote for display: plain words as they are, anything else in single quotes.
-quote() {
-  local out=() a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$a")
-    else out+=("'${a//\'/\'\\\'\'}'"); fi
-  done
-  echo "${out[*]}"
-}
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NODES="${SLURM_NODES:-2}"
@@ -34,7 +26,6 @@ MODE="${HJ_MODE:-train_and_evaluate}"
 DRY_RUN=0
 EXTRA=()
 
-need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --nodes) need_value "$@"; NODES="$2"; shift 2 ;;

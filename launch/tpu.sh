@@ -23,16 +23,8 @@
 set -euo pipefail
 
 usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "error: $*" >&2; exit 2; }
-# Shell-quote for display: plain words as they are, anything else in single quotes.
-quote() {
-  local out=() a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$a")
-    else out+=("'${a//\'/\'\\\'\'}'"); fi
-  done
-  echo "${out[*]}"
-}
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PROJECT="${TPU_PROJECT:-}"
 ZONE="${TPU_ZONE:-}"
@@ -58,7 +50,6 @@ case "$CMD" in
   *) die "unknown subcommand '$CMD' (create, setup, run, logs, delete)" ;;
 esac
 
-need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project) need_value "$@"; PROJECT="$2"; shift 2 ;;

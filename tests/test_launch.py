@@ -132,7 +132,9 @@ def test_slurm_validation(script, args, env, message):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shellcheck():
-    r = subprocess.run(["shellcheck", "-s", "bash", *(str(LAUNCH / s) for s in SCRIPTS)],
+    scripts = [*SCRIPTS, "common.sh"]
+    r = subprocess.run(["shellcheck", "-s", "bash", "-x", "--source-path=SCRIPTDIR",
+                        *(str(LAUNCH / s) for s in scripts)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
