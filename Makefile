@@ -6,8 +6,12 @@ PY := $(VENV)/bin/python
 # PyTorch is only for the tests that check our Hugging Face export and for the benchmark peer.
 TORCH ?= torch==2.13.0
 WORKDIR ?= workdirs/demo
+# The real pool the search benchmark uses: zero-shot XQuAD-R test-fold embeddings (made once).
+BENCH_POOL_DIR ?= workdirs/real_pool
+BENCH_POOL := $(BENCH_POOL_DIR)/eval/xquad-r-test/embeddings.npz
+BENCH_ARGS ?=
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +27,14 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# Benchmarks (BENCHMARKS.md, benchmarks/results.json); run them on an otherwise idle machine.
+bench: venv $(BENCH_POOL)
+	$(PY) -m hybrid_jax.bench --config configs/demo_cpu.py --real_pool $(BENCH_POOL) $(BENCH_ARGS)
+
+$(BENCH_POOL): | venv
+	$(PY) -m hybrid_jax.main --config configs/demo_cpu.py --workdir $(BENCH_POOL_DIR) --mode evaluate \
+	    --config.eval.save_embeddings=True --config.eval.plots=False --config.eval.progress=False
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m hybrid_jax.bench`, `make bench`); PyTorch only for the peer."""

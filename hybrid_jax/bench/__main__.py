@@ -1,0 +1,202 @@
+"""`make bench`: training, encoding, search and input-pipeline benchmarks on the present devices.
+
+    python -m hybrid_jax.bench [--config configs/demo_cpu.py] [--sections peak,step,pipeline,
+        encode,search] [--rounds 10] [--search_sizes 10000,100000,1000000]
+        [--real_pool eval/<ds>/embeddings.npz] [--out benchmarks/results.json]
+        [--markdown BENCHMARKS.md] [--config.a.b=...]
+
+Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
+  peak      the machine's practical matmul peak under XLA (float32 on CPU, bfloat16 on GPU/TPU)
+  step      our train step against the PyTorch peer, alternating, on the config's model and shapes
+  pipeline  input-pipeline batches/s against the measured step rate
+  encode    evaluation encoding throughput with and without length bucketing
+  search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
+Results are merged into --out (a rerun of one section replaces only that section), and
+--markdown is regenerated from the whole file.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import sys
+import time
+
+from absl import app, flags
+
+from hybrid_jax import main as entry
+
+SECTIONS = ("peak", "step", "pipeline", "encode", "search")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sections", list(SECTIONS), "Which benchmarks to run.")
+flags.DEFINE_integer("rounds", 10, "Timed steps per framework (alternating), after warm-up.")
+flags.DEFINE_integer("repeats", 3, "Repetitions of each encode / search timing (median).")
+flags.DEFINE_list("search_sizes", ["10000", "100000", "1000000"], "Synthetic pool sizes.")
+flags.DEFINE_integer("search_queries", 1000, "Queries per search benchmark.")
+flags.DEFINE_string("real_pool", None, "embeddings.npz of a real evaluation (eval.save_embeddings).")
+flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
+flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
+flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")
+flags.DEFINE_string("out", "benchmarks/results.json", "Results file (merged per section).")
+flags.DEFINE_string("markdown", "BENCHMARKS.md", "Table regenerated from --out ('' = none).")
+
+LEAVES_SWEEP = (10, 20, 30, 50, 100, 200)
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def machine_info() -> dict:
+    import jax
+
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind,
+            "load_average_at_start": list(os.getloadavg())}
+
+
+def _peak(config) -> dict:
+    from hybrid_jax.bench import step
+
+    import jax
+
+    if jax.default_backend() == "cpu":
+        return step.matmul_peak(2048, "float32")
+    return step.matmul_peak(8192, "bfloat16")
+
+
+def _pipeline(config, step_result: dict | None) -> dict:
+    from hybrid_jax.data import bench as data_bench
+    from hybrid_jax.models.pretrained import load_tokenizer
+
+    d = config.data
+    out = data_bench.pipeline_throughput(
+        d.dataset_dir, load_tokenizer(config.model.spec), FLAGS.pipeline_batches,
+        int(d.global_batch_size), int(d.query_max_length), int(d.passage_max_length),
+        format=d.format, train_fold=d.train_fold, sampling=d.sampling, alpha=float(d.alpha),
+        num_threads=int(d.num_threads), prefetch=int(d.prefetch))
+    if step_result:
+        out["step_per_s"] = step_result["steps_per_s"]
+        out["pipeline_over_step_rate"] = out["batches_per_s"] / step_result["steps_per_s"]
+    return out
+
+
+def _encode(config) -> dict:
+    """Texts/s encoding XQuAD-R candidate sentences, bucketed vs one padded length (alternating)."""
+    import numpy as np
+
+    from hybrid_jax import train
+    from hybrid_jax.data import lareqa
+    from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, encode_texts
+
+    bundle = train.load_model(config).bundle(tied=True)
+    ds = lareqa.load_lareqa(config.data.dataset_dir)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(ds.candidates), size=min(FLAGS.encode_texts, len(ds.candidates)),
+                      replace=False)
+    texts = [ds.candidates[i].text for i in pick]
+    max_length = int(config.eval.max_length)
+    kw = dict(tokenizer=bundle.tokenizer, apply_fn=bundle.apply_fn("passage"),
+              params=bundle.params, prefix=bundle.prefix("passage"), max_length=max_length,
+              batch_size=int(config.eval.batch_size), progress=False)
+    variants = {"bucketed": tuple(config.eval.get("buckets", DEFAULT_BUCKETS)), "padded": ()}
+    lengths = bundle.tokenizer.lengths([bundle.prefix("passage") + t for t in texts])
+    out = {"texts": len(texts), "max_length": max_length, "batch_size": int(config.eval.batch_size),
+           "token_length_p50": float(np.percentile(lengths, 50)),
+           "token_length_p95": float(np.percentile(lengths, 95)),
+           "buckets": list(variants["bucketed"])}
+    for buckets in variants.values():
+        encode_texts(texts, buckets=buckets, **kw)  # compile every shape outside the timing
+    times = {name: [] for name in variants}
+    for _ in range(FLAGS.repeats):
+        for name, buckets in variants.items():
+            t = time.perf_counter()
+            encode_texts(texts, buckets=buckets, **kw)
+            times[name].append(time.perf_counter() - t)
+    for name, ts in times.items():
+        s = float(np.median(ts))
+        out[name] = {"median_s": s, "texts_per_s": len(texts) / s, "all_s": ts}
+    out["bucketing_speedup"] = out["bucketed"]["texts_per_s"] / out["padded"]["texts_per_s"]
+    return out
+
+
+def _search(config) -> dict:
+    from hybrid_jax.retrieval import bench as search_bench
+
+    out = {"synthetic": []}
+    for n in [int(s) for s in FLAGS.search_sizes]:
+        _log(f"search: {n} candidates")
+        out["synthetic"].append(search_bench.search_benchmark(
+            n, n_queries=FLAGS.search_queries, repeats=FLAGS.repeats,
+            leaves_to_search=LEAVES_SWEEP))
+    if FLAGS.real_pool:
+        cands, queries = search_bench.embeddings_pool(FLAGS.real_pool)
+        real = search_bench.pool_benchmark(cands, queries[:FLAGS.search_queries], 20,
+                                           FLAGS.repeats, LEAVES_SWEEP)
+        real["source"] = FLAGS.real_pool
+        out["real"] = real
+    return out
+
+
+def run_benchmarks(config) -> dict:
+    from hybrid_jax.bench import step
+
+    unknown = [s for s in FLAGS.sections if s not in SECTIONS]
+    if unknown:
+        entry._fail(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    path = pathlib.Path(FLAGS.out)
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results.setdefault("sections", {})
+    results["machine"] = machine_info()
+    sections = results["sections"]
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    command = "python -m hybrid_jax.bench " + shlex.join(sys.argv[1:])
+
+    def record(name, fn):
+        _log(f"{name} ...")
+        t = time.perf_counter()
+        value = fn()
+        value["_meta"] = {"when": stamp, "command": command, "wall_s": time.perf_counter() - t,
+                          "load_average": list(os.getloadavg())}
+        sections[name] = value
+        step.write_json(path, results)  # each finished section is kept even if a later one fails
+        _log(f"{name}: done in {value['_meta']['wall_s']:.0f}s")
+
+    if "peak" in FLAGS.sections:
+        record("peak", lambda: _peak(config))
+    if "step" in FLAGS.sections:
+        record("step", lambda: step.train_step_benchmark(
+            config, rounds=FLAGS.rounds, peer=FLAGS.peer, peak=sections.get("peak")))
+    if "pipeline" in FLAGS.sections:
+        record("pipeline", lambda: _pipeline(config, sections.get("step")))
+    if "encode" in FLAGS.sections:
+        record("encode", lambda: _encode(config))
+    if "search" in FLAGS.sections:
+        record("search", lambda: _search(config))
+    if FLAGS.markdown:
+        from hybrid_jax.bench import report
+
+        pathlib.Path(FLAGS.markdown).write_text(report.markdown(results))
+        _log(f"wrote {FLAGS.markdown}")
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        entry._fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = FLAGS.config
+    if config is None:
+        from configs import demo_cpu
+
+        config = demo_cpu.get_config()
+    run_benchmarks(config)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=entry.parse_flags)

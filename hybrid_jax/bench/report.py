@@ -1,0 +1,139 @@
+"""BENCHMARKS.md from benchmarks/results.json: every figure comes from that file."""
+from __future__ import annotations
+
+
+def _f(x, digits=3):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _meta(section: dict) -> str:
+    m = section.get("_meta", {})
+    load = ", ".join(f"{x:.1f}" for x in m.get("load_average", []))
+    return (f"_{m.get('when', '?')}, `{m.get('command', '?')}`, {m.get('wall_s', 0):.0f} s, "
+            f"load average after: {load}_")
+
+
+def _target(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def best_operating_point(pool: dict, recall: float = 0.95) -> dict | None:
+    """The fastest ScaNN setting (default or sweep point) with recall@20 >= `recall`."""
+    points = [{"leaves_to_search": pool.get("scann_params", {}).get("num_leaves_to_search"),
+               "qps": pool.get("scann_qps"), "speedup": pool.get("scann_speedup"),
+               "recall@20": pool.get("scann_recall@20")}] + list(pool.get("scann_sweep", []))
+    ok = [p for p in points if p.get("qps") and (p.get("recall@20") or 0) >= recall]
+    return max(ok, key=lambda p: p["qps"]) if ok else None
+
+
+def _step(s: dict, peak: dict | None) -> list[str]:
+    peer = s.get("peer", {})
+    has_peer = "step_s" in peer
+    lines = ["## Training step", "",
+             f"Model config: batch {s['batch']}, query {s['query_len']} / passage "
+             f"{s['passage_len']} tokens (padded; {s['real_tokens_per_step']:.0f} of "
+             f"{s['padded_tokens_per_step']} tokens per step are real), {s['rounds']} timed steps "
+             f"each, JAX and PyTorch alternating; devices {', '.join(s['devices'])}.", "",
+             "| | hybrid_jax (JAX) | PyTorch peer |", "|---|---|---|",
+             f"| step, median s | {_f(s['step_s'])} | {_f(peer.get('step_s'))} |",
+             f"| examples/s | {_f(s['examples_per_s'])} | {_f(peer.get('examples_per_s'))} |",
+             f"| padded tokens/s | {_f(s['padded_tokens_per_s'])} | "
+             f"{_f(s['padded_tokens_per_step'] / peer['step_s']) if has_peer else '-'} |",
+             f"| model FLOP/s | {_f(s['model_flops_per_s'])} | "
+             f"{_f(s['model_flops_per_step'] / peer['step_s']) if has_peer else '-'} |",
+             f"| peak host memory, MB | {_f(s['max_rss_mb'])} | {_f(peer.get('max_rss_mb'))} |",
+             f"| first step (compile + run), s | {_f(s['first_step_s'])} | - |",
+             f"| XLA compilations: first step / after | {s['compiles_first_step']} / "
+             f"{s['compiles_after_first_step']} | - |", ""]
+    if has_peer:
+        lines.append(f"Speed-up over the PyTorch peer (median of per-round ratios): "
+                     f"**{s['speedup_vs_peer']:.2f}x** (target >= 1.0, aim 1.3: "
+                     f"{_target(s['speedup_vs_peer'] >= 1.0)}).")
+    else:
+        lines.append(f"PyTorch peer: {peer.get('skipped', 'not run')}.")
+    if peak and "fraction_of_matmul_peak" in s:
+        lines.append(f"Achieved model FLOP/s = **{100 * s['fraction_of_matmul_peak']:.0f}%** of "
+                     f"the measured {peak['dtype']} matmul peak {_f(peak['flops_per_s'])} FLOP/s "
+                     f"({peak['n']}x{peak['n']}, median of {peak['repeats']}) "
+                     f"(target >= 40%: {_target(s['fraction_of_matmul_peak'] >= 0.4)}).")
+    lines += ["Zero recompiles after the first step: "
+              f"{_target(s['compiles_after_first_step'] == 0)}.", "", _meta(s), ""]
+    return lines
+
+
+def _search(s: dict) -> list[str]:
+    lines = ["## Search: exact vs ScaNN (recall@20 against exact search)", "",
+             "| pool | candidates | exact q/s | ScaNN build s | ScaNN q/s (default) | recall@20 | "
+             "speed-up | fastest with recall >= 0.95 |", "|---|---|---|---|---|---|---|---|"]
+    pools = [("synthetic", p) for p in s.get("synthetic", [])]
+    if "real" in s:
+        pools.append(("real", s["real"]))
+    for kind, p in pools:
+        best = best_operating_point(p)
+        best_s = (f"{best['leaves_to_search']} leaves: {_f(best['qps'])} q/s, "
+                  f"{best['speedup']:.0f}x, recall {best['recall@20']:.3f}" if best else "none")
+        lines.append(f"| {kind} | {p['n_candidates']:,} | {_f(p['exact_qps'])} | "
+                     f"{_f(p.get('scann_build_s'))} | {_f(p.get('scann_qps'))} | "
+                     f"{_f(p.get('scann_recall@20'))} | {_f(p.get('scann_speedup'))}x | {best_s} |")
+    big = [p for p in s.get("synthetic", []) if p["n_candidates"] >= 1_000_000]
+    if big:
+        best = best_operating_point(big[0])
+        lines += ["", "Target at 10^6: >= 10x exact q/s at recall@20 >= 0.95: "
+                  + _target(bool(best and best["speedup"] >= 10)) + "."]
+    lines += ["", _meta(s), ""]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    sec = results.get("sections", {})
+    m = results.get("machine", {})
+    lines = ["# Benchmarks", "",
+             "Made by `make bench` (`python -m hybrid_jax.bench --config configs/demo_cpu.py`); "
+             "every figure below is read from `benchmarks/results.json`, which that command "
+             "writes (`hybrid_jax/bench/report.py` renders this file). Medians over repeated "
+             "runs; the machine is shared, so absolute times swing ~20%, ratios from "
+             "side-by-side runs much less.", "",
+             f"Machine: {m.get('platform', '?')}, {m.get('cpu_count', '?')} CPUs, "
+             f"jax {m.get('jax', '?')} ({m.get('backend', '?')}: {m.get('device_kind', '?')}), "
+             f"Python {m.get('python', '?')}.", ""]
+    peak = sec.get("peak")
+    if peak:
+        lines += ["## Matmul peak", "",
+                  f"{peak['n']}x{peak['n']} {peak['dtype']} matmul under XLA: "
+                  f"{_f(peak['flops_per_s'])} FLOP/s (median of {peak['repeats']}).", "",
+                  _meta(peak), ""]
+    if "step" in sec:
+        lines += _step(sec["step"], peak)
+    if "pipeline" in sec:
+        p = sec["pipeline"]
+        ratio = p.get("pipeline_over_step_rate")
+        lines += ["## Input pipeline", "",
+                  f"{p['sampling']} batches of {p['global_batch_size']} "
+                  f"({p['query_max_length']}/{p['passage_max_length']} tokens), "
+                  f"{p['num_threads']} read thread(s): **{_f(p['batches_per_s'])} batches/s** "
+                  f"({_f(p['examples_per_s'])} examples/s), set-up {_f(p['setup_s'])} s."]
+        if ratio:
+            lines.append(f"That is {ratio:.0f}x the measured train-step rate "
+                         f"({_f(p['step_per_s'])} steps/s; target >= 10x: {_target(ratio >= 10)}).")
+        lines += ["", _meta(p), ""]
+    if "encode" in sec:
+        e = sec["encode"]
+        lines += ["## Encoding (evaluation encoder)", "",
+                  f"{e['texts']} XQuAD-R candidate sentences (tokens: median "
+                  f"{e['token_length_p50']:.0f}, 95th percentile {e['token_length_p95']:.0f}), "
+                  f"batch {e['batch_size']}, max length {e['max_length']}.", "",
+                  "| | texts/s | median s |", "|---|---|---|",
+                  f"| length buckets {e['buckets']} | {_f(e['bucketed']['texts_per_s'])} | "
+                  f"{_f(e['bucketed']['median_s'])} |",
+                  f"| one padded length ({e['max_length']}) | {_f(e['padded']['texts_per_s'])} | "
+                  f"{_f(e['padded']['median_s'])} |", "",
+                  f"Bucketing speed-up: {e['bucketing_speedup']:.2f}x.", "", _meta(e), ""]
+    if "search" in sec:
+        lines += _search(sec["search"])
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Train-step benchmark: our step against the PyTorch peer, side by side, and the matmul peak.
+
+The JAX step is the real one (`train.setup` -> `steps.Runner`, the run's config, real batches from
+the input pipeline); the PyTorch peer (bench/torch_peer.py) trains the same weights on the same
+batches with the same loss in its own process.  Steps alternate JAX, PyTorch, JAX, ... so both see
+the same machine load; medians over the rounds and the per-round ratio are reported.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _median(xs):
+    return float(statistics.median(xs)) if xs else None
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process, MB (VmHWM: unlike ru_maxrss it does not carry a
+    parent's peak across fork + exec, so the peer's figure is its own)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Counts XLA backend compilations (and their seconds) while the block runs."""
+    import jax
+    from jax._src import dispatch
+
+    seen = []
+
+    def listener(event, duration, **_):
+        if event == dispatch.BACKEND_COMPILE_EVENT:
+            seen.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def matmul_peak(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> dict:
+    """FLOP/s of one large square matmul under XLA (the machine's practical peak)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    s = _median(times)
+    return {"n": n, "dtype": dtype, "median_s": s, "flops_per_s": 2 * n ** 3 / s,
+            "repeats": repeats}
+
+
+def encoder_flops(config, batch: int, length: int) -> float:
+    """Forward FLOPs of one tower on [batch, length] (padded) tokens: the matmuls of every layer
+    (Q, K, V, output, FFN in and out) and of attention (scores and context)."""
+    d, ff = config.hidden_size, config.intermediate_size
+    tokens = batch * length
+    per_layer = 2 * tokens * (4 * d * d + 2 * d * ff) + 2 * 2 * batch * length * length * d
+    return float(config.num_layers * per_layer)
+
+
+def train_step_flops(config, batch: int, query_len: int, passage_len: int) -> float:
+    """Model FLOPs of one training step: forward + backward (2x forward) of both towers."""
+    return 3 * (encoder_flops(config, batch, query_len) + encoder_flops(config, batch, passage_len))
+
+
+class TorchPeer:
+    """The PyTorch worker process (bench/torch_peer.py), driven one step at a time."""
+
+    def __init__(self, model_dir: str, batches_file: str, threads: int, config):
+        cmd = [sys.executable, "-m", "hybrid_jax.bench.torch_peer", "--model_dir", model_dir,
+               "--batches", batches_file, "--threads", str(threads),
+               "--learning_rate", str(config.optim.learning_rate),
+               "--weight_decay", str(config.optim.weight_decay),
+               "--temperature", str(config.loss.temperature),
+               "--max_grad_norm", str(config.optim.max_grad_norm),
+               "--dropout", str(max(float(config.model.dropout), 0.0)
+                                if float(config.model.dropout) >= 0 else 0.1)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the PyTorch peer exited (see its stderr above)")
+        return json.loads(line)
+
+    def step(self) -> dict:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> dict:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        out = self._read()
+        self.proc.wait(timeout=60)
+        return out
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: bool = True,
+                         peak: dict | None = None) -> dict:
+    """Median seconds per step of our step (and the peer's), throughput, FLOP/s, compile count."""
+    import jax
+
+    from hybrid_jax import train
+    from hybrid_jax.models import export_hf
+
+    out: dict = {"devices": [str(d) for d in jax.local_devices()], "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
+            count_compiles() as compiles:
+        t = time.perf_counter()
+        pretrained = train.load_model(config)
+        run = train.setup(config, os.path.join(tmp, "run"), pretrained)
+        out["setup_s"] = time.perf_counter() - t
+        batches = [next(run.iterator) for _ in range(n_batches)]  # the pipeline is not timed here
+        b, lq = batches[0]["query_ids"].shape
+        lp = batches[0]["passage_ids"].shape[1]
+        real_tokens = float(np.mean([batch["query_mask"].sum() + batch["passage_mask"].sum()
+                                     for batch in batches]))
+        out.update(batch=b, query_len=lq, passage_len=lp, padded_tokens_per_step=b * (lq + lp),
+                   real_tokens_per_step=real_tokens)
+
+        state = run.state
+
+        def jax_step(i):
+            nonlocal state
+            t0 = time.perf_counter()
+            state, metrics = run.runner(state, run.frozen,
+                                        run.runner.shard_batch(batches[i % n_batches]))
+            loss = float(jax.device_get(metrics["loss"]).reshape(-1)[0])
+            return time.perf_counter() - t0, loss
+
+        first_s, first_loss = jax_step(0)
+        out["first_step_s"] = first_s              # compile + one step
+        out["compiles_first_step"] = len(compiles)
+        out["compile_s"] = float(sum(compiles))
+        n_before = len(compiles)
+
+        torch_peer = None
+        if peer and _torch_available():
+            model_dir = os.path.join(tmp, "hf")
+            export_hf(model_dir, pretrained.config, pretrained.encoder_params,
+                      pretrained.tokenizer, pretrained.prefixes)
+            batch_file = os.path.join(tmp, "batches.npz")
+            np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in
+                                    ("query_ids", "query_mask", "passage_ids", "passage_mask")})
+            torch_peer = TorchPeer(model_dir, batch_file, os.cpu_count() or 1, config)
+            torch_peer.step()  # warm-up (allocator, thread pool)
+            out["peer"] = dict(torch_peer.info)
+        elif peer:
+            out["peer"] = {"skipped": "torch/transformers not installed"}
+
+        jax_s, torch_s, ratios, losses = [], [], [], {"jax": [first_loss], "torch": []}
+        for r in range(rounds):
+            s, loss = jax_step(r + 1)
+            jax_s.append(s)
+            losses["jax"].append(loss)
+            if torch_peer is not None:
+                reply = torch_peer.step()
+                torch_s.append(reply["seconds"])
+                losses["torch"].append(reply["loss"])
+                ratios.append(reply["seconds"] / s)
+        out["compiles_after_first_step"] = len(compiles) - n_before
+        if torch_peer is not None:
+            out["peer"]["max_rss_mb"] = torch_peer.close()["max_rss_mb"]
+        out["max_rss_mb"] = max_rss_mb()
+
+    step_s = _median(jax_s)
+    flops = train_step_flops(pretrained.config, b, lq, lp)
+    out.update(step_s=step_s, step_s_all=jax_s, steps_per_s=1 / step_s, examples_per_s=b / step_s,
+               padded_tokens_per_s=b * (lq + lp) / step_s, real_tokens_per_s=real_tokens / step_s,
+               model_flops_per_step=flops, model_flops_per_s=flops / step_s, losses=losses)
+    if peak:
+        out["fraction_of_matmul_peak"] = out["model_flops_per_s"] / peak["flops_per_s"]
+    if torch_s:
+        out["peer"].update(step_s=_median(torch_s), step_s_all=torch_s,
+                           examples_per_s=b / _median(torch_s))
+        # > 1: our step is faster.  Median of per-round ratios (each pair ran back to back).
+        out["speedup_vs_peer"] = _median(ratios)
+    return out
+
+
+def write_json(path, obj) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,73 @@
+"""`python -m hybrid_jax.bench` end to end on the tiny model: every section runs, the results file
+holds the figures, and BENCHMARKS.md is rendered from exactly that file."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    cmd = [sys.executable, "-m", "hybrid_jax.bench", "--config", "configs/tiny.py",
+           "--config.num_devices=1", "--config.data.synthetic=False",
+           f"--config.data.dataset_dir={shared_data / 'xquad-r'}",
+           "--rounds", "3", "--repeats", "1", "--search_sizes", "3000", "--search_queries", "64",
+           "--encode_texts", "48", "--pipeline_batches", "5",
+           "--out", str(out / "results.json"), "--markdown", str(out / "BENCHMARKS.md")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_every_section_reports_its_figures(bench_run):
+    _, results = bench_run
+    sec = results["sections"]
+    assert set(sec) == {"peak", "step", "pipeline", "encode", "search"}
+    assert sec["peak"]["flops_per_s"] > 1e8
+    step = sec["step"]
+    assert step["batch"] == 8 and step["query_len"] == 8 and step["passage_len"] == 12
+    assert len(step["step_s_all"]) == 3 and step["step_s"] > 0
+    # The real step compiles once: later batches of the same shapes reuse it.
+    assert step["compiles_first_step"] >= 1 and step["compiles_after_first_step"] == 0
+    assert 0 < step["fraction_of_matmul_peak"] < 1
+    if "step_s" in step.get("peer", {}):  # torch installed: the peer trained on the same batches
+        assert len(step["peer"]["step_s_all"]) == 3 and step["speedup_vs_peer"] > 0
+        assert all(l == l and l > 0 for l in step["losses"]["torch"])
+    assert sec["pipeline"]["pipeline_over_step_rate"] == pytest.approx(
+        sec["pipeline"]["batches_per_s"] / step["steps_per_s"])
+    enc = sec["encode"]
+    assert enc["texts"] == 48 and enc["bucketed"]["texts_per_s"] > 0
+    pool = sec["search"]["synthetic"][0]
+    assert pool["n_candidates"] == 3000 and pool["exact_qps"] > 0
+    if "scann_qps" in pool:
+        assert 0 <= pool["scann_recall@20"] <= 1
+        assert all(0 <= p["recall@20"] <= 1 for p in pool.get("scann_sweep", []))
+
+
+def test_markdown_is_rendered_from_the_results_file(bench_run):
+    from hybrid_jax.bench import report
+
+    out, results = bench_run
+    text = (out / "BENCHMARKS.md").read_text()
+    assert text == report.markdown(results)
+    assert report._f(results["sections"]["step"]["step_s"]) in text
+    assert "python -m hybrid_jax.bench" in text
+
+
+def test_best_operating_point_needs_the_recall():
+    from hybrid_jax.bench.report import best_operating_point
+
+    pool = {"scann_params": {"num_leaves_to_search": 10}, "scann_qps": 900.0,
+            "scann_speedup": 30.0, "scann_recall@20": 0.90,
+            "scann_sweep": [{"leaves_to_search": 20, "qps": 600.0, "speedup": 20.0,
+                             "recall@20": 0.96},
+                            {"leaves_to_search": 50, "qps": 300.0, "speedup": 10.0,
+                             "recall@20": 0.99}]}
+    assert best_operating_point(pool)["leaves_to_search"] == 20
+    assert best_operating_point(pool, recall=0.995) is None
