@@ -274,3 +274,20 @@ def test_export_cli(tmp_path):
     assert written == [str(tmp_path / "out")]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "modules.json"):
         assert os.path.exists(os.path.join(written[0], name)), name
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_rate_scaling_and_keys(rate):
+    from hybrid_jax.models.encoder import Dropout
+
+    x = jnp.ones((64, 33, 31), jnp.float32)  # odd sizes: the mask covers n = 65,472 elements
+    drop = Dropout(rate)
+    y = np.asarray(drop.apply({}, x, False, rngs={"dropout": jax.random.key(0)}))
+    kept = y != 0
+    threshold = round(rate * 65536)
+    assert abs(1 - kept.mean() - threshold / 65536) < 4 * np.sqrt(rate * (1 - rate) / x.size)
+    np.testing.assert_allclose(y[kept], 65536 / (65536 - threshold), rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.03  # inverted dropout keeps the expectation
+    other = np.asarray(drop.apply({}, x, False, rngs={"dropout": jax.random.key(1)}))
+    assert (kept != (other != 0)).mean() > 0.05  # another key, another mask
+    np.testing.assert_array_equal(np.asarray(drop.apply({}, x, True)), np.asarray(x))

@@ -22,6 +22,32 @@ def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32, name=name)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose mask costs half the random words of `nn.Dropout`.
+
+    Generating random words dominates dropout on CPU (measured: ~0.8 s of a 1.9 s forward pass of
+    mE5-small at batch 16): `nn.Dropout` draws one 32-bit word per element, this draws one per two
+    elements and compares each 16-bit half against round(rate * 2^16).  The drop probability is
+    that threshold / 2^16 (0.1 -> 0.100006) and kept values are scaled by 1 / (1 - that), so the
+    expectation is exact.  The key comes from the 'dropout' rng stream like `nn.Dropout`'s.
+    """
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate <= 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        threshold = int(round(self.rate * 65536))
+        n = x.size
+        words = jax.random.bits(self.make_rng("dropout"), ((n + 1) // 2,), jnp.uint32)
+        halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)
+        keep = (halves[:n] >= jnp.uint16(threshold)).reshape(x.shape)
+        scale = jnp.asarray(65536.0 / (65536 - threshold), x.dtype)
+        return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
+
+
 class SelfAttention(nn.Module):
     config: EncoderConfig
 
@@ -40,7 +66,7 @@ class SelfAttention(nn.Module):
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
         scores = scores * (head_dim ** -0.5) + bias
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(c.attention_dropout)(probs, deterministic=deterministic)
+        probs = Dropout(c.attention_dropout)(probs, deterministic=deterministic)
         context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
         context = context.reshape(batch, length, c.hidden_size)
         return _dense(c.hidden_size, "output", dtype)(context)
@@ -54,12 +80,12 @@ class Layer(nn.Module):
         c = self.config
         dtype = jnp.dtype(c.compute_dtype)
         attn = SelfAttention(c, name="attention")(x, bias, deterministic)
-        attn = nn.Dropout(c.hidden_dropout)(attn, deterministic=deterministic)
+        attn = Dropout(c.hidden_dropout)(attn, deterministic=deterministic)
         x = _layer_norm(c, "attention_norm")(x + attn)
         h = _dense(c.intermediate_size, "intermediate", dtype)(x)
         h = nn.gelu(h, approximate=False)  # BERT's exact (erf) GELU
         h = _dense(c.hidden_size, "output", dtype)(h)
-        h = nn.Dropout(c.hidden_dropout)(h, deterministic=deterministic)
+        h = Dropout(c.hidden_dropout)(h, deterministic=deterministic)
         return _layer_norm(c, "output_norm")(x + h)
 
 
@@ -82,7 +108,7 @@ class Encoder(nn.Module):
         types = self.param("token_type_embeddings", _INIT, (c.type_vocab_size, c.hidden_size))
         x = word(input_ids) + pos(positions) + types[0]
         x = _layer_norm(c, "embeddings_norm")(x)
-        x = nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
+        x = Dropout(c.hidden_dropout)(x, deterministic=deterministic)
         x = x.astype(jnp.dtype(c.compute_dtype))
 
         # Additive mask shared by all heads: padded keys get a large negative score.
