@@ -155,7 +155,8 @@ def _unreadable_is_input_error(directory: str, step):
 
 
 def save_frozen(workdir, frozen: dict) -> None:
-    """Writes the frozen params once (no-op when already there or when nothing is frozen)."""
+    """Writes the frozen params once (no-op when already there or when nothing is frozen).
+    Multi-process: call it on every process (orbax synchronises them)."""
     path = os.path.join(os.path.abspath(os.fspath(workdir)), FROZEN_DIR)
     if not jax.tree.leaves(frozen) or os.path.exists(path):
         return
@@ -193,7 +194,8 @@ def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
         raise InputError(f"checkpoint {workdir}: no {CHECKPOINT_DIR}/ directory (not a trained run?)")
     manager = ocp.CheckpointManager(directory, item_names=ITEMS,
                                     options=ocp.CheckpointManagerOptions(read_only=True,
-                                                                         create=False))
+                                                                         create=False),
+                                    item_handlers={"params": ocp.StandardCheckpointHandler()})
     try:
         steps = list(manager.all_steps())
         if not steps:
@@ -203,8 +205,13 @@ def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
         elif int(step) not in steps:
             raise InputError(f"checkpoint {workdir}: no step {step} (saved steps: {sorted(steps)})")
         with _unreadable_is_input_error(directory, step):
+            # Onto this process's first device: the saved sharding names the training run's
+            # devices (other processes', a larger mesh), which a reader usually does not have.
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                  manager.item_metadata(int(step)).params.tree)
             restored = manager.restore(int(step), args=ocp.args.Composite(
-                params=ocp.args.StandardRestore()))
+                params=ocp.args.StandardRestore(target)))
         trainable = restored.params
     finally:
         manager.close()

@@ -152,17 +152,40 @@ def make_train_step(module: DualEncoder, tx: optax.GradientTransformation,
 # ----------------------------------------------------------------------------- parallel runners
 
 
+def participating_devices(devices) -> list:
+    """`devices` (this process's, e.g. its first `num_devices` local ones) -> the devices of the
+    whole run: every process contributes as many, process-major, so that process p's devices
+    hold rows [p*B/P, (p+1)*B/P) of the global batch -- the slice its data iterator reads.  A list
+    that already names other processes' devices is taken as it is."""
+    devices = list(devices)
+    if jax.process_count() == 1 or any(d.process_index != jax.process_index() for d in devices):
+        return devices
+    n = len(devices)
+    return [d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)[:n]]
+
+
 @dataclasses.dataclass
 class Runner:
-    """Runs a per-device step on `devices` and moves state and batches to where it expects them."""
+    """Runs a per-device step on `devices` and moves state and batches to where it expects them.
+
+    Multi-process (jax.distributed): `devices` may be this process's devices only; the mesh spans
+    every process's (participating_devices).  Each process passes its own slice of the global
+    batch; pmap takes and returns host-local arrays (leading axis = local devices), shard_map
+    global ones, and `unreplicate` gives global replicated arrays (what a collective orbax save
+    and jax.device_get need)."""
     parallelism: str
     devices: list
     step_fn: Callable = None          # compiled (state, frozen, batch) -> (state, metrics)
 
     def __post_init__(self):
+        self.devices = participating_devices(self.devices)
+        self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
         self.mesh = Mesh(np.array(self.devices), (AXIS_NAME,))
         self._sharded = NamedSharding(self.mesh, P(AXIS_NAME))
         self._replicated = NamedSharding(self.mesh, P())
+        # pmap's inputs are host-local: sharded over this process's devices only
+        self._local_sharded = NamedSharding(Mesh(np.array(self.local_devices), (AXIS_NAME,)),
+                                            P(AXIS_NAME))
 
     @property
     def num_devices(self) -> int:
@@ -180,28 +203,41 @@ class Runner:
 
     def replicate(self, tree):
         """Host or single-device tree -> the layout the step takes (copied, safe to donate)."""
-        n = self.num_devices
+        n = len(self.local_devices)
         if self.parallelism == "pmap":
             return jax.tree.map(lambda x: jax.device_put(
-                np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), self._sharded), tree)
+                np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), self._local_sharded), tree)
+        # every process holds the same host value: device_put places its addressable copies
         return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self._replicated), tree)
 
     def unreplicate(self, tree):
         """Step layout -> one copy (device arrays; not aliased with donated buffers)."""
         if self.parallelism == "pmap":
-            return jax.tree.map(lambda x: x[0], tree)
+            if jax.process_count() == 1:
+                return jax.tree.map(lambda x: x[0], tree)
+            return jax.tree.map(self._global_copy, tree)
         return jax.tree.map(lambda x: x.copy(), tree)
 
+    def _global_copy(self, x):
+        """Host-local pmap output [n_local, ...] (one copy per device) -> a global array
+        replicated over the mesh, from the per-device copies (no host round trip)."""
+        by_device = {s.device: s.data for s in x.addressable_shards}
+        copies = [by_device[d][0] for d in self.local_devices]  # indexing copies: safe to donate x
+        return jax.make_array_from_single_device_arrays(x.shape[1:], self._replicated, copies)
+
     def shard_batch(self, batch: dict) -> dict:
-        """Global numpy batch -> device slices (only the arrays the step reads)."""
-        n = self.num_devices
+        """This process's numpy slice of the global batch -> device slices (only the arrays the
+        step reads)."""
+        n = len(self.local_devices)
         names = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS if k in batch]
         if self.parallelism == "pmap":
             return {k: jax.device_put(np.asarray(batch[k]).reshape(
-                (n, -1) + np.shape(batch[k])[1:]), self._sharded) for k in names}
-        return {k: jax.device_put(np.asarray(batch[k]), self._sharded) for k in names}
+                (n, -1) + np.shape(batch[k])[1:]), self._local_sharded) for k in names}
+        return {k: jax.make_array_from_process_local_data(self._sharded, np.asarray(batch[k]))
+                for k in names}
 
     def metrics_to_host(self, metrics) -> dict:
+        # pmap: host-local; shard_map: replicated (fetchable on every process)
         m = jax.device_get(metrics)
         if self.parallelism == "pmap":
             m = jax.tree.map(lambda x: x[0], m)

@@ -246,7 +246,7 @@ def setup(config, workdir: str, pretrained=None) -> Run:
             iterator.set_state(data_state)
         start_step = int(host_state.step)
         _log(f"resuming from {checkpointer.directory}/{latest}")
-    elif jax.process_index() == 0:
+    else:  # every process: an orbax save is collective (process 0 writes the numpy arrays)
         checkpointing.save_frozen(workdir, frozen)
 
     runner = steps.make_runner(config.parallelism, module, tx, schedule, config.loss,
