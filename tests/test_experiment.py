@@ -145,6 +145,11 @@ def test_driver_runs_grid_and_writes_report(first_run):
     assert f"{en['diff']:+.4f}" in line and tradeoff.verdict(en) in line
     assert "Published numbers (theirs, not ours)" in report and "0.792" in report
     assert "Caution: only 1 seed(s)" in report
+    # the budget and the total wall time come from the config and the runs' timing.json
+    total = sum(json.loads((workdir / "runs" / r / "timing.json").read_text())["wall_seconds"]
+                for r in ("zero-shot", "mono-s0", "hybrid-a0.5-s0"))
+    assert f"**{total / 3600:.2f} h**" in report
+    assert "Every trained run: 3 steps of global batch 8 (7 in-batch negatives" in report
 
 
 def test_resume_skips_finished_and_finishes_half_done(first_run, tmp_path, capsys):

@@ -348,6 +348,36 @@ def _fmt_s(s) -> str:
     return f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
+def _how_it_was_run(runs, config: Optional[dict]) -> list[str]:
+    """The budget (from the experiment's config), the grid's total wall time, and what a larger
+    accelerator run would change."""
+    total = sum(_timing(r)["wall_seconds"] or 0.0 for r in runs)
+    lines = ["## How it was run", ""]
+    if config:
+        t, d, o, e = (config.get(s, {}) for s in ("train", "data", "optim", "eval"))
+        lines.append(
+            f"Every trained run: {t.get('num_steps')} steps of global batch "
+            f"{d.get('global_batch_size')} ({d.get('global_batch_size', 1) - 1} in-batch "
+            f"negatives per query), queries cut at {d.get('query_max_length')} and passages at "
+            f"{d.get('passage_max_length')} tokens, AdamW lr {o.get('learning_rate')} "
+            f"(warm-up {o.get('warmup_steps')}, {o.get('schedule')} decay), weight decay "
+            f"{o.get('weight_decay')}, word-embedding table "
+            f"{'frozen' if o.get('freeze_word_embeddings') else 'trained'}, model "
+            f"`{config.get('model', {}).get('spec')}`; evaluation encodes up to "
+            f"{e.get('max_length')} tokens with {e.get('search')} search.")
+    lines += ["", f"Total wall time of these {len(runs)} runs (training, evaluation, model "
+              f"loading and compilation, every session): **{total / 3600:.2f} h** "
+              f"({_fmt_s(total)}).", "",
+              "A GPU/TPU run (configs/xlmr_base.py, configs/labse.py: batch 100, passages up to "
+              "128 tokens, bfloat16 matmuls, the paper's learning rate, `hf:` weights) changes "
+              "three things this CPU budget cannot: 99 instead of 15 in-batch negatives per "
+              "query (a harder contrastive task, closer to the paper), untruncated answer "
+              "sentences, and many more steps. The same driver runs it: "
+              "`--config.model.spec=hf:<dir> --config.data.global_batch_size=100 ...` on "
+              "configs/tradeoff.py; the comparison and its statistics are unchanged.", ""]
+    return lines
+
+
 def write_report(runs: Sequence[RunRecord], *, dataset: str, out_dir,
                  report_name: str = "tradeoff.md",
                  k: int = 20, high_resource: Sequence[str] = ("en", "de", "es", "ru", "zh"),
@@ -569,6 +599,8 @@ def write_report(runs: Sequence[RunRecord], *, dataset: str, out_dir,
                        "bootstrap 95% CI"])
     L += [table(["source", "hybrid - X-X-mono (mono)", "hybrid - X-Y (cross)", "uncertainty"],
                 deltas), ""]
+
+    L += _how_it_was_run(runs, config)
 
     # Runs
     L += ["## Runs", "", "Wall time from each run's timing.json (all invocations, including "
