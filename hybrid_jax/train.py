@@ -285,7 +285,9 @@ def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
                                                  params=model_params(run_or_bundle))
         bundle.name = name
     t = time.time()
-    results = eval_run.evaluate(bundle, datasets, eval_dir, config.eval)
+    # Every process evaluates (they stay in step; local devices only), process 0 writes.
+    results = eval_run.evaluate(bundle, datasets, eval_dir, config.eval,
+                                write=jax.process_index() == 0)
     scalars = results.get("scalars", {})
     if writer is not None and scalars:
         writer.write(step, {f"eval/{k}": v for k, v in scalars.items()

@@ -70,6 +70,17 @@ def test_outputs_written(evaluated):
     assert (root / "run0" / "embedding_cache").is_dir()
 
 
+def test_non_writing_process_computes_the_same_and_writes_nothing(evaluated, tmp_path):
+    """A multi-host run's processes other than 0 evaluate (to stay in step) but write nothing."""
+    root, out = evaluated
+    ds, _, _ = make_dataset({"q0": ("en", "de")}, n_q=8)
+    cfg = {"k": 5, "depth": 10, "batch_size": 8, "max_length": 32, "buckets": (8, 16),
+           "save_embeddings": True, "progress": False}
+    res = evaluate(ToyBundle(0), [ds], tmp_path / "other", cfg, write=False)
+    assert res["scalars"] == {k: v for k, v in out[0]["scalars"].items() if k.startswith("toy/")}
+    assert not (tmp_path / "other").exists()
+
+
 def test_trec_files_parse_and_agree_with_metrics(evaluated):
     root, _ = evaluated
     d = root / "run0" / "eval" / "toy"

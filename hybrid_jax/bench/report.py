@@ -77,7 +77,7 @@ def _search(s: dict) -> list[str]:
     for kind, p in pools:
         best = best_operating_point(p)
         best_s = (f"{best['leaves_to_search']} leaves: {_f(best['qps'])} q/s, "
-                  f"{best['speedup']:.0f}x, recall {best['recall@20']:.3f}" if best else "none")
+                  f"{_f(best['speedup'])}x, recall {best['recall@20']:.3f}" if best else "none")
         lines.append(f"| {kind} | {p['n_candidates']:,} | {_f(p['exact_qps'])} | "
                      f"{_f(p.get('scann_build_s'))} | {_f(p.get('scann_qps'))} | "
                      f"{_f(p.get('scann_recall@20'))} | {_f(p.get('scann_speedup'))}x | {best_s} |")

@@ -84,15 +84,17 @@ def _write_text(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(model_bundle, datasets, workdir, eval_config=None) -> dict:
-    """Evaluate on every dataset; returns {"datasets": {name: metrics}, "scalars": {flat}}."""
+def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool = True) -> dict:
+    """Evaluate on every dataset; returns {"datasets": {name: metrics}, "scalars": {flat}}.
+    `write=False` computes the same results but writes nothing under `workdir` (no reports, no
+    embedding cache): the other processes of a multi-host run, whose process 0 writes."""
     datasets = list(datasets if datasets is not None else _get(eval_config, "datasets"))
     if not datasets:
         raise InputError("eval.datasets is empty: nothing to evaluate")
     cfg = {k: _get(eval_config, k) for k in DEFAULTS}
     if cfg["search"] not in ("auto", "exact", "scann"):
         raise InputError(f"eval.search must be 'auto', 'exact' or 'scann' (got {cfg['search']!r})")
-    cache = EmbeddingCache(workdir) if cfg["cache"] else None
+    cache = EmbeddingCache(workdir) if cfg["cache"] and write else None
     fingerprint = params_fingerprint(model_bundle.params) if cache else None
     enc = dict(tokenizer=model_bundle.tokenizer, params=model_bundle.params,
                max_length=int(cfg["max_length"]), buckets=tuple(cfg["buckets"]),
@@ -125,9 +127,10 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None) -> dict:
         out.metrics.update(dataset=ds.name, model=str(model_bundle.name),
                            seconds=round(time.time() - t0, 2))
         d = pathlib.Path(workdir) / "eval" / ds.name
-        d.mkdir(parents=True, exist_ok=True)
-        write_outputs(d, ds.name, out, str(model_bundle.name), cfg)
-        if cfg["save_embeddings"]:
+        if write:
+            d.mkdir(parents=True, exist_ok=True)
+            write_outputs(d, ds.name, out, str(model_bundle.name), cfg)
+        if write and cfg["save_embeddings"]:
             np.savez(d / "embeddings.npz", query_ids=np.array(q_ids), query_languages=np.array(
                 q_langs), query_vectors=q_emb, candidate_ids=np.array(c_ids),
                 candidate_languages=np.array(c_langs), candidate_vectors=c_emb)
