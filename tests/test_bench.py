@@ -28,7 +28,10 @@ def bench_run(tmp_path_factory, shared_data):
 def test_every_section_reports_its_figures(bench_run):
     _, results = bench_run
     sec = results["sections"]
-    assert set(sec) == {"peak", "step", "pipeline", "encode", "search"}
+    assert set(sec) == {"peak", "step", "profile", "pipeline", "encode", "search"}
+    prof = sec["profile"]
+    assert prof["thunk_s_per_step"] > 0 and prof["top"]
+    assert sum(r["share"] for r in prof["top"]) <= 1 + 1e-9
     assert sec["peak"]["flops_per_s"] > 1e8
     step = sec["step"]
     assert step["batch"] == 8 and step["query_len"] == 8 and step["passage_len"] == 12

@@ -1,13 +1,14 @@
 """`make bench`: training, encoding, search and input-pipeline benchmarks on the present devices.
 
-    python -m hybrid_jax.bench [--config configs/demo_cpu.py] [--sections peak,step,pipeline,
-        encode,search] [--rounds 10] [--search_sizes 10000,100000,1000000]
+    python -m hybrid_jax.bench [--config configs/demo_cpu.py] [--sections peak,step,profile,
+        pipeline,encode,search] [--rounds 10] [--search_sizes 10000,100000,1000000]
         [--real_pool eval/<ds>/embeddings.npz] [--out benchmarks/results.json]
         [--markdown BENCHMARKS.md] [--config.a.b=...]
 
 Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
   peak      the machine's practical matmul peak under XLA (float32 on CPU, bfloat16 on GPU/TPU)
   step      our train step against the PyTorch peer, alternating, on the config's model and shapes
+  profile   where the step's time goes: jax.profiler trace, XLA thunk time per kind of op
   pipeline  input-pipeline batches/s against the measured step rate
   encode    evaluation encoding throughput with and without length bucketing
   search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
@@ -29,7 +30,7 @@ from absl import app, flags
 
 from hybrid_jax import main as entry
 
-SECTIONS = ("peak", "step", "pipeline", "encode", "search")
+SECTIONS = ("peak", "step", "profile", "pipeline", "encode", "search")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sections", list(SECTIONS), "Which benchmarks to run.")
@@ -173,6 +174,8 @@ def run_benchmarks(config) -> dict:
     if "step" in FLAGS.sections:
         record("step", lambda: step.train_step_benchmark(
             config, rounds=FLAGS.rounds, peer=FLAGS.peer, peak=sections.get("peak")))
+    if "profile" in FLAGS.sections:
+        record("profile", lambda: step.step_profile(config))
     if "pipeline" in FLAGS.sections:
         record("pipeline", lambda: _pipeline(config, sections.get("step")))
     if "encode" in FLAGS.sections:

@@ -90,6 +90,19 @@ def _search(s: dict) -> list[str]:
     return lines
 
 
+def _profile(p: dict) -> list[str]:
+    lines = ["## Where the step's time goes", "",
+             f"jax.profiler trace of {p['steps']} warm steps ({_f(p['step_s_traced'])} s/step "
+             f"while traced): XLA thunk time summed per kind of op over {p['threads']} XLA "
+             f"thread(s), {_f(p['thunk_s_per_step'])} s of thread time per step "
+             f"(`ynn_fusion`: matmuls with their fused element-wise ops; the fusion names say "
+             f"what XLA fused).", "",
+             "| op kind | thread s/step | share |", "|---|---|---|"]
+    lines += [f"| `{r['op']}` | {_f(r['s_per_step'])} | {100 * r['share']:.1f}% |"
+              for r in p["top"]]
+    return lines + ["", _meta(p), ""]
+
+
 def markdown(results: dict) -> str:
     sec = results.get("sections", {})
     m = results.get("machine", {})
@@ -110,6 +123,8 @@ def markdown(results: dict) -> str:
                   _meta(peak), ""]
     if "step" in sec:
         lines += _step(sec["step"], peak)
+    if "profile" in sec:
+        lines += _profile(sec["profile"])
     if "pipeline" in sec:
         p = sec["pipeline"]
         ratio = p.get("pipeline_over_step_rate")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import resource
 import statistics
 import subprocess
@@ -221,3 +222,49 @@ def write_json(path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
+
+
+def _op_category(name: str) -> str:
+    """'ynn_fusion.793' -> 'ynn_fusion': one row per kind of XLA thunk."""
+    return re.sub(r"[._]\d+$", "", name)
+
+
+def step_profile(config, steps: int = 3, top: int = 15) -> dict:
+    """Where the step's time goes: jax.profiler trace of `steps` warm steps, XLA thunk time
+    summed per kind of op (on CPU the thunks run on the XLA Eigen threads)."""
+    import collections
+
+    import jax
+
+    from hybrid_jax import train
+
+    with tempfile.TemporaryDirectory(prefix="hybrid_jax_profile_") as tmp:
+        pretrained = train.load_model(config)
+        run = train.setup(config, os.path.join(tmp, "run"), pretrained)
+        batches = [run.runner.shard_batch(next(run.iterator)) for _ in range(2)]
+        state = run.state
+        for i in range(2):  # compile and warm up outside the trace
+            state, m = run.runner(state, run.frozen, batches[i % 2])
+        jax.block_until_ready(m)
+        t = time.perf_counter()
+        with jax.profiler.trace(os.path.join(tmp, "trace")):
+            for i in range(steps):
+                state, m = run.runner(state, run.frozen, batches[i % 2])
+            jax.block_until_ready(m)
+        wall = (time.perf_counter() - t) / steps
+        files = list(pathlib.Path(tmp, "trace").rglob("*.xplane.pb"))
+        data = jax.profiler.ProfileData.from_file(str(files[0]))
+    per_kind, threads = collections.Counter(), set()
+    for plane in data.planes:
+        for line in plane.lines:
+            if "XLAEigen" not in line.name:
+                continue
+            for ev in line.events:
+                if not ev.name.startswith(("ThunkExecutor", "SlinkyThreadPool")):
+                    per_kind[_op_category(ev.name)] += ev.duration_ns
+                    threads.add(line.name)
+    total = sum(per_kind.values())
+    return {"steps": steps, "step_s_traced": wall, "threads": len(threads),
+            "thunk_s_per_step": total / 1e9 / steps,
+            "top": [{"op": k, "s_per_step": v / 1e9 / steps, "share": v / total}
+                    for k, v in per_kind.most_common(top)]}
