@@ -12,6 +12,11 @@ def _f(x, digits=3):
     return str(x)
 
 
+def _g(flops) -> str:
+    """FLOP counts and rates in units of 10^9."""
+    return "-" if flops is None else f"{flops / 1e9:,.1f} G"
+
+
 def _meta(section: dict) -> str:
     m = section.get("_meta", {})
     load = ", ".join(f"{x:.1f}" for x in m.get("load_average", []))
@@ -45,12 +50,18 @@ def _step(s: dict, peak: dict | None) -> list[str]:
              f"| examples/s | {_f(s['examples_per_s'])} | {_f(peer.get('examples_per_s'))} |",
              f"| padded tokens/s | {_f(s['padded_tokens_per_s'])} | "
              f"{_f(s['padded_tokens_per_step'] / peer['step_s']) if has_peer else '-'} |",
-             f"| model FLOP/s | {_f(s['model_flops_per_s'])} | "
-             f"{_f(s['model_flops_per_step'] / peer['step_s']) if has_peer else '-'} |",
+             f"| model FLOP/s | {_g(s['model_flops_per_s'])} | "
+             f"{_g(s['model_flops_per_step'] / peer['step_s']) if has_peer else '-'} |",
              f"| peak host memory, MB | {_f(s['max_rss_mb'])} | {_f(peer.get('max_rss_mb'))} |",
              f"| first step (compile + run), s | {_f(s['first_step_s'])} | - |",
+             f"| XLA compile time (set-up + first step), s | {_f(s['compile_s'])} | - |",
              f"| XLA compilations: first step / after | {s['compiles_first_step']} / "
              f"{s['compiles_after_first_step']} | - |", ""]
+    lines += ["Model FLOPs per step = 3 x (forward matmul FLOPs of both towers on the padded "
+              f"tokens: Q/K/V/output and feed-forward projections, attention scores and context) "
+              f"= {_g(s['model_flops_per_step'])}; the PyTorch peer trains the same weights (our "
+              "Hugging Face export) on the same batches with the same loss, clipping, AdamW and "
+              "frozen word embeddings, in its own process (hybrid_jax/bench/torch_peer.py).", ""]
     if has_peer:
         lines.append(f"Speed-up over the PyTorch peer (median of per-round ratios): "
                      f"**{s['speedup_vs_peer']:.2f}x** (target >= 1.0, aim 1.3: "
@@ -59,7 +70,7 @@ def _step(s: dict, peak: dict | None) -> list[str]:
         lines.append(f"PyTorch peer: {peer.get('skipped', 'not run')}.")
     if peak and "fraction_of_matmul_peak" in s:
         lines.append(f"Achieved model FLOP/s = **{100 * s['fraction_of_matmul_peak']:.0f}%** of "
-                     f"the measured {peak['dtype']} matmul peak {_f(peak['flops_per_s'])} FLOP/s "
+                     f"the measured {peak['dtype']} matmul peak {_g(peak['flops_per_s'])}FLOP/s "
                      f"({peak['n']}x{peak['n']}, median of {peak['repeats']}) "
                      f"(target >= 40%: {_target(s['fraction_of_matmul_peak'] >= 0.4)}).")
     lines += ["Zero recompiles after the first step: "
@@ -119,7 +130,7 @@ def markdown(results: dict) -> str:
     if peak:
         lines += ["## Matmul peak", "",
                   f"{peak['n']}x{peak['n']} {peak['dtype']} matmul under XLA: "
-                  f"{_f(peak['flops_per_s'])} FLOP/s (median of {peak['repeats']}).", "",
+                  f"{_g(peak['flops_per_s'])}FLOP/s (median of {peak['repeats']}).", "",
                   _meta(peak), ""]
     if "step" in sec:
         lines += _step(sec["step"], peak)
