@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -37,10 +38,24 @@ def _devices(config) -> list:
     return available[:n] if n else available
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")  # a scheme of 2+ letters: not a drive letter
+
+
 def check_workdir(workdir) -> str:
     if not workdir:
         raise InputError("--workdir is required")
-    workdir = os.path.abspath(os.fspath(workdir))
+    workdir = os.fspath(workdir)
+    url = _URL.match(workdir)  # gs://b/x, or gs:/b/x once a pathlib.Path has collapsed the '//'
+    if url:
+        # Everything under the workdir is written with plain file I/O: a URL would silently
+        # become a local directory named "gs:" (or "s3:") on each host.
+        scheme, path = url.group(1).lower(), workdir[url.end():].strip("/")
+        example = f" (here --workdir /gcs/{path})" if scheme == "gs" and path else ""
+        raise InputError(
+            f"workdir {workdir}: a URL, not a directory: mount the bucket on every host (for "
+            f"gs://, Cloud Storage FUSE: gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the "
+            f"mount path{example}; launch/tpu.sh run does both for a gs:// workdir")
+    workdir = os.path.abspath(workdir)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise InputError(f"workdir {workdir}: exists and is not a directory")
     try:

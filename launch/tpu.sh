@@ -5,8 +5,10 @@
 #
 # Subcommands
 #   create   a TPU VM (or, with --queued, a queued resource; --spot for spot capacity)
-#   setup    copy this checkout to every worker and install it (pip install -e .)
-#   run      python -m hybrid_jax.main --distributed on every worker, --workdir a gs:// path
+#   setup    copy this checkout to every worker and install it (pip install -e .); install
+#            gcsfuse and mount the workdir's bucket at /gcs/BUCKET on every worker
+#   run      python -m hybrid_jax.main --distributed on every worker; --workdir gs://BUCKET/PATH
+#            runs it with --workdir /gcs/BUCKET/PATH (mounted first if it is not)
 #   logs     the run's log on every worker (tail -f with --follow)
 #   delete   the TPU VM (and the queued resource)
 #
@@ -17,12 +19,12 @@
 #   --type     TPU_TYPE       accelerator type, e.g. v4-32      (create; default v4-8)
 #   --version  TPU_VERSION    runtime, e.g. tpu-ubuntu2204-base (create)
 #   --config   TPU_CONFIG     config file[:variant]             (run; default configs/default.py)
-#   --workdir  TPU_WORKDIR    gs://bucket/path                  (run; required there)
+#   --workdir  TPU_WORKDIR    gs://bucket/path                  (setup, run; required there)
 #   --mode     TPU_MODE       train | train_and_evaluate | evaluate (run)
 #   --spot, --queued, --follow, --dry-run (print the gcloud commands, run nothing)
 set -euo pipefail
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; }  # the header comment
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -35,6 +37,7 @@ CONFIG="${TPU_CONFIG:-configs/default.py}"
 WORKDIR="${TPU_WORKDIR:-}"
 MODE="${TPU_MODE:-train_and_evaluate}"
 REMOTE_DIR="${TPU_REMOTE_DIR:-hybrid_jax}"
+MOUNT_ROOT=/gcs  # every worker mounts gs://BUCKET at /gcs/BUCKET (launch/gcs_mount.sh)
 SPOT=0
 QUEUED=0
 FOLLOW=0
@@ -87,6 +90,23 @@ TPU=("${GCLOUD[@]}" compute tpus tpu-vm)
 SSH_ALL=("${TPU[@]}" ssh "$NAME" --zone="$ZONE" --worker=all)
 LOG="\$HOME/$REMOTE_DIR.log"
 
+# The training code writes its workdir with plain file I/O, so a gs:// workdir reaches it as the
+# path where every worker mounts the bucket: gs://BUCKET/PATH -> /gcs/BUCKET/PATH.
+if [[ "$CMD" == setup || "$CMD" == run ]]; then
+  [[ -n "$WORKDIR" ]] || die "--workdir (or TPU_WORKDIR) is required for $CMD"
+  [[ "$WORKDIR" == gs://* ]] || die "--workdir '$WORKDIR': every worker must see it: use a gs:// path"
+  rest="${WORKDIR#gs://}"
+  BUCKET="${rest%%/*}"
+  [[ "$BUCKET" =~ ^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]$ ]] \
+    || die "--workdir '$WORKDIR': '$BUCKET' is not a bucket name (3+ of a-z 0-9 - _ .)"
+  MOUNT="$MOUNT_ROOT/$BUCKET"
+  sub=""
+  [[ "$rest" == */* ]] && sub="${rest#*/}"
+  sub="${sub%/}"
+  [[ "/$sub/" != */../* ]] || die "--workdir '$WORKDIR': '..' would leave the mounted bucket"
+  MOUNTED_WORKDIR="$MOUNT${sub:+/$sub}"
+fi
+
 case "$CMD" in
   create)
     if [[ "$QUEUED" -eq 1 ]]; then
@@ -106,15 +126,15 @@ case "$CMD" in
     run_cmd tar --exclude=.git --exclude=.venv --exclude=runs -czf "$archive" .
     run_cmd "${TPU[@]}" scp "$archive" "$NAME:$REMOTE_DIR.tar.gz" --zone="$ZONE" --worker=all
     run_cmd "${SSH_ALL[@]}" --command="mkdir -p $REMOTE_DIR && tar -xzf $REMOTE_DIR.tar.gz -C $REMOTE_DIR && cd $REMOTE_DIR && pip install -q -U 'jax[tpu]' && pip install -q -e ."
+    run_cmd "${SSH_ALL[@]}" --command="cd $REMOTE_DIR && bash launch/gcs_mount.sh --install $BUCKET $MOUNT"
     ;;
   run)
-    [[ -n "$WORKDIR" ]] || die "--workdir (or TPU_WORKDIR) is required for run"
-    [[ "$WORKDIR" == gs://* ]] || die "--workdir '$WORKDIR': every worker must see it: use a gs:// path"
     case "$MODE" in train|train_and_evaluate|evaluate) ;; *) die "--mode '$MODE': train, train_and_evaluate or evaluate" ;; esac
-    main=(python3 -m hybrid_jax.main --distributed "--config=$CONFIG" "--workdir=$WORKDIR" "--mode=$MODE" "${EXTRA[@]}")
-    # nohup: the run survives the ssh session; rerunning the same command resumes from the
-    # latest checkpoint in the workdir (SIGTERM on preemption saves one and exits 0).
-    run_cmd "${SSH_ALL[@]}" --command="cd $REMOTE_DIR && nohup $(quote "${main[@]}") > $LOG 2>&1 &"
+    main=(python3 -m hybrid_jax.main --distributed "--config=$CONFIG" "--workdir=$MOUNTED_WORKDIR" "--mode=$MODE" "${EXTRA[@]}")
+    # Mount first (a rebooted worker lost it) and stop if that fails; nohup: the run survives the
+    # ssh session; rerunning the same command resumes from the latest checkpoint in the workdir
+    # (SIGTERM on preemption saves one and exits 0).
+    run_cmd "${SSH_ALL[@]}" --command="cd $REMOTE_DIR && bash launch/gcs_mount.sh $BUCKET $MOUNT || exit 1; nohup $(quote "${main[@]}") > $LOG 2>&1 &"
     ;;
   logs)
     if [[ "$FOLLOW" -eq 1 ]]; then tail_cmd="tail -n 50 -f $LOG"; else tail_cmd="tail -n 50 $LOG"; fi

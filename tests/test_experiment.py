@@ -71,6 +71,14 @@ def test_bad_experiment_config(key, value, message):
         experiment.analysed_dataset(config)
 
 
+def test_url_workdir_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"workdir gs://bkt/tradeoff: a URL, not a directory: "
+                                         r"mount the bucket .*\(here --workdir /gcs/bkt/tradeoff\)"):
+        experiment.run_experiment(tradeoff_config.get_config("tiny"), "gs://bkt/tradeoff")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown variant"):
         tradeoff_config.get_config("nonsense")

@@ -255,6 +255,23 @@ def test_wrong_config_values(cli, tmp_path):
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("url,mode", [("gs://my-bucket/runs/x", "train"),
+                                      ("gs://my-bucket/runs/x", "evaluate"),
+                                      ("s3://my-bucket/x", "train_and_evaluate")])
+def test_url_workdir_is_refused(cli, tmp_path, monkeypatch, url, mode):
+    """The workdir is written with plain file I/O: a bucket URL would become a local 'gs:'
+    directory.  One error line naming it and the way out (mount the bucket, pass the mount path)."""
+    monkeypatch.chdir(tmp_path)  # where a relative 'gs:' directory would appear
+    status, _, err = cli(f"--config={REPO / 'configs' / 'tiny.py'}", f"--mode={mode}",
+                         f"--workdir={url}", *_overrides(BASE))
+    line = _one_error_line(err)
+    assert status == 2 and f"workdir {url}: a URL" in line, line
+    assert "gcsfuse" in line and "pass the mount path" in line and "launch/tpu.sh" in line, line
+    if url.startswith("gs://"):
+        assert "(here --workdir /gcs/my-bucket/runs/x)" in line, line
+    assert list(tmp_path.iterdir()) == []  # no 'gs:' / 's3:' directory
+
+
 def test_malformed_data_file(cli, tmp_path):
     """An XQuAD-R-layout folder whose file is cut mid-JSON, and a JSON Lines pairs file with a
     broken line: one error line naming the file (and line)."""

@@ -1,5 +1,6 @@
 """launch/: dry runs print the exact gcloud / sbatch / srun commands; bad settings are refused with
-one `error:` line; the scripts pass shellcheck (when it is installed); multi-host detection."""
+one `error:` line; the bucket mount helper (with stand-in commands); the scripts pass shellcheck
+(when it is installed); multi-host detection."""
 import os
 import shlex
 import shutil
@@ -10,7 +11,7 @@ import pytest
 from conftest import REPO
 
 LAUNCH = REPO / "launch"
-SCRIPTS = ["tpu.sh", "slurm.sh", "slurm_gpu.sbatch"]
+SCRIPTS = ["tpu.sh", "gcs_mount.sh", "slurm.sh", "slurm_gpu.sbatch"]
 TPU = ["--project", "proj", "--zone", "us-central2-b", "--name", "hj-pod"]
 
 
@@ -42,27 +43,40 @@ def test_tpu_create_and_delete():
                                     "delete", "hj-pod", "--zone=us-central2-b", "--quiet"]]
 
 
+SSH_ALL = ["gcloud", "--project=proj", "compute", "tpus", "tpu-vm", "ssh", "hj-pod",
+           "--zone=us-central2-b", "--worker=all"]
+
+
 def test_tpu_setup_run_logs_use_all_workers():
-    env = {"TPU_PROJECT": "proj", "TPU_ZONE": "us-central2-b", "TPU_NAME": "hj-pod"}
+    env = {"TPU_PROJECT": "proj", "TPU_ZONE": "us-central2-b", "TPU_NAME": "hj-pod",
+           "TPU_WORKDIR": "gs://my-bucket/runs/xlmr"}
     r = _run("tpu.sh", "setup", "--dry-run", env=env)
     assert r.returncode == 0, r.stderr
-    tar, scp, ssh = _commands(r.stdout)
+    tar, scp, install, mount = _commands(r.stdout)
     assert tar[0] == "tar" and "--exclude=.git" in tar
     assert scp[:7] == ["gcloud", "--project=proj", "compute", "tpus", "tpu-vm", "scp",
                        "/tmp/hybrid_jax.tar.gz"] and "--worker=all" in scp
-    assert "--worker=all" in ssh and "pip install -q -e ." in ssh[-1]
-    r = _run("tpu.sh", "run", "--workdir", "gs://bucket/runs/xlmr", "--config",
+    assert install[:9] == SSH_ALL and "pip install -q -e ." in install[-1]
+    # gcsfuse installed if missing, the workdir's bucket mounted at /gcs/<bucket> on every worker
+    assert mount == [*SSH_ALL, "--command=cd hybrid_jax && bash launch/gcs_mount.sh --install "
+                               "my-bucket /gcs/my-bucket"]
+    # the gs:// workdir reaches the program as its mount path; the mount comes first (a rebooted
+    # worker lost it) and a failed one stops that worker before the run starts
+    r = _run("tpu.sh", "run", "--workdir", "gs://bucket/runs/xlmr/", "--config",
              "configs/xlmr_base.py:hybrid", "--dry-run", "--", "--config.data.alpha=0.4", env=env)
     assert r.returncode == 0, r.stderr
     (ssh,) = _commands(r.stdout)
-    assert ssh[:9] == ["gcloud", "--project=proj", "compute", "tpus", "tpu-vm", "ssh", "hj-pod",
-                       "--zone=us-central2-b", "--worker=all"]
+    assert ssh[:9] == SSH_ALL
     remote = ssh[9]
-    assert remote.startswith("--command=cd hybrid_jax && nohup python3 -m hybrid_jax.main ")
+    assert remote.startswith("--command=cd hybrid_jax && bash launch/gcs_mount.sh bucket "
+                             "/gcs/bucket || exit 1; nohup python3 -m hybrid_jax.main ")
+    assert remote.endswith(" > $HOME/hybrid_jax.log 2>&1 &")
     main = shlex.split(remote.split("nohup ", 1)[1].split(" >", 1)[0])
     assert main == ["python3", "-m", "hybrid_jax.main", "--distributed",
-                    "--config=configs/xlmr_base.py:hybrid", "--workdir=gs://bucket/runs/xlmr",
+                    "--config=configs/xlmr_base.py:hybrid", "--workdir=/gcs/bucket/runs/xlmr",
                     "--mode=train_and_evaluate", "--config.data.alpha=0.4"]
+    r = _run("tpu.sh", "run", "--workdir", "gs://bucket", "--dry-run", env=env)
+    assert "--workdir=/gcs/bucket --mode=" in r.stdout, r.stdout
     r = _run("tpu.sh", "logs", "--follow", "--dry-run", env=env)
     assert "tail -n 50 -f $HOME/hybrid_jax.log" in r.stdout
 
@@ -75,9 +89,15 @@ def test_tpu_setup_run_logs_use_all_workers():
     (["create", "--project", "p", "--zone", "z"], "--name (or TPU_NAME) is required"),
     (["create", *TPU, "--type", "v4"], "--type 'v4'"),
     (["create", "--project", "p", "--zone", "z", "--name", "Bad_Name"], "--name 'Bad_Name'"),
-    (["run", *TPU], "--workdir (or TPU_WORKDIR) is required"),
+    (["run", *TPU], "--workdir (or TPU_WORKDIR) is required for run"),
+    (["setup", *TPU], "--workdir (or TPU_WORKDIR) is required for setup"),
     (["run", *TPU, "--workdir", "/local/dir"], "use a gs:// path"),
-    (["run", *TPU, "--workdir", "gs://b/r", "--mode", "inspect"], "--mode 'inspect'"),
+    (["setup", *TPU, "--workdir", "/gcs/b/r"], "use a gs:// path"),
+    (["run", *TPU, "--workdir", "gs://My_Bucket/r"], "'My_Bucket' is not a bucket name"),
+    (["run", *TPU, "--workdir", "gs:///r"], "'' is not a bucket name"),
+    (["run", *TPU, "--workdir", "gs://b/r"], "'b' is not a bucket name"),  # 3 to 222 characters
+    (["run", *TPU, "--workdir", "gs://bkt/r/../../x"], "'..' would leave the mounted bucket"),
+    (["run", *TPU, "--workdir", "gs://bkt/r", "--mode", "inspect"], "--mode 'inspect'"),
     (["create", *TPU, "--zonee", "z"], "unknown flag '--zonee'"),
     (["create", *TPU, "--project"], "--project needs a value"),
 ])
@@ -86,6 +106,87 @@ def test_tpu_validation(args, message):
     assert r.returncode == 2 and r.stdout == "", r.stdout
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, r.stderr
+
+
+def test_tpu_help_is_the_header():
+    r = _run("tpu.sh", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("Cloud TPU VMs for hybrid_jax")
+    assert r.stdout.rstrip().endswith("--dry-run (print the gcloud commands, run nothing)")
+
+
+# -- launch/gcs_mount.sh, with stand-ins for the commands it runs ------------------------------
+
+STUB = """#!/bin/bash
+echo "$(basename "$0") $*" >> "$STUB_LOG"
+[[ "$(basename "$0")" == sudo && "$1" == tee ]] && cat > /dev/null
+[[ "$(basename "$0")" == mountpoint ]] && exit "${STUB_MOUNTED:-1}"
+exit 0
+"""
+
+
+def _mount(tmp_path, *args, mounted: bool, gcsfuse: bool):
+    """Runs gcs_mount.sh with sudo, curl, mountpoint, fusermount (and gcsfuse) replaced by
+    stand-ins that log their arguments -> (result, logged command lines)."""
+    if shutil.which("gcsfuse") and not gcsfuse:
+        pytest.skip("gcsfuse is installed here: cannot test installing it")
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for name in ["sudo", "curl", "mountpoint", "fusermount"] + (["gcsfuse"] if gcsfuse else []):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    log = tmp_path / "log"
+    log.write_text("")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "STUB_LOG": str(log),
+           "STUB_MOUNTED": "0" if mounted else "1"}
+    r = subprocess.run(["bash", str(LAUNCH / "gcs_mount.sh"), *args], env=env,
+                       capture_output=True, text=True, timeout=30)
+    return r, log.read_text().splitlines()
+
+
+def test_gcs_mount_mounts_once(tmp_path):
+    mnt = str(tmp_path / "gcs" / "bkt")
+    r, calls = _mount(tmp_path, "--install", "bkt", mnt, mounted=False, gcsfuse=True)
+    assert r.returncode == 0, r.stderr
+    uid_gid = f"{os.getuid()}:{os.getgid()}"
+    assert calls == [f"mountpoint -q {mnt}", f"mountpoint -q {mnt}", f"sudo mkdir -p {mnt}",
+                     f"sudo chown {uid_gid} {mnt}",
+                     f"gcsfuse --implicit-dirs --rename-dir-limit=100000 bkt {mnt}"]
+    os.makedirs(mnt)
+    r, calls = _mount(tmp_path, "--install", "bkt", mnt, mounted=True, gcsfuse=True)
+    assert r.returncode == 0 and "already mounted" in r.stdout, r.stderr
+    assert calls == [f"mountpoint -q {mnt}"]  # a live mount is left alone, nothing installed
+    # in the mount table but not listable: a dead gcsfuse, unmounted and mounted again
+    r, calls = _mount(tmp_path, "bkt", str(tmp_path / "gone"), mounted=True, gcsfuse=True)
+    assert r.returncode == 0, r.stderr
+    assert f"fusermount -u {tmp_path / 'gone'}" in calls and calls[-1].startswith("gcsfuse ")
+
+
+def test_gcs_mount_installs_gcsfuse_when_missing(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r, calls = _mount(tmp_path, "--install", "bkt", str(mnt), mounted=True, gcsfuse=False)
+    assert r.returncode == 0, r.stderr
+    assert sorted(calls[:2]) == [  # the two sides of one pipe: either may log first
+        "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg",
+        "sudo tee /usr/share/keyrings/cloud.google.asc"]
+    assert calls[2:] == ["sudo tee /etc/apt/sources.list.d/gcsfuse.list",
+                         "sudo apt-get update -q", "sudo apt-get install -y -q gcsfuse",
+                         f"mountpoint -q {mnt}"]
+    # without --install a missing gcsfuse is one error line, before anything is changed
+    r, calls = _mount(tmp_path, "bkt", str(tmp_path / "new"), mounted=False, gcsfuse=False)
+    assert r.returncode == 2 and calls == [f"mountpoint -q {tmp_path / 'new'}"]
+    assert r.stderr.strip() == ("error: gcsfuse is not installed (launch/tpu.sh setup "
+                                "installs it)")
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "usage: launch/gcs_mount.sh"),
+    (["Bad_Bucket", "/gcs/x"], "'Bad_Bucket' is not a bucket name"),
+    (["bkt", "gcs/bkt"], "an absolute path is required"),
+])
+def test_gcs_mount_validation(tmp_path, args, message):
+    r, calls = _mount(tmp_path, *args, mounted=False, gcsfuse=True)
+    assert r.returncode == 2 and calls == [] and message in r.stderr, r.stderr
 
 
 def test_slurm_submit_dry_run_prints_sbatch_and_srun():
