@@ -123,7 +123,7 @@ case "$CMD" in
   setup)
     [[ -f setup.py && -d hybrid_jax ]] || die "run setup from the repository root (setup.py not found)"
     archive="/tmp/$REMOTE_DIR.tar.gz"
-    run_cmd tar --exclude=.git --exclude=.venv --exclude=runs -czf "$archive" .
+    run_cmd tar --exclude=.git --exclude=.venv --exclude=runs --exclude=workdirs -czf "$archive" .
     run_cmd "${TPU[@]}" scp "$archive" "$NAME:$REMOTE_DIR.tar.gz" --zone="$ZONE" --worker=all
     run_cmd "${SSH_ALL[@]}" --command="mkdir -p $REMOTE_DIR && tar -xzf $REMOTE_DIR.tar.gz -C $REMOTE_DIR && cd $REMOTE_DIR && pip install -q -U 'jax[tpu]' && pip install -q -e ."
     run_cmd "${SSH_ALL[@]}" --command="cd $REMOTE_DIR && bash launch/gcs_mount.sh --install $BUCKET $MOUNT"
