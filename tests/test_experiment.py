@@ -152,6 +152,7 @@ def test_driver_runs_grid_and_writes_report(first_run):
     line = next(x for x in report.splitlines() if x.startswith("| en | mono: vs X-X-mono"))
     assert f"{en['diff']:+.4f}" in line and tradeoff.verdict(en) in line
     assert "Published numbers (theirs, not ours)" in report and "0.792" in report
+    assert "| ours: random:tiny (" in report and "ours: LaBSE" not in report
     assert "Caution: only 1 seed(s)" in report
     # the budget and the total wall time come from the config and the runs' timing.json
     total = sum(json.loads((workdir / "runs" / r / "timing.json").read_text())["wall_seconds"]

@@ -575,10 +575,10 @@ def write_report(runs: Sequence[RunRecord], *, dataset: str, out_dir,
           f"model ({model or 'see config.json'}), a CPU-sized step budget, and only the "
           "held-out test articles. Compare directions of differences, not absolute values.", ""]
     rows = []
-    for model, d in PAPER.items():
+    for theirs, d in PAPER.items():  # not `model`: that names our model below
         for cond in ("mono", "cross", "hybrid"):
             v = d[cond]
-            rows.append([f"paper: {model}", label(cond if cond != "hybrid" else "hybrid-a0.5"),
+            rows.append([f"paper: {theirs}", label(cond if cond != "hybrid" else "hybrid-a0.5"),
                          f"{v['mono']:.3f}", f"{v['cross']:.3f}", f"{v['multi']:.3f}",
                          str(v["rank_distance"])])
     for cond, d in summary.items():
@@ -587,8 +587,8 @@ def write_report(runs: Sequence[RunRecord], *, dataset: str, out_dir,
                     + [_ms(d["rank_distance"]["macro_all"])])
     L += [table(["source", "condition", "mono", "cross", "multi", "rank distance"], rows), ""]
     deltas = []
-    for model, d in PAPER.items():
-        deltas.append([f"paper: {model}", f"{d['hybrid']['mono'] - d['mono']['mono']:+.3f}",
+    for theirs, d in PAPER.items():
+        deltas.append([f"paper: {theirs}", f"{d['hybrid']['mono'] - d['mono']['mono']:+.3f}",
                        f"{d['hybrid']['cross'] - d['cross']['cross']:+.3f}", "none given"])
     mono_all = next((r for r in answer.get("mono", []) if r["scope"] == "macro_all"), None)
     cross_all = next((r for r in answer.get("cross", []) if r["scope"] == "macro_all"), None)
