@@ -162,7 +162,8 @@ def test_evaluation_hook_cadence(tmp_path, monkeypatch):
     from hybrid_jax.evaluation import run as eval_run
     calls = []
 
-    def fake_evaluate(bundle, datasets, workdir, eval_config):
+    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True):
+        assert write  # one process: it writes the reports
         calls.append((bundle.name, [d["name"] for d in datasets], str(workdir)))
         assert set(bundle.params) == {"encoder"}
         return {"datasets": {}, "scalars": {"toy/map@20": 0.25 * len(calls)}}
