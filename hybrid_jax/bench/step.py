@@ -93,15 +93,14 @@ def train_step_flops(config, batch: int, query_len: int, passage_len: int) -> fl
 class TorchPeer:
     """The PyTorch worker process (bench/torch_peer.py), driven one step at a time."""
 
-    def __init__(self, model_dir: str, batches_file: str, threads: int, config):
+    def __init__(self, model_dir: str, batches_file: str, threads: int, config, dropout: float):
         cmd = [sys.executable, "-m", "hybrid_jax.bench.torch_peer", "--model_dir", model_dir,
                "--batches", batches_file, "--threads", str(threads),
                "--learning_rate", str(config.optim.learning_rate),
                "--weight_decay", str(config.optim.weight_decay),
                "--temperature", str(config.loss.temperature),
                "--max_grad_norm", str(config.optim.max_grad_norm),
-               "--dropout", str(max(float(config.model.dropout), 0.0)
-                                if float(config.model.dropout) >= 0 else 0.1)]
+               "--dropout", str(dropout)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = self._read()
 
@@ -180,7 +179,9 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
             batch_file = os.path.join(tmp, "batches.npz")
             np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in
                                     ("query_ids", "query_mask", "passage_ids", "passage_mask")})
-            torch_peer = TorchPeer(model_dir, batch_file, os.cpu_count() or 1, config)
+            # the dropout our step trains with (the model's, or the config's override)
+            torch_peer = TorchPeer(model_dir, batch_file, os.cpu_count() or 1, config,
+                                   float(pretrained.config.hidden_dropout))
             torch_peer.step()  # warm-up (allocator, thread pool)
             out["peer"] = dict(torch_peer.info)
         elif peer:
