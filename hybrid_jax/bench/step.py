@@ -22,6 +22,10 @@ import time
 import numpy as np
 
 
+# The event jax records for every XLA backend compilation (jax/_src/dispatch.py).
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
 def _median(xs):
     return float(statistics.median(xs)) if xs else None
 
@@ -42,12 +46,11 @@ def max_rss_mb() -> float:
 def count_compiles():
     """Counts XLA backend compilations (and their seconds) while the block runs."""
     import jax
-    from jax._src import dispatch
 
     seen = []
 
     def listener(event, duration, **_):
-        if event == dispatch.BACKEND_COMPILE_EVENT:
+        if event == BACKEND_COMPILE_EVENT:
             seen.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -123,6 +126,14 @@ class TorchPeer:
         return out
 
 
+def _setup_run(config, tmp: str):
+    """The real training run (pretrained weights, runner, data iterator) in a scratch workdir."""
+    from hybrid_jax import train
+
+    pretrained = train.load_model(config)
+    return pretrained, train.setup(config, os.path.join(tmp, "run"), pretrained)
+
+
 def _torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -137,15 +148,13 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
     """Median seconds per step of our step (and the peer's), throughput, FLOP/s, compile count."""
     import jax
 
-    from hybrid_jax import train
     from hybrid_jax.models import export_hf
 
     out: dict = {"devices": [str(d) for d in jax.local_devices()], "rounds": rounds}
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
             count_compiles() as compiles:
         t = time.perf_counter()
-        pretrained = train.load_model(config)
-        run = train.setup(config, os.path.join(tmp, "run"), pretrained)
+        pretrained, run = _setup_run(config, tmp)
         out["setup_s"] = time.perf_counter() - t
         batches = [next(run.iterator) for _ in range(n_batches)]  # the pipeline is not timed here
         b, lq = batches[0]["query_ids"].shape
@@ -237,11 +246,8 @@ def step_profile(config, steps: int = 3, top: int = 15) -> dict:
 
     import jax
 
-    from hybrid_jax import train
-
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_profile_") as tmp:
-        pretrained = train.load_model(config)
-        run = train.setup(config, os.path.join(tmp, "run"), pretrained)
+        _, run = _setup_run(config, tmp)
         batches = [run.runner.shard_batch(next(run.iterator)) for _ in range(2)]
         state = run.state
         for i in range(2):  # compile and warm up outside the trace
