@@ -23,6 +23,7 @@ from typing import Optional
 from absl import app, flags
 from ml_collections import config_flags
 
+from hybrid_jax import host_memory
 from hybrid_jax.errors import InputError
 
 MODES = ("train", "evaluate", "train_and_evaluate", "inspect_data")
@@ -142,6 +143,7 @@ def main(argv):
         _fail("--config is required (e.g. --config configs/demo_cpu.py)")
     if FLAGS.mode != "inspect_data" and not FLAGS.workdir:
         _fail("--workdir is required")
+    host_memory.keep_freed_memory()  # before JAX starts its threads
     maybe_initialize_distributed()
     from hybrid_jax.checkpointing import CheckpointWriteError
     from hybrid_jax.train import TrainingDiverged

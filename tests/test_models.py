@@ -284,10 +284,47 @@ def test_dropout_rate_scaling_and_keys(rate):
     drop = Dropout(rate)
     y = np.asarray(drop.apply({}, x, False, rngs={"dropout": jax.random.key(0)}))
     kept = y != 0
-    threshold = round(rate * 65536)
-    assert abs(1 - kept.mean() - threshold / 65536) < 4 * np.sqrt(rate * (1 - rate) / x.size)
-    np.testing.assert_allclose(y[kept], 65536 / (65536 - threshold), rtol=1e-6)
+    p_drop = round(rate * 2 ** 32) / 2 ** 32
+    sigma = np.sqrt(rate * (1 - rate) / x.size)
+    assert abs(1 - kept.mean() - p_drop) < 4 * sigma
+    np.testing.assert_allclose(y[kept], 1 / (1 - p_drop), rtol=1e-6)
     assert abs(y.mean() - 1.0) < 0.03  # inverted dropout keeps the expectation
     other = np.asarray(drop.apply({}, x, False, rngs={"dropout": jax.random.key(1)}))
-    assert (kept != (other != 0)).mean() > 0.05  # another key, another mask
+    # Independent masks agree where both keep or both drop: p^2 + (1-p)^2.
+    agree = (kept == (other != 0)).mean()
+    assert abs(agree - (p_drop ** 2 + (1 - p_drop) ** 2)) < 4 * np.sqrt(0.25 / x.size)
     np.testing.assert_array_equal(np.asarray(drop.apply({}, x, True)), np.asarray(x))
+
+
+def test_dropout_mask_statistics():
+    """The hash mask behaves like independent Bernoulli draws: per-position rates over many keys,
+    neighbouring elements, and keys one fold_in apart."""
+    from hybrid_jax.models import encoder
+
+    rate, n_keys, size = 0.1, 256, 4096
+    keys = jax.random.split(jax.random.key(7), n_keys)
+    masks = np.asarray(jax.vmap(lambda k: encoder.dropout_keep_mask(k, (size,), rate))(keys))
+    dropped = ~masks
+    # Each position's drop rate over keys: binomial(n_keys, rate); chi-square over positions.
+    per_position = dropped.sum(axis=0)
+    expected = n_keys * rate
+    chi2 = float((((per_position - expected) ** 2) / (expected * (1 - rate))).sum())
+    assert abs(chi2 - size) < 5 * np.sqrt(2 * size), chi2
+    # Neighbours (counter i and i + 1, and i and i + 64) are uncorrelated.
+    for lag in (1, 64):
+        a, b = dropped[:, :-lag].ravel(), dropped[:, lag:].ravel()
+        corr = np.corrcoef(a, b)[0, 1]
+        assert abs(corr) < 5 / np.sqrt(a.size), (lag, corr)
+    # Keys one fold_in apart (as consecutive steps' keys are) give uncorrelated masks.
+    k = jax.random.key(3)
+    m1 = np.asarray(encoder.dropout_keep_mask(k, (1 << 16,), 0.5))
+    m2 = np.asarray(encoder.dropout_keep_mask(jax.random.fold_in(k, 1), (1 << 16,), 0.5))
+    assert abs(np.corrcoef(m1, m2)[0, 1]) < 5 / np.sqrt(m1.size)
+
+
+def test_dropout_mask_rejects_32_bit_overflow():
+    from hybrid_jax.models import encoder
+
+    with pytest.raises(ValueError, match="32-bit"):
+        jax.eval_shape(lambda k: encoder.dropout_keep_mask(k, (1 << 16, 1 << 16), 0.1),
+                       jax.random.key(0))

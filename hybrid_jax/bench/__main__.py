@@ -28,6 +28,7 @@ import time
 
 from absl import app, flags
 
+from hybrid_jax import host_memory
 from hybrid_jax import main as entry
 
 SECTIONS = ("peak", "step", "profile", "pipeline", "encode", "search")
@@ -193,6 +194,7 @@ def run_benchmarks(config) -> dict:
 def main(argv):
     if len(argv) > 1:
         entry._fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    host_memory.keep_freed_memory()  # as hybrid_jax.main does, before JAX starts its threads
     config = FLAGS.config
     if config is None:
         from configs import demo_cpu
