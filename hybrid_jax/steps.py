@@ -253,7 +253,9 @@ def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=
     if parallelism not in PARALLELISMS:
         raise ValueError(f"parallelism must be one of {PARALLELISMS}, got {parallelism!r}")
     devices = list(devices if devices is not None else jax.local_devices())
+    # One device: the gradient pmean would be an all-reduce that only copies every gradient.
+    reduce_grads = parallelism == "pmap" and len(participating_devices(devices)) > 1
     step = make_train_step(module, tx, schedule, loss_config, axis_name=AXIS_NAME,
-                           reduce_grads=(parallelism == "pmap"), seed=seed, prng_impl=prng_impl,
+                           reduce_grads=reduce_grads, seed=seed, prng_impl=prng_impl,
                            grad_accum_steps=grad_accum_steps, deterministic=deterministic)
     return Runner(parallelism, devices).compile(step)
