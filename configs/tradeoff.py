@@ -23,7 +23,7 @@ beyond seed noise. Passage length: `--mode inspect_data --inspect_batches 50` on
 measured a 95th percentile of 118 tokens for the training passages and 23.6% of them cut at the
 64 used here (queries: 32 tokens, 4.6% cut) -- the price of the CPU budget (128 would nearly
 double the passage tower's cost); evaluation encodes up to 96 tokens. The published grid
-(docs/tradeoff.md) ran with flax's nn.Dropout masks, before the 16-bit dropout of
+(docs/tradeoff.md) ran with flax's nn.Dropout masks, before the hash-mask dropout of
 models/encoder.py landed: a rerun draws other masks of the same distribution. Changing `train.num_steps` after runs have finished makes the driver refuse
 those runs (their config.json differs) rather than mix budgets -- use a new workdir.
 

@@ -45,6 +45,16 @@ def keep_freed_memory() -> bool:
     return applied
 
 
+def child_environment() -> dict:
+    """os.environ plus glibc's variables for the same settings, for a child process (the
+    benchmark's PyTorch peer runs under the allocator set-up our step runs under)."""
+    env = dict(os.environ)
+    if _state["applied"]:
+        env.update(MALLOC_ARENA_MAX="1", MALLOC_MMAP_MAX_="0",
+                   MALLOC_TRIM_THRESHOLD_=str(2 ** 62))
+    return env
+
+
 def status() -> str:
     """One phrase for logs and benchmark records."""
     if _state["applied"]:

@@ -74,3 +74,14 @@ def test_best_operating_point_needs_the_recall():
                              "recall@20": 0.99}]}
     assert best_operating_point(pool)["leaves_to_search"] == 20
     assert best_operating_point(pool, recall=0.995) is None
+
+
+def test_committed_benchmarks_md_is_rendered_from_committed_results():
+    """BENCHMARKS.md in the repository is exactly what report.py makes of benchmarks/results.json
+    (no hand-edited figure)."""
+    from hybrid_jax.bench import report
+
+    with open(os.path.join(REPO, "benchmarks", "results.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(REPO, "BENCHMARKS.md")) as f:
+        assert f.read() == report.markdown(results)

@@ -53,10 +53,21 @@ def _log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
 def machine_info() -> dict:
     import jax
 
     return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_model": _cpu_model(), "host_malloc": host_memory.status(),
             "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind,

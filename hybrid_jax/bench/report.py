@@ -61,7 +61,8 @@ def _step(s: dict, peak: dict | None) -> list[str]:
               f"tokens: Q/K/V/output and feed-forward projections, attention scores and context) "
               f"= {_g(s['model_flops_per_step'])}; the PyTorch peer trains the same weights (our "
               "Hugging Face export) on the same batches with the same loss, clipping, AdamW and "
-              "frozen word embeddings, in its own process (hybrid_jax/bench/torch_peer.py).", ""]
+              "frozen word embeddings, in its own process (hybrid_jax/bench/torch_peer.py) "
+              "under the same host-memory set-up (hybrid_jax/host_memory.py).", ""]
     if has_peer:
         lines.append(f"Speed-up over the PyTorch peer (median of per-round ratios): "
                      f"**{s['speedup_vs_peer']:.2f}x** (target >= 1.0, aim 1.3: "
@@ -123,9 +124,11 @@ def markdown(results: dict) -> str:
              "writes (`hybrid_jax/bench/report.py` renders this file). Medians over repeated "
              "runs; the machine is shared, so absolute times swing ~20%, ratios from "
              "side-by-side runs much less.", "",
-             f"Machine: {m.get('platform', '?')}, {m.get('cpu_count', '?')} CPUs, "
+             f"Machine: {m.get('platform', '?')}, {m.get('cpu_count', '?')} CPUs"
+             + (f" ({m['cpu_model']})" if m.get("cpu_model") else "") + ", "
              f"jax {m.get('jax', '?')} ({m.get('backend', '?')}: {m.get('device_kind', '?')}), "
-             f"Python {m.get('python', '?')}.", ""]
+             f"Python {m.get('python', '?')}"
+             + (f"; host memory: {m['host_malloc']}" if m.get("host_malloc") else "") + ".", ""]
     peak = sec.get("peak")
     if peak:
         lines += ["## Matmul peak", "",
