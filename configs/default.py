@@ -51,7 +51,7 @@ def get_config(arg=None):
     c.train.checkpoint_every = 200  # 0: only at the end
     c.train.keep_checkpoints = 2
     c.train.async_checkpointing = True
-    c.train.prng_impl = "rbg"       # dropout PRNG ('rbg' is far cheaper than 'threefry2x32' on CPU)
+    c.train.prng_impl = "rbg"       # PRNG of the dropout keys (masks come from a hash of them)
     c.train.compilation_cache_dir = "~/.cache/hybrid_jax/xla"  # persistent XLA cache; '' disables
 
     # -- data (hybrid_jax/data/pipeline.py; see docs/data.md) ---------------------------------

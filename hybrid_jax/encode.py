@@ -10,7 +10,7 @@ import time
 
 from absl import app, flags
 
-from hybrid_jax import cli, host_memory
+from hybrid_jax import cli
 from hybrid_jax.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -67,7 +67,6 @@ def main(argv):
     for name in ("input", "output"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
-    host_memory.keep_freed_memory()  # before JAX starts its threads
     cli.run_or_exit(run, FLAGS.model, FLAGS.role, FLAGS.input, FLAGS.output,
                     FLAGS.batch_size, FLAGS.max_length)
 

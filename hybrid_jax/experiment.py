@@ -330,7 +330,7 @@ def main(argv):
         entry._fail("--mode: not used by the experiment driver")
     if FLAGS.max_runs < 0:
         entry._fail(f"--max_runs: must be >= 0, got {FLAGS.max_runs}")
-    host_memory.keep_freed_memory()  # before JAX starts its threads
+    host_memory.single_arena()  # before JAX starts its threads
     from hybrid_jax import checkpointing, train
 
     # A run that diverged or could not save: one line, exit 1, like hybrid_jax.main.

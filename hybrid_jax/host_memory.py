@@ -1,55 +1,89 @@
-"""Host-memory set-up for CPU runs: keep freed memory for reuse instead of unmapping it.
+"""Host-memory set-up for CPU training: hand a step's freed temporaries back to the next step.
 
 XLA:CPU allocates an executable's temporaries as one block per call (about 1 GB for the demo
 train step).  glibc serves blocks that large with mmap and returns them with munmap, so every
 step faults the whole block in again: measured on the demo step, ~200,000 page faults and
-~0.5 s of kernel time per 1.6-1.8 s step.  One malloc arena, no mmap for large blocks and no
-trimming make glibc hand the same pages back the next step (kernel time ~0 s/step).
+~0.5 s of kernel time per 1.6-1.8 s step.
 
-Call `keep_freed_memory()` at the start of a program, before JAX starts its thread pools (a
-thread keeps the arena it first allocated from).  The resident set then stays at its peak,
-which the step reaches every time anyway.  HYBRID_JAX_HOST_MALLOC=default leaves glibc as it is.
+Two pieces:
+* `single_arena()`, at the start of a program before JAX starts its thread pools: every thread
+  allocates from glibc's main heap (a thread keeps the arena it first allocated from, and other
+  arenas cannot hold a 1 GB block at all, so they mmap it whatever the settings).
+* `reuse_freed_memory()`, around a loop of same-shaped steps: no mmap and no trimming, so the
+  freed block stays mapped and the next step gets the same pages (kernel time ~0 s/step).  On
+  exit glibc's defaults come back and `malloc_trim` returns the free pages to the system, so a
+  long-lived process (the experiment driver, a notebook, the test suite) does not keep them.
+
+HYBRID_JAX_HOST_MALLOC=default leaves glibc as it is.  Both are no-ops off glibc.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
 
 ENV = "HYBRID_JAX_HOST_MALLOC"
 
-# mallopt parameters from glibc's <malloc.h>.
+# mallopt parameters and glibc's defaults for them (<malloc.h>, mallopt(3)).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_DEFAULT_MMAP_MAX = 65536
 
-_state = {"applied": None}
+_state = {"libc": None, "checked": False, "single_arena": False, "loops": 0}
 
 
-def keep_freed_memory() -> bool:
-    """Tune glibc malloc as described above; True when the settings are in force."""
-    if _state["applied"] is not None:
-        return _state["applied"]
-    applied = False
-    if os.environ.get(ENV, "") != "default" and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.gnu_get_libc_version  # present only in glibc (not musl)
-        except (OSError, AttributeError):
-            libc = None
-        if libc is not None:
-            # mallopt returns 1 on success; -1 as the trim threshold disables trimming.
-            applied = all(libc.mallopt(param, value) == 1 for param, value in
-                          ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
-    _state["applied"] = applied
-    return applied
+def _glibc():
+    """libc when it is glibc and the opt-out is not set, else None."""
+    if not _state["checked"]:
+        _state["checked"] = True
+        if os.environ.get(ENV, "") != "default" and sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                libc.gnu_get_libc_version  # present only in glibc (not musl)
+                _state["libc"] = libc
+            except (OSError, AttributeError):
+                pass
+    return _state["libc"]
+
+
+def single_arena() -> bool:
+    """One malloc arena for every thread started from now on; True when in force."""
+    libc = _glibc()
+    if libc is not None and not _state["single_arena"]:
+        _state["single_arena"] = libc.mallopt(_M_ARENA_MAX, 1) == 1
+    return _state["single_arena"]
+
+
+@contextlib.contextmanager
+def reuse_freed_memory():
+    """Inside: glibc keeps freed blocks mapped for reuse (no mmap, no trim); nests."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    if _state["loops"] == 0:
+        # -1 as the trim threshold disables trimming (mallopt(3)).
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, -1)
+    _state["loops"] += 1
+    try:
+        yield
+    finally:
+        _state["loops"] -= 1
+        if _state["loops"] == 0:
+            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
 
 
 def child_environment() -> dict:
-    """os.environ plus glibc's variables for the same settings, for a child process (the
-    benchmark's PyTorch peer runs under the allocator set-up our step runs under)."""
+    """os.environ plus glibc's variables for the step-loop settings, for a child process (the
+    benchmark's PyTorch peer trains under the allocator set-up our step trains under)."""
     env = dict(os.environ)
-    if _state["applied"]:
+    if _state["single_arena"]:
         env.update(MALLOC_ARENA_MAX="1", MALLOC_MMAP_MAX_="0",
                    MALLOC_TRIM_THRESHOLD_=str(2 ** 62))
     return env
@@ -57,6 +91,6 @@ def child_environment() -> dict:
 
 def status() -> str:
     """One phrase for logs and benchmark records."""
-    if _state["applied"]:
-        return "glibc malloc keeps freed memory (one arena, no mmap, no trim)"
+    if _state["single_arena"]:
+        return "one glibc arena; train-step loops keep freed memory mapped (no mmap, no trim)"
     return "system malloc defaults"

@@ -143,7 +143,7 @@ def main(argv):
         _fail("--config is required (e.g. --config configs/demo_cpu.py)")
     if FLAGS.mode != "inspect_data" and not FLAGS.workdir:
         _fail("--workdir is required")
-    host_memory.keep_freed_memory()  # before JAX starts its threads
+    host_memory.single_arena()  # before JAX starts its threads
     maybe_initialize_distributed()
     from hybrid_jax.checkpointing import CheckpointWriteError
     from hybrid_jax.train import TrainingDiverged

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from hybrid_jax import checkpointing, losses, metrics_writer, optim, steps
+from hybrid_jax import checkpointing, host_memory, losses, metrics_writer, optim, steps
 from hybrid_jax.errors import InputError
 
 PRNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
@@ -435,7 +435,8 @@ def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int
         last_saved = at
 
     preempted = False
-    with _PreemptionFlag() as preemption:
+    # Same-shaped steps: each step's freed temporaries stay mapped for the next (host_memory).
+    with _PreemptionFlag() as preemption, host_memory.reuse_freed_memory():
         try:
             while step < end:
                 batch = next(run.iterator)

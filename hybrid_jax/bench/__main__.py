@@ -205,7 +205,7 @@ def run_benchmarks(config) -> dict:
 def main(argv):
     if len(argv) > 1:
         entry._fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    host_memory.keep_freed_memory()  # as hybrid_jax.main does, before JAX starts its threads
+    host_memory.single_arena()  # as hybrid_jax.main does, before JAX starts its threads
     config = FLAGS.config
     if config is None:
         from configs import demo_cpu

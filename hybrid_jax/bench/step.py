@@ -106,7 +106,7 @@ class TorchPeer:
                "--temperature", str(config.loss.temperature),
                "--max_grad_norm", str(config.optim.max_grad_norm),
                "--dropout", str(dropout)]
-        # Same glibc malloc set-up as this process (hybrid_jax.host_memory), so the comparison
+        # The glibc set-up our step loop trains under (hybrid_jax.host_memory), so the comparison
         # is of the frameworks, not of allocator settings (measured: the peer gains ~4% from it).
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=host_memory.child_environment())
@@ -156,8 +156,9 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
     from hybrid_jax.models import export_hf
 
     out: dict = {"devices": [str(d) for d in jax.local_devices()], "rounds": rounds}
+    # The step loop runs under the allocator set-up hybrid_jax.train's loop uses.
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
-            count_compiles() as compiles:
+            count_compiles() as compiles, host_memory.reuse_freed_memory():
         t = time.perf_counter()
         pretrained, run = _setup_run(config, tmp)
         out["setup_s"] = time.perf_counter() - t
@@ -251,7 +252,8 @@ def step_profile(config, steps: int = 3, top: int = 15) -> dict:
 
     import jax
 
-    with tempfile.TemporaryDirectory(prefix="hybrid_jax_profile_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hybrid_jax_profile_") as tmp, \
+            host_memory.reuse_freed_memory():
         _, run = _setup_run(config, tmp)
         batches = [run.runner.shard_batch(next(run.iterator)) for _ in range(2)]
         state = run.state
