@@ -11,8 +11,10 @@ Two pieces:
   arenas cannot hold a 1 GB block at all, so they mmap it whatever the settings).
 * `reuse_freed_memory()`, around a loop of same-shaped steps: no mmap and no trimming, so the
   freed block stays mapped and the next step gets the same pages (kernel time ~0 s/step).  On
-  exit glibc's defaults come back and `malloc_trim` returns the free pages to the system, so a
-  long-lived process (the experiment driver, a notebook, the test suite) does not keep them.
+  exit mmap and trimming come back at glibc's default values (fixed from then on: any mallopt
+  call stops glibc adapting its mmap threshold) and `malloc_trim` returns the free pages to the
+  system, so a long-lived process (the experiment driver, a notebook, the test suite) does not
+  keep them.
 
 HYBRID_JAX_HOST_MALLOC=default leaves glibc as it is.  Both are no-ops off glibc.
 """
