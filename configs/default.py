@@ -63,20 +63,9 @@ def get_config(arg=None):
     c.data.query_max_length = 64
     c.data.passage_max_length = 128
 
-    # -- evaluation (hybrid_jax/evaluation/run.py) ---------------------------------------------
-    c.eval = ml_collections.ConfigDict()
-    # Dataset specs, e.g. [{'name': 'xquad-r-test', 'type': 'xquad-r',
-    #                       'path': '../shared/data/xquad-r', 'fold': 'test'}]; empty: no eval.
-    c.eval.datasets = []
-    c.eval.k = 20
-    c.eval.search = "auto"          # 'auto' | 'exact' | 'scann'
-    c.eval.save_embeddings = False
-    c.eval.batch_size = 64
-    c.eval.max_length = 128
-    c.eval.cache = True
-    c.eval.plots = True
-    c.eval.progress = False
-    c.eval.every_steps = 0          # 0: evaluate at the end only
+    # -- evaluation (hybrid_jax/evaluation/run.py; see docs/evaluation.md) -------------------
+    from hybrid_jax.evaluation import run as eval_run  # the eval fields are owned by the evaluator
+    c.eval = eval_run.default_config()
 
     if arg:
         if arg not in ("hybrid", "mono", "cross"):

@@ -8,10 +8,11 @@ Layout under the workdir:
   frozen_params/                 frozen params (e.g. the word-embedding table), written once:
                                  they never change, so they are not repeated in every step.
   config.json                    the run's configuration (written by train.py)
+Reading a run's params back (for 'ckpt:' specs) is models/run_checkpoint.py, which owns the layout.
 
 Saving is asynchronous (the arrays are copied to host before `save` returns, writing continues in
 the background); `wait()` blocks until the last save is durable.  Restarting a run resumes from the
-latest step.  `restore_params(workdir, step)` loads the model params of a run (for 'ckpt:' specs).
+latest step.
 """
 from __future__ import annotations
 
@@ -20,16 +21,14 @@ import contextlib
 import json
 import os
 import re
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hybrid_jax.errors import InputError
-
-CHECKPOINT_DIR = "checkpoints"
-FROZEN_DIR = "frozen_params"
+from hybrid_jax.models.run_checkpoint import (CHECKPOINT_DIR, FROZEN_DIR, short_error,
+                                              unreadable_is_input_error)
 ITEMS = ("params", "opt_state", "data", "meta")
 
 
@@ -85,7 +84,7 @@ class Checkpointer:
     def restore(self, step: int, target_state):
         """-> (TrainState shaped like `target_state`, data-iterator state).  An unreadable
         checkpoint raises InputError naming it; nothing on disk is changed."""
-        with _unreadable_is_input_error(self.directory, step):
+        with unreadable_is_input_error(self.directory, step):
             restored = self.manager.restore(int(step), args=ocp.args.Composite(
                 params=ocp.args.StandardRestore(target_state.params),
                 opt_state=ocp.args.StandardRestore(target_state.opt_state),
@@ -111,11 +110,6 @@ class CheckpointWriteError(RuntimeError):
     (orbax writes into a temporary directory and renames it only when complete)."""
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
-    detail = " ".join(str(e).split())
-    return detail if len(detail) <= limit else detail[:limit] + "..."
-
-
 @contextlib.contextmanager
 def _write_failure(directory: str, step):
     try:
@@ -132,26 +126,10 @@ def _write_failure(directory: str, step):
             step = failed.group(1)
         reason = next((r for r in ("No space left on device", "Permission denied",
                                    "Read-only file system", "Disk quota exceeded") if r in text),
-                      None) or f"{type(e).__name__}: {_short(e)}"
+                      None) or f"{type(e).__name__}: {short_error(e)}"
         raise CheckpointWriteError(
             f"checkpoint {os.path.join(directory, str(step))}: could not be written ({reason}); "
             f"earlier checkpoints are intact") from e
-
-
-@contextlib.contextmanager
-def _unreadable_is_input_error(directory: str, step):
-    """Orbax/tensorstore/JSON errors while reading a step -> one InputError that names the step
-    directory, says it was left as it is and how to go on."""
-    try:
-        yield
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - orbax raises many types (ValueError, OSError, ...)
-        detail = _short(e)
-        raise InputError(
-            f"checkpoint {os.path.join(directory, str(step))}: cannot be read "
-            f"({type(e).__name__}: {detail}); it was left untouched -- move it away to resume "
-            f"from an earlier step") from e
 
 
 def save_frozen(workdir, frozen: dict) -> None:
@@ -162,60 +140,3 @@ def save_frozen(workdir, frozen: dict) -> None:
         return
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, frozen)
-
-
-def restore_frozen(workdir, target=None) -> dict:
-    path = os.path.join(os.path.abspath(os.fspath(workdir)), FROZEN_DIR)
-    if not os.path.exists(path):
-        return {}
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(path, target)
-
-
-def _read_config(workdir: str) -> dict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
-    """Model params of a run (trained part merged with frozen part) and its saved config.
-
-    Returns (dual-encoder params {'encoder': ...} or both towers, config dict from config.json).
-    Raises InputError when the workdir has no checkpoint (or not the requested step).
-    """
-    from hybrid_jax import optim  # local: keeps this module importable without optax users
-
-    workdir = os.path.abspath(os.fspath(workdir))
-    directory = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(directory):
-        raise InputError(f"checkpoint {workdir}: no {CHECKPOINT_DIR}/ directory (not a trained run?)")
-    manager = ocp.CheckpointManager(directory, item_names=ITEMS,
-                                    options=ocp.CheckpointManagerOptions(read_only=True,
-                                                                         create=False),
-                                    item_handlers={"params": ocp.StandardCheckpointHandler()})
-    try:
-        steps = list(manager.all_steps())
-        if not steps:
-            raise InputError(f"checkpoint {workdir}: no saved steps in {directory}")
-        if step is None:
-            step = max(steps)
-        elif int(step) not in steps:
-            raise InputError(f"checkpoint {workdir}: no step {step} (saved steps: {sorted(steps)})")
-        with _unreadable_is_input_error(directory, step):
-            # Onto this process's first device: the saved sharding names the training run's
-            # devices (other processes', a larger mesh), which a reader usually does not have.
-            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                                  manager.item_metadata(int(step)).params.tree)
-            restored = manager.restore(int(step), args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(target)))
-        trainable = restored.params
-    finally:
-        manager.close()
-    with _unreadable_is_input_error(workdir, FROZEN_DIR):
-        frozen = restore_frozen(workdir)
-    params = optim.merge_params(trainable, frozen)
-    return params["model"], _read_config(workdir)

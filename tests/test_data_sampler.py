@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hybrid_jax.data import examples as examples_lib, lareqa
+from hybrid_jax.data import examples as examples_lib, lareqa, splits
 from hybrid_jax.data.examples import ParallelExample
 from hybrid_jax.data.sampler import HybridSampler
 from hybrid_jax.errors import InputError
@@ -10,7 +10,7 @@ from hybrid_jax.errors import InputError
 
 @pytest.fixture(scope="module")
 def train(shared_data):
-    return lareqa.split_articles(lareqa.load_lareqa(shared_data / "xquad-r"), "train")
+    return splits.split_articles(lareqa.load_lareqa(shared_data / "xquad-r"), "train")
 
 
 @pytest.fixture(scope="module")

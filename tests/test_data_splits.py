@@ -12,7 +12,7 @@ def xquad_r(shared_data):
 
 @pytest.fixture(scope="module")
 def folds(xquad_r):
-    return {f: lareqa.split_articles(xquad_r, f) for f in ("train", "dev", "test")}
+    return {f: splits.split_articles(xquad_r, f) for f in ("train", "dev", "test")}
 
 
 def test_folds_partition_articles(xquad_r, folds):
@@ -26,7 +26,7 @@ def test_folds_partition_articles(xquad_r, folds):
     # each fold keeps every language of its articles
     for d in folds.values():
         assert d.languages == xquad_r.languages
-    assert lareqa.split_articles(xquad_r, "all") is xquad_r
+    assert splits.split_articles(xquad_r, "all") is xquad_r
 
 
 def test_no_test_question_or_positive_in_train_in_any_language(folds):
@@ -44,19 +44,19 @@ def test_no_test_question_or_positive_in_train_in_any_language(folds):
 
 
 def test_deterministic_and_seed_dependent(xquad_r, folds):
-    again = lareqa.split_articles(xquad_r, "test")
+    again = splits.split_articles(xquad_r, "test")
     assert {q.article for q in again.questions} == {q.article for q in folds["test"].questions}
-    other = lareqa.split_articles(xquad_r, "test", seed=1)
+    other = splits.split_articles(xquad_r, "test", seed=1)
     assert {q.article for q in other.questions} != {q.article for q in folds["test"].questions}
 
 
 def test_sizes_are_configurable(xquad_r):
-    test = lareqa.split_articles(xquad_r, "test", sizes=(40, 0, 8))
+    test = splits.split_articles(xquad_r, "test", sizes=(40, 0, 8))
     assert len({q.article for q in test.questions}) == 8
     assert splits.fold_sizes(48) == (32, 4, 12)
     assert splits.fold_sizes(10, (0.5, 0.2, 0.3)) == (5, 2, 3)
     with pytest.raises(InputError, match="split_sizes: counts .* sum to 47, but there are 48 articles"):
-        lareqa.split_articles(xquad_r, "train", sizes=(32, 4, 11))
+        splits.split_articles(xquad_r, "train", sizes=(32, 4, 11))
 
 
 def test_example_split_matches_dataset_split(xquad_r, folds):
@@ -67,6 +67,6 @@ def test_example_split_matches_dataset_split(xquad_r, folds):
 
 def test_empty_fold_and_unknown_fold(xquad_r):
     with pytest.raises(InputError, match="fold 'dev' is empty"):
-        lareqa.split_articles(xquad_r, "dev", sizes=(36, 0, 12))
+        splits.split_articles(xquad_r, "dev", sizes=(36, 0, 12))
     with pytest.raises(InputError, match="'valid' is not one of"):
-        lareqa.split_articles(xquad_r, "valid")
+        splits.split_articles(xquad_r, "valid")

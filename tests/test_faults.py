@@ -21,7 +21,8 @@ import pytest
 
 from configs import tiny
 from conftest import REPO
-from hybrid_jax import checkpointing, train
+from hybrid_jax import checkpointing, guards, train
+from hybrid_jax.models import run_checkpoint
 from hybrid_jax.errors import InputError
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
@@ -132,7 +133,7 @@ def test_sigterm_and_kill9_resume_bit_identical(tmp_path):
     lost = logged - latest  # steps done (at least logged) but not in a checkpoint
     print(f"kill -9: last logged step {logged}, latest checkpoint {latest}, lost >= {lost} "
           f"({time.time() - t0:.0f}s)")
-    params, _ = checkpointing.restore_params(workdir, latest)  # intact, finite
+    params, _ = run_checkpoint.restore_params(workdir, latest)  # intact, finite
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
     # 3. resume to the end == one uninterrupted run (in-process: same 2-device program)
@@ -145,8 +146,8 @@ def test_sigterm_and_kill9_resume_bit_identical(tmp_path):
     straight = dict(settings, **{"train.checkpoint_every": 0})  # cadence does not change params
     train.train_and_evaluate(_config(straight), tmp_path / "straight", evaluate=False)
     print(f"uninterrupted reference ({time.time() - t0:.0f}s)")
-    _assert_same_params(checkpointing.restore_params(tmp_path / "straight")[0],
-                        checkpointing.restore_params(workdir)[0])
+    _assert_same_params(run_checkpoint.restore_params(tmp_path / "straight")[0],
+                        run_checkpoint.restore_params(workdir)[0])
 
 
 # ----------------------------------------------------------------------------- non-finite loss
@@ -175,7 +176,7 @@ def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_
     monkeypatch.setattr(train, "setup", setup_with_fault)
     config = _config(dict(BASE, **{"train.num_steps": 12, "train.log_every": 3,
                                    "train.checkpoint_every": 4}))
-    with pytest.raises(train.TrainingDiverged) as e:
+    with pytest.raises(guards.TrainingDiverged) as e:
         train.train_and_evaluate(config, tmp_path, evaluate=False)
     msg = str(e.value)
     # SyntheticIterator: batch n (1-based) holds example ids 8(n-1) .. 8n-1
@@ -183,7 +184,7 @@ def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_
     assert "example ids [48, 49, 50, 51, 52, 53, 54, 55]" in msg, msg
     assert "the last good checkpoint is checkpoints/4" in msg, msg
     assert _latest(tmp_path) == 4
-    params, _ = checkpointing.restore_params(tmp_path)
+    params, _ = run_checkpoint.restore_params(tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]  # nothing non-finite was logged

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import REPO, SHARED_DATA
 from hybrid_jax import checkpointing
+from hybrid_jax.models import run_checkpoint
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
 TIMEOUT = 240.0  # seconds for all processes of one comparison (typically ~30-60 s)
@@ -117,8 +118,8 @@ def test_two_processes_match_one(tmp_path, parallelism, data):
     saved = checkpointing.Checkpointer(two, read_only=True)
     assert saved.all_steps() == [2, 4]
     saved.close()
-    params_one, _ = checkpointing.restore_params(one, STEPS)
-    params_two, _ = checkpointing.restore_params(two, STEPS)
+    params_one, _ = run_checkpoint.restore_params(one, STEPS)
+    params_two, _ = run_checkpoint.restore_params(two, STEPS)
     assert jax.tree.structure(params_one) == jax.tree.structure(params_two)
     param_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                      for a, b in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two)))

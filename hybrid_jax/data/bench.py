@@ -19,7 +19,8 @@ def pipeline_throughput(dataset_dir: str, tokenizer=None, batches: int = 200,
                     query_max_length=query_max_length, passage_max_length=passage_max_length,
                     **overrides))
     start = time.perf_counter()
-    it = pipeline.make_train_iterator(cfg, tokenizer, process_index=0, process_count=1)
+    it = pipeline.make_train_iterator(cfg, tokenizer, num_steps=batches + 1, process_index=0,
+                                      process_count=1)
     next(it)
     ready = time.perf_counter()
     for _ in range(batches):

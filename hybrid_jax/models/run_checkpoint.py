@@ -1,16 +1,32 @@
-"""'ckpt:<workdir>[@step]' model specs: the params a training run saved, on the architecture and
-tokenizer of the model it started from (recorded in the run's config.json)."""
+"""The saved params of a training run, read-only: what 'ckpt:<workdir>[@step]' specs load.
+
+On-disk layout (written by hybrid_jax/checkpointing.py during training):
+  <workdir>/checkpoints/<step>/params   trainable params {'model': ..., 'loss': ...}
+  <workdir>/frozen_params/              params that never train (e.g. the word-embedding table)
+  <workdir>/config.json                 the run's configuration (model.spec names its start)
+Only the `params` item is read: the optimizer and iterator state of a step are never touched.
+"""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from typing import Any, Optional
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import traverse_util
 
 from hybrid_jax.errors import InputError
 
+CHECKPOINT_DIR = "checkpoints"
+FROZEN_DIR = "frozen_params"
 
-def parse(spec: str) -> tuple[str, int | None]:
+
+def parse(spec: str) -> tuple[str, Optional[int]]:
+    """'ckpt:<workdir>[@step]' -> (workdir, step or None for the latest)."""
     ref = spec[len("ckpt:"):]
     workdir, _, step = ref.rpartition("@")
     if workdir and step.isdigit():
@@ -18,25 +34,95 @@ def parse(spec: str) -> tuple[str, int | None]:
     return ref, None
 
 
-def load(spec: str):
-    from hybrid_jax import checkpointing
-    from hybrid_jax.models.pretrained import load_pretrained
+def short_error(e: BaseException, limit: int = 300) -> str:
+    detail = " ".join(str(e).split())
+    return detail if len(detail) <= limit else detail[:limit] + "..."
 
+
+@contextlib.contextmanager
+def unreadable_is_input_error(directory: str, step):
+    """Orbax/tensorstore/JSON errors while reading a step -> one InputError that names the step
+    directory, says it was left as it is and how to go on."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - orbax raises many types (ValueError, OSError, ...)
+        raise InputError(
+            f"checkpoint {os.path.join(directory, str(step))}: cannot be read "
+            f"({type(e).__name__}: {short_error(e)}); it was left untouched -- move it away to "
+            f"resume from an earlier step") from e
+
+
+def saved_steps(workdir) -> list[int]:
+    """The complete checkpoint steps of a run.  Orbax writes a step under a temporary name and
+    renames it to the bare step number only when complete, so digit names are whole steps."""
+    directory = os.path.join(os.path.abspath(os.fspath(workdir)), CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory)
+                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+
+
+def read_run_config(workdir) -> dict:
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _restore_tree(path: str) -> Any:
+    """An orbax StandardSave tree, onto this process's first device: the saved sharding names
+    the training run's devices, which a reader usually does not have.  The item's handler is
+    used directly: a step's other items (optimizer, iterator) are never opened."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              handler.metadata(epath.Path(path)).tree)
+        return handler.restore(epath.Path(path), args=ocp.args.StandardRestore(target))
+    finally:
+        handler.close()
+
+
+def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
+    """Model params of a run (trained part merged with the frozen part) and its saved config.
+
+    Returns (dual-encoder params {'encoder': ...} or both towers, config dict from config.json).
+    Raises InputError when the workdir has no checkpoint (or not the requested step).
+    """
+    workdir = os.path.abspath(os.fspath(workdir))
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        raise InputError(f"checkpoint {workdir}: no {CHECKPOINT_DIR}/ directory (not a trained run?)")
+    steps = saved_steps(workdir)
+    if not steps:
+        raise InputError(f"checkpoint {workdir}: no saved steps in {directory}")
+    if step is None:
+        step = steps[-1]
+    elif int(step) not in steps:
+        raise InputError(f"checkpoint {workdir}: no step {step} (saved steps: {steps})")
+    with unreadable_is_input_error(directory, step):
+        trainable = _restore_tree(os.path.join(directory, str(int(step)), "params"))
+    frozen = {}
+    if os.path.exists(os.path.join(workdir, FROZEN_DIR)):
+        with unreadable_is_input_error(workdir, FROZEN_DIR):
+            frozen = _restore_tree(os.path.join(workdir, FROZEN_DIR))
+    flat = traverse_util.flatten_dict(trainable)
+    flat.update(traverse_util.flatten_dict(frozen))
+    params = traverse_util.unflatten_dict(flat)
+    return params["model"], read_run_config(workdir)
+
+
+def read(spec: str) -> tuple[Any, dict, dict]:
+    """'ckpt:' spec -> (dual-encoder params as numpy, the run's model config, the run config)."""
     workdir, step = parse(spec)
     if not os.path.isdir(workdir):
         raise InputError(f"model {spec}: {workdir} is not a run directory")
-    params, run_config = checkpointing.restore_params(workdir, step)
+    params, run_config = restore_params(workdir, step)
     model_config = run_config.get("model") or {}
     if "spec" not in model_config:
         raise InputError(f"model {spec}: {workdir}/config.json does not say which model the run "
                          "started from (model.spec)")
-    base = load_pretrained(model_config["spec"],
-                           compute_dtype=model_config.get("compute_dtype"))
-    params = jax.tree_util.tree_map(np.asarray, params)
-    base.name = spec
-    if "encoder" in params:
-        base.encoder_params, base.towers = params["encoder"], None
-    else:
-        base.encoder_params = params["query_encoder"]
-        base.towers = {"query": params["query_encoder"], "passage": params["passage_encoder"]}
-    return base
+    return jax.tree_util.tree_map(np.asarray, params), model_config, run_config
