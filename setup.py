@@ -25,6 +25,8 @@ setup(
         "absl-py>=2.0",
         "numpy>=1.26",
         "matplotlib>=3.8",
+        # TensorBoard event files without TensorFlow (deps: numpy, packaging, protobuf).
+        "tensorboardX>=2.6",
     ],
     extras_require={
         "test": ["pytest>=8"],

@@ -15,8 +15,6 @@ import json
 import pathlib
 import sys
 
-import numpy as np
-
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, report, stats
 
@@ -32,35 +30,6 @@ def find_runs(arg: str) -> dict[str, pathlib.Path]:
     return found
 
 
-def per_question_scores(groups: dict, metric: str) -> dict[str, dict]:
-    """view -> {qid: (value, cluster, lang)} for the views holding `metric`."""
-    out = {}
-    for view, t in per_query.views(groups).items():
-        if metric in t:
-            cl = t.get("cluster", t["qid"])
-            lang = t.get("lang", np.array([""] * len(t["qid"])))
-            out[view] = {q: (v, c, lg) for q, v, c, lg in zip(t["qid"], t[metric], cl, lang)}
-    return out
-
-
-def paired_row(runs_a, runs_b, views: list[str], stratify: str, **kw):
-    """Paired test over the queries of `views`, present (finite) in every run."""
-    tables = runs_a + runs_b
-    keys = None
-    for t in tables:
-        ks = {(v, q) for v in views for q, val in t.get(v, {}).items() if np.isfinite(val[0])}
-        keys = ks if keys is None else keys & ks
-    keys = sorted(keys or ())
-    if not keys:
-        return None
-    ref = tables[0]
-    clusters = [ref[v][q][1] for v, q in keys]
-    strata = [v if stratify == "view" else ref[v][q][2] for v, q in keys] if stratify else None
-    a = [[t[v][q][0] for v, q in keys] for t in runs_a]
-    b = [[t[v][q][0] for v, q in keys] for t in runs_b]
-    return stats.compare_runs(a, b, clusters=clusters, strata=strata, **kw).as_dict()
-
-
 def compare_dataset(name: str, groups_a: list, groups_b: list, metric: str | None = None,
                     **kw) -> list[dict]:
     lareqa = "multi" in groups_a[0]
@@ -69,12 +38,12 @@ def compare_dataset(name: str, groups_a: list, groups_b: list, metric: str | Non
         + ["rank_distance"] if lareqa else ["ndcg@10"])
     rows = []
     for met in metrics:
-        la = [per_question_scores(g, met) for g in groups_a]
-        lb = [per_question_scores(g, met) for g in groups_b]
+        la = [stats.per_question_scores(g, met) for g in groups_a]
+        lb = [stats.per_question_scores(g, met) for g in groups_b]
         views = sorted(la[0])
 
         def add(view_name, selection, stratify, holm_group=None):
-            r = paired_row(la, lb, selection, stratify, **kw)
+            r = stats.paired_row(la, lb, selection, stratify, **kw)
             if r:
                 rows.append({"dataset": name, "view": view_name, "metric": met,
                              "holm_group": holm_group and f"{holm_group}:{met}", **r})
@@ -88,22 +57,19 @@ def compare_dataset(name: str, groups_a: list, groups_b: list, metric: str | Non
                 add("mono (macro)", mono, "view")
             if cross:
                 add("cross (macro)", cross, "view")
-            for x in langs:
-                if f"mono/{x}" in views:
-                    add(f"mono/{x}", [f"mono/{x}"], None, "mono")
-            for x in langs:
-                sel = [v for v in cross if v.startswith(f"cross/{x}->")]
-                if sel:
-                    add(f"cross/{x}->* (macro)", sel, "view", "cross")
+            for setting, view_name, stratify in (("mono", "mono/{}", None),
+                                                 ("cross", "cross/{}->* (macro)", "view")):
+                for x in langs:
+                    sel = stats.language_views(x, setting, views)
+                    if sel:
+                        add(view_name.format(x), sel, stratify, setting)
             for x in langs:
                 add(f"multi/{x}", [f"multi/{x}"], None, "multi")
         else:
             for v in views:
                 add(v, [v], None)
     for group in {r["holm_group"] for r in rows if r["holm_group"]}:
-        sel = [r for r in rows if r["holm_group"] == group]
-        for r, p in zip(sel, stats.holm([r["p_bootstrap"] for r in sel])):
-            r["p_holm"] = float(p)
+        stats.add_holm([r for r in rows if r["holm_group"] == group], "p_holm")
     return rows
 
 

@@ -59,82 +59,100 @@ def _global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
 
 
+@dataclasses.dataclass(frozen=True)
+class _StepSpec:
+    """What the pieces of a train step share (static under jit)."""
+    module: DualEncoder
+    loss_config: Any
+    axis_name: Optional[str]
+    deterministic: bool
+    grad_accum_steps: int
+
+
+def _embed(spec: _StepSpec, trainable_model, frozen_model, inputs, rng) -> dict:
+    params = optim.merge_params(trainable_model, frozen_model)
+    variables = {"params": params}
+    rngs = None if spec.deterministic else {"dropout": rng}
+    q, p = spec.module.apply(variables, *(inputs[name] for name in MODEL_INPUTS),
+                             deterministic=spec.deterministic, rngs=rngs)
+    out = {"q": q, "p": p}
+    if "negative_ids" in inputs:
+        ids, mask = inputs["negative_ids"], inputs["negative_mask"]
+        rngs = None if spec.deterministic else {"dropout": jax.random.fold_in(rng, 1 << 20)}
+        out["n"] = spec.module.apply(variables, ids.reshape(-1, ids.shape[-1]),
+                                     mask.reshape(-1, mask.shape[-1]), "passage",
+                                     spec.deterministic, rngs=rngs, method=DualEncoder.encode)
+    return out
+
+
+def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params):
+    c = spec.loss_config
+    scale = losses.logit_scale(loss_params, c)
+    local, metrics = losses.contrastive_loss(emb["q"], emb["p"], scale=scale,
+                                             axis_name=spec.axis_name, symmetric=c.symmetric,
+                                             negative_emb=emb.get("n"))
+    total = jax.lax.pmean(local, spec.axis_name) if spec.axis_name else local
+    metrics["logit_scale"] = scale
+    return total, metrics
+
+
+def _grads_direct(spec: _StepSpec, params, frozen, inputs, rng):
+    def loss_fn(p):
+        emb = _embed(spec, p["model"], frozen.get("model", {}), inputs, rng)
+        return _loss_of_embeddings(spec, emb, p.get("loss", {}))
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def _grads_cached(spec: _StepSpec, params, frozen, inputs, rng):
+    """GradCache: exact full-batch gradient, activations of one micro-batch at a time.  The
+    embeddings of all micro-batches are computed without gradients, the loss gradient with
+    respect to them is taken once, then each micro-batch is re-encoded and back-propagated."""
+    k = spec.grad_accum_steps
+    frozen_model = frozen.get("model", {})
+    b = inputs["query_ids"].shape[0]
+    chunks = jax.tree.map(lambda x: x.reshape((k, b // k) + x.shape[1:]), inputs)
+    keys = jnp.arange(k)
+
+    def embed_chunk(model_params, chunk, i):
+        return _embed(spec, model_params, frozen_model, chunk, jax.random.fold_in(rng, i))
+
+    frozen_params = jax.lax.stop_gradient(params["model"])
+    emb_chunks = jax.lax.map(lambda xs: embed_chunk(frozen_params, *xs), (chunks, keys))
+    emb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), emb_chunks)
+    (loss, metrics), (emb_grad, loss_grad) = jax.value_and_grad(
+        lambda e, lp: _loss_of_embeddings(spec, e, lp), argnums=(0, 1),
+        has_aux=True)(emb, params.get("loss", {}))
+    emb_grad_chunks = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), emb_grad)
+
+    def body(acc, xs):
+        chunk, i, cotangent = xs
+        _, vjp = jax.vjp(lambda mp: embed_chunk(mp, chunk, i), params["model"])
+        (g,) = vjp(cotangent)
+        return jax.tree.map(jnp.add, acc, g), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params["model"])
+    model_grad, _ = jax.lax.scan(body, zeros, (chunks, keys, emb_grad_chunks))
+    grads = dict(params)
+    grads["model"] = model_grad
+    if "loss" in params:
+        grads["loss"] = loss_grad
+    return (loss, metrics), grads
+
+
 def make_train_step(module: DualEncoder, tx: optax.GradientTransformation,
                     schedule: Callable, loss_config, *, axis_name: Optional[str] = AXIS_NAME,
                     reduce_grads: bool = True, seed: int = 0, prng_impl: Optional[str] = None,
                     grad_accum_steps: int = 1, deterministic: bool = False):
     """Per-device train step.  `reduce_grads`: pmean the gradients (pmap: True, shard_map: False)."""
-    k = int(grad_accum_steps)
-
-    def embed(trainable_model, frozen_model, inputs, rng):
-        params = optim.merge_params(trainable_model, frozen_model)
-        variables = {"params": params}
-        rngs = None if deterministic else {"dropout": rng}
-        q, p = module.apply(variables, *(inputs[name] for name in MODEL_INPUTS),
-                            deterministic=deterministic, rngs=rngs)
-        out = {"q": q, "p": p}
-        if "negative_ids" in inputs:
-            ids, mask = inputs["negative_ids"], inputs["negative_mask"]
-            rngs = None if deterministic else {"dropout": jax.random.fold_in(rng, 1 << 20)}
-            out["n"] = module.apply(variables, ids.reshape(-1, ids.shape[-1]),
-                                    mask.reshape(-1, mask.shape[-1]), "passage", deterministic,
-                                    rngs=rngs, method=DualEncoder.encode)
-        return out
-
-    def loss_of_embeddings(emb, loss_params):
-        scale = losses.logit_scale(loss_params, loss_config)
-        local, metrics = losses.contrastive_loss(
-            emb["q"], emb["p"], scale=scale, axis_name=axis_name,
-            symmetric=loss_config.symmetric, negative_emb=emb.get("n"))
-        total = jax.lax.pmean(local, axis_name) if axis_name else local
-        metrics["logit_scale"] = scale
-        return total, metrics
-
-    def grads_direct(params, frozen, inputs, rng):
-        def loss_fn(p):
-            emb = embed(p["model"], frozen.get("model", {}), inputs, rng)
-            return loss_of_embeddings(emb, p.get("loss", {}))
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
-
-    def grads_cached(params, frozen, inputs, rng):
-        """GradCache: exact full-batch gradient, activations of one micro-batch at a time."""
-        frozen_model = frozen.get("model", {})
-        b = inputs["query_ids"].shape[0]
-        chunks = jax.tree.map(lambda x: x.reshape((k, b // k) + x.shape[1:]), inputs)
-        keys = jnp.arange(k)
-
-        def embed_chunk(model_params, chunk, i):
-            return embed(model_params, frozen_model, chunk, jax.random.fold_in(rng, i))
-
-        frozen_params = jax.lax.stop_gradient(params["model"])
-        emb_chunks = jax.lax.map(lambda xs: embed_chunk(frozen_params, *xs), (chunks, keys))
-        emb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), emb_chunks)
-        (loss, metrics), (emb_grad, loss_grad) = jax.value_and_grad(
-            loss_of_embeddings, argnums=(0, 1), has_aux=True)(emb, params.get("loss", {}))
-        emb_grad_chunks = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), emb_grad)
-
-        def body(acc, xs):
-            chunk, i, cotangent = xs
-            _, vjp = jax.vjp(lambda mp: embed_chunk(mp, chunk, i), params["model"])
-            (g,) = vjp(cotangent)
-            return jax.tree.map(jnp.add, acc, g), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params["model"])
-        model_grad, _ = jax.lax.scan(body, zeros, (chunks, keys, emb_grad_chunks))
-        grads = dict(params)
-        grads["model"] = model_grad
-        if "loss" in params:
-            grads["loss"] = loss_grad
-        return (loss, metrics), grads
-
-    compute_grads = grads_direct if k <= 1 else grads_cached
+    spec = _StepSpec(module, loss_config, axis_name, deterministic, int(grad_accum_steps))
+    compute_grads = _grads_direct if spec.grad_accum_steps <= 1 else _grads_cached
 
     def train_step(state: TrainState, frozen: dict, batch: dict):
         rng = jax.random.fold_in(jax.random.key(seed, impl=prng_impl), state.step)
         if axis_name:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         inputs = {name: batch[name] for name in MODEL_INPUTS + NEGATIVE_INPUTS if name in batch}
-        (loss, metrics), grads = compute_grads(state.params, frozen, inputs, rng)
+        (loss, metrics), grads = compute_grads(spec, state.params, frozen, inputs, rng)
         if axis_name:
             metrics = jax.lax.pmean(metrics, axis_name)
             if reduce_grads:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_jax.data import examples as examples_lib, inspection, lareqa, pipeline
+from hybrid_jax.data import examples as examples_lib, inspection, lareqa, pipeline, splits
 from hybrid_jax.errors import InputError
 
 
@@ -17,7 +17,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def train_examples(shared_data):
     return examples_lib.from_lareqa(
-        lareqa.split_articles(lareqa.load_lareqa(shared_data / "xquad-r"), "train"))
+        splits.split_articles(lareqa.load_lareqa(shared_data / "xquad-r"), "train"))
 
 
 def config(shared_data, **overrides):
@@ -28,7 +28,7 @@ def config(shared_data, **overrides):
 
 
 def iterator(cfg, tokenizer, examples, index=0, count=1):
-    return pipeline.make_train_iterator(cfg, tokenizer, "query: ", "passage: ",
+    return pipeline.make_train_iterator(cfg, tokenizer, "query: ", "passage: ", num_steps=1000,
                                         process_index=index, process_count=count, examples=examples)
 
 
@@ -124,10 +124,11 @@ def test_pairs_jsonl_config_and_bad_config(shared_data, tokenizer, tmp_path):
                             for i in range(40)))
     cfg = config(shared_data, format="pairs_jsonl", dataset_dir=str(path), languages=["en", "de"],
                  train_fold="all", global_batch_size=8, sampling="cross")
-    batch = next(pipeline.make_train_iterator(cfg, tokenizer, process_index=0, process_count=1))
+    batch = next(pipeline.make_train_iterator(cfg, tokenizer, num_steps=10, process_index=0,
+                                              process_count=1))
     assert (batch["query_lang"] != batch["passage_lang"]).all()
     with pytest.raises(InputError, match="data.format: 'jsonl' is not one of"):
-        pipeline.make_train_iterator(config(shared_data, format="jsonl"), tokenizer,
+        pipeline.make_train_iterator(config(shared_data, format="jsonl"), tokenizer, num_steps=10,
                                      process_index=0, process_count=1)
 
 

@@ -70,3 +70,35 @@ def test_holm_hand_values():
 def test_mismatched_runs_rejected():
     with pytest.raises(ValueError):
         stats.compare_runs(np.ones(3), np.ones(4))
+
+
+def test_language_views():
+    views = ["cross/de->en", "cross/en->de", "cross/en->fr", "mono/en", "multi", "multi/en"]
+    assert stats.language_views("en", "mono", views) == ["mono/en"]
+    assert stats.language_views("de", "mono", views) == []
+    assert stats.language_views("en", "cross", views) == ["cross/en->de", "cross/en->fr"]
+    with pytest.raises(ValueError, match="setting 'multi'"):
+        stats.language_views("en", "multi", views)
+
+
+def test_add_holm_sets_the_family_key():
+    rows = [{"p_bootstrap": p} for p in (0.01, 0.04, 0.03, 0.005)]
+    stats.add_holm(rows[:2], "p_a")
+    assert [r.get("p_a") for r in rows] == pytest.approx([0.02, 0.04, None, None])
+    stats.add_holm(rows)
+    assert [r["p_holm"] for r in rows] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_paired_row_aligns_queries_present_in_every_run():
+    def table(values):  # one view, queries q0..q3, cluster = qid
+        return {"mono/en": {f"q{i}": (v, f"q{i}", "en") for i, v in enumerate(values)}}
+
+    a = [table([1.0, 0.5, np.nan, 1.0]), table([1.0, 0.7, 1.0, 1.0])]
+    b = [{"mono/en": {k: v for k, v in table([0.0, 0.5, 0.0, 9.0])["mono/en"].items()
+                      if k != "q3"}}]
+    r = stats.paired_row(a, b, ["mono/en"], None, n_resamples=50)
+    # q2 is NaN in one seed of A and q3 missing from B: only q0 and q1 are compared
+    assert r["n_queries"] == 2 and r["n_seeds_a"] == 2
+    assert r["mean_a"] == pytest.approx(np.mean([1.0, 0.6]))
+    assert r["diff"] == pytest.approx(np.mean([1.0, 0.1]))
+    assert stats.paired_row(a, b, ["mono/de"], None) is None

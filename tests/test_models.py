@@ -12,8 +12,8 @@ import pytest
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
 from hybrid_jax.models import hf_io
-from hybrid_jax.models.embed import embed_texts
 from hybrid_jax.models.pretrained import load_pretrained
+from hybrid_jax.retrieval import embed_texts
 
 XQUAD_LANGS = ["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"]
 

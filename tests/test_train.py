@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from hybrid_jax import checkpointing, metrics_writer, train
+from hybrid_jax import checkpointing, config_checks, metrics_writer, train
+from hybrid_jax.data import splits
+from hybrid_jax.models import run_checkpoint
 from hybrid_jax.errors import InputError
 
 
@@ -32,45 +34,72 @@ def _config(**overrides):
     return c
 
 
-# -- a protobuf decoder independent of the writer's encoder (google.protobuf, built at runtime) --
+# -- tfevents read back: the TFRecord framing checked here, payloads parsed with the protobuf classes
+# tensorboardX ships (the writer's own record code is not used) --
 
-def _event_classes():
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    fdp = descriptor_pb2.FileDescriptorProto(name="event_test.proto", package="t",
-                                             syntax="proto3")
-    value = fdp.message_type.add(name="Value")
-    value.field.add(name="tag", number=1, type=9, label=1)
-    value.field.add(name="simple_value", number=2, type=2, label=1)
-    summary = fdp.message_type.add(name="Summary")
-    summary.field.add(name="value", number=1, type=11, label=3, type_name=".t.Value")
-    event = fdp.message_type.add(name="Event")
-    event.field.add(name="wall_time", number=1, type=1, label=1)
-    event.field.add(name="step", number=2, type=3, label=1)
-    event.field.add(name="file_version", number=3, type=9, label=1)
-    event.field.add(name="summary", number=5, type=11, label=1, type_name=".t.Summary")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Event"))
+def _masked_crc(data: bytes) -> int:
+    from tensorboardX.crc32c import crc32c
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def test_crc32c_known_vector():
-    assert metrics_writer.crc32c(b"123456789") == 0xE3069283
+def _read_events(path):
+    """Every Event of a tfevents file: u64 length, masked crc32c of it, payload, masked crc32c."""
+    from tensorboardX.proto.event_pb2 import Event
+    data = pathlib.Path(path).read_bytes()
+    events, pos = [], 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        (length_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+        payload = data[pos + 12:pos + 12 + length]
+        (payload_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
+        if length_crc != _masked_crc(header) or payload_crc != _masked_crc(payload):
+            raise ValueError(f"{path}: bad crc at offset {pos}")
+        events.append(Event.FromString(payload))
+        pos += 16 + length
+    return events
+
+
+def test_reader_crc_is_crc32c():
+    from tensorboardX.crc32c import crc32c
+    assert crc32c(b"123456789") == 0xE3069283  # the Castagnoli check value
 
 
 def test_tfevents_parse_back(tmp_path):
     with metrics_writer.MetricsWriter(tmp_path) as w:
         w.write(3, {"loss": 1.5, "accuracy": 0.25})
-        w.write(7, {"loss": 0.5})
-    Event = _event_classes()
-    events = [Event.FromString(r) for r in metrics_writer.read_records(w.events_path)]
+        w.write(7, {"loss": np.float32(0.5)})
+    (path,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    events = _read_events(path)
     assert events[0].file_version == "brain.Event:2"
     assert [e.step for e in events[1:]] == [3, 7]
     assert {v.tag: v.simple_value for v in events[1].summary.value} == {"loss": 1.5, "accuracy": 0.25}
-    data = bytearray(pathlib.Path(w.events_path).read_bytes())
+    assert {v.tag: v.simple_value for v in events[2].summary.value} == {"loss": 0.5}
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+        {"step": 3, "loss": 1.5, "accuracy": 0.25}, {"step": 7, "loss": 0.5}]
+    data = bytearray(path.read_bytes())
     data[-5] ^= 1
-    pathlib.Path(w.events_path).write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="crc"):
-        list(metrics_writer.read_records(w.events_path))
+        _read_events(path)
+
+
+def test_writers_in_one_process_get_separate_files(tmp_path):
+    for step in (1, 2):
+        with metrics_writer.MetricsWriter(tmp_path) as w:
+            w.write(step, {"loss": float(step)})
+    files = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 2
+    assert sorted(e.step for f in files for e in _read_events(f)[1:]) == [1, 2]
+    assert [json.loads(line)["step"] for line in
+            (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    with metrics_writer.MetricsWriter(tmp_path / "w", enabled=False) as w:
+        w.write(1, {"loss": 1.0})
+    assert not (tmp_path / "w").exists()
 
 
 def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
@@ -88,11 +117,10 @@ def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["train"]["num_steps"] == 16 and saved["data"]["synthetic"] is True
     (events,) = (tmp_path / "tensorboard").iterdir()
-    Event = _event_classes()
-    steps = [Event.FromString(r).step for r in metrics_writer.read_records(events)][1:]
+    steps = [e.step for e in _read_events(events)][1:]
     assert steps == [4, 8, 12, 16]
     # restore_params (for 'ckpt:' specs): trained layers + the frozen table saved once
-    params, cfg = checkpointing.restore_params(tmp_path)
+    params, cfg = run_checkpoint.restore_params(tmp_path)
     assert cfg["model"]["spec"] == "random:tiny"
     from hybrid_jax.models.pretrained import load_pretrained
     pre = load_pretrained("random:tiny").encoder_params
@@ -101,7 +129,7 @@ def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
     assert not np.array_equal(params["encoder"]["layer_0"]["output"]["kernel"],
                               pre["layer_0"]["output"]["kernel"])
     with pytest.raises(InputError, match="no step 3"):
-        checkpointing.restore_params(tmp_path, 3)
+        run_checkpoint.restore_params(tmp_path, 3)
     # 'ckpt:' specs: the trained params on the starting model's architecture and tokenizer,
     # exportable to Hugging Face format and loadable back bit-exactly.
     trained = load_pretrained(f"ckpt:{tmp_path}@16")
@@ -127,8 +155,8 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     capsys.readouterr()
     train.train_and_evaluate(config, tmp_path / "resumed")
     assert "resuming from" in capsys.readouterr().out
-    a, _ = checkpointing.restore_params(tmp_path / "straight")
-    b, _ = checkpointing.restore_params(tmp_path / "resumed")
+    a, _ = run_checkpoint.restore_params(tmp_path / "straight")
+    b, _ = run_checkpoint.restore_params(tmp_path / "resumed")
     jax.tree.map(np.testing.assert_array_equal, a, b)
     steps = [json.loads(line)["step"] for line in
              (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
@@ -146,24 +174,25 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
 ])
 def test_config_validation(key, value, message):
     with pytest.raises(InputError, match=message):
-        train.validate_config(_config(**{key: value}))
+        config_checks.validate_config(_config(**{key: value}))
 
 
 def test_unusable_workdir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InputError, match="workdir"):
-        train.check_workdir(blocker / "run")
+        config_checks.check_workdir(blocker / "run")
     with pytest.raises(InputError, match="not a directory"):
-        train.check_workdir(blocker)
+        config_checks.check_workdir(blocker)
 
 
 def test_evaluation_hook_cadence(tmp_path, monkeypatch):
     from hybrid_jax.evaluation import run as eval_run
     calls = []
 
-    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True):
+    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True, folds=None):
         assert write  # one process: it writes the reports
+        assert folds == splits.FoldRule.from_config(config.data)  # the run's own article folds
         calls.append((bundle.name, [d["name"] for d in datasets], str(workdir)))
         assert set(bundle.params) == {"encoder"}
         return {"datasets": {}, "scalars": {"toy/map@20": 0.25 * len(calls)}}

@@ -9,6 +9,10 @@ widens the interval by the seed-to-seed variance.
 Optional structure: `clusters` (resampling units: LAReQA questions share an id across languages and
 are correlated, so they are drawn together) and `strata` (the statistic is then the macro average:
 the mean over strata of the per-stratum mean, matching macro-averaged metrics).
+
+The bottom of the module turns per-query tables (per_query.py) into those paired arrays: the one
+place where the compare CLI and the trade-off analysis pick views, align queries across runs and
+apply Holm, so the two always test the same thing the same way.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+
+from hybrid_jax.evaluation import per_query
 
 
 @dataclasses.dataclass
@@ -149,3 +155,53 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
         running = max(running, min(1.0, (m - i) * p[idx]))
         out[idx] = running
     return out
+
+
+def add_holm(rows: Sequence[dict], key: str = "p_holm") -> None:
+    """Sets row[key] to the Holm-adjusted `p_bootstrap` over `rows` (one family)."""
+    for r, p in zip(rows, holm([r["p_bootstrap"] for r in rows])):
+        r[key] = float(p)
+
+
+# ----------------------------------------------------------------------------- per-query tables
+
+
+def per_question_scores(groups: dict, metric: str) -> dict[str, dict]:
+    """view -> {qid: (value, cluster, lang)} for the views holding `metric`."""
+    out = {}
+    for view, t in per_query.views(groups).items():
+        if metric in t:
+            cl = t.get("cluster", t["qid"])
+            lang = t.get("lang", np.array([""] * len(t["qid"])))
+            out[view] = {q: (v, c, lg) for q, v, c, lg in zip(t["qid"], t[metric], cl, lang)}
+    return out
+
+
+def language_views(lang: str, setting: str, views: Sequence[str]) -> list[str]:
+    """The views of question language `lang` in `setting`: 'mono' -> [mono/lang] (if present),
+    'cross' -> every cross/lang->Y."""
+    if setting == "mono":
+        return [f"mono/{lang}"] if f"mono/{lang}" in views else []
+    if setting == "cross":
+        return [v for v in views if v.startswith(f"cross/{lang}->")]
+    raise ValueError(f"setting {setting!r}: expected 'mono' or 'cross'")
+
+
+def paired_row(runs_a, runs_b, views: list[str], stratify: str | None, **kw):
+    """compare_runs(...).as_dict() over the queries of `views` present (finite) in every run of
+    both sides (per_question_scores tables), or None when none is. stratify: None, 'view' (macro
+    over views) or 'lang' (macro over query languages); kw goes to compare_runs."""
+    tables = runs_a + runs_b
+    keys = None
+    for t in tables:
+        ks = {(v, q) for v in views for q, val in t.get(v, {}).items() if np.isfinite(val[0])}
+        keys = ks if keys is None else keys & ks
+    keys = sorted(keys or ())
+    if not keys:
+        return None
+    ref = tables[0]
+    clusters = [ref[v][q][1] for v, q in keys]
+    strata = [v if stratify == "view" else ref[v][q][2] for v, q in keys] if stratify else None
+    a = [[t[v][q][0] for v, q in keys] for t in runs_a]
+    b = [[t[v][q][0] for v, q in keys] for t in runs_b]
+    return compare_runs(a, b, clusters=clusters, strata=strata, **kw).as_dict()

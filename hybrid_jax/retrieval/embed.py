@@ -2,12 +2,14 @@
 device sharding) without caching or a progress bar."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.retrieval.encode import encode_texts
+
+if TYPE_CHECKING:  # annotation only: importing the retrieval package stays free of flax/models
+    from hybrid_jax.models.bundle import ModelBundle
 
 
 def embed_texts(bundle: ModelBundle, texts: Sequence[str], role: str, *, max_length: int = 512,

@@ -1,0 +1,317 @@
+"""The trade-off report's markdown, one function per section, each a pure function of an
+`Analysis` (tradeoff_analysis.py): every number in the text comes from the runs, their config or
+the constants below."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from hybrid_jax.evaluation import tradeoff_plots
+from hybrid_jax.evaluation.report import table
+from hybrid_jax.evaluation.tradeoff_analysis import (CONFIDENCE, LEVEL, SETTINGS, Analysis,
+                                                     label, negatives_per_query,
+                                                     uncorrected_verdict, verdict)
+
+# arXiv 2408.10536 (hybrid batch training), XQuAD-R mAP and rank distance, as published: their
+# models, their training data, their evaluation protocol -- not ours.
+PAPER = {
+    "XLM-R": {"mono": dict(mono=.792, cross=.674, multi=.547, rank_distance=410),
+              "cross": dict(mono=.755, cross=.700, multi=.593, rank_distance=295),
+              "hybrid": dict(mono=.798, cross=.705, multi=.593, rank_distance=287)},
+    "LaBSE": {"mono": dict(mono=.808, cross=.752, multi=.652, rank_distance=262),
+              "cross": dict(mono=.801, cross=.762, multi=.679, rank_distance=225),
+              "hybrid": dict(mono=.817, cross=.767, multi=.682, rank_distance=221)},
+}
+PAPER_BATCH = 100
+# What configs/xlmr_base.py and configs/labse.py (the paper's setting, for an accelerator) set;
+# a test holds these equal to those configs.
+ACCELERATOR_CONFIGS = "configs/xlmr_base.py, configs/labse.py"
+ACCELERATOR = dict(global_batch_size=PAPER_BATCH, passage_max_length=128, num_steps=3000)
+
+CI = f"{CONFIDENCE:.0%}"
+Link = Callable[[str], str]
+
+
+def _p(v) -> str:
+    return "-" if v is None or not np.isfinite(v) else (f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}")
+
+
+def _ci(r) -> str:
+    return f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+
+
+def _ms(t) -> str:
+    mean, std, n = t
+    if not np.isfinite(mean):
+        return "-"
+    big = abs(mean) >= 10
+    f = (lambda v: f"{v:.1f}") if big else (lambda v: f"{v:.3f}")
+    return f"{f(mean)} ± {f(std)}" if n > 1 and np.isfinite(std) else f(mean)
+
+
+def _fmt_s(s) -> str:
+    if s is None:
+        return "-"
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def _and(items: list[str]) -> str:
+    if len(items) < 3:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + ", and " + items[-1]
+
+
+def _count(n: int, what: str) -> str:
+    words = {1: "one", 2: "two", 3: "three", 4: "four"}
+    return f"{words.get(n, n)} {what}{'' if n == 1 else 's'}"
+
+
+def negatives_phrase(config: Optional[dict]) -> str:
+    """'15 in-batch negatives per query', with the hard negatives when the run had them."""
+    n = negatives_per_query(config)
+    if n is None:
+        return "in-batch negatives per query: batch size unknown"
+    in_batch, hard = n
+    if not hard:
+        return f"{in_batch} in-batch negatives per query"
+    return f"{in_batch} in-batch and {hard} hard negatives per query"
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def header(a: Analysis) -> list[str]:
+    L = ["# Does hybrid training trade away accuracy on high-resource languages?", "",
+         f"Dataset `{a.dataset}` ({len(a.languages)} languages: {', '.join(a.languages)}; "
+         f"{a.n_multi_queries} questions in the multi setting). "
+         f"Metric {a.key} (LAReQA, docs/evaluation.md). High-resource languages: "
+         f"{', '.join(a.high_resource)}. Conditions: {', '.join(label(c) for c in a.groups)}; "
+         f"seeds {', '.join(map(str, a.seeds)) or '-'}; every trained run starts from the same "
+         f"model as the zero-shot row.", ""]
+    if a.missing:
+        L += [f"**Partial grid**: {len(a.missing)} planned run(s) not finished yet "
+              f"({', '.join(a.missing)}); the numbers below use the finished runs only.", ""]
+    return L
+
+
+def _answer_rows(a: Analysis) -> list[list]:
+    """The high-resource rows of each comparison (in the Holm family), then its macro rows."""
+    macro = {"macro_hr": "macro (high-resource)", "macro_all": "macro (all)"}
+    rows = []
+    for setting, ref in (("mono", "X-X-mono"), ("cross", "X-Y")):
+        def cells(r):
+            return [f"{setting}: vs {ref}", f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
+                    f"{r['diff']:+.4f}", _ci(r), _p(r["p_bootstrap"])]
+
+        for r in a.answer.get(setting, []):
+            if r["scope"] in a.high_resource:
+                rows.append([r["scope"]] + cells(r) + [_p(r.get("p_holm")), verdict(r)])
+        for r in a.answer.get(setting, []):
+            if r["scope"] in macro:
+                rows.append([macro[r["scope"]]] + cells(r)
+                            + ["(not in family)", uncorrected_verdict(r)])
+    return rows
+
+
+def _answer_words(a: Analysis) -> list[str]:
+    L = []
+    for setting, what, ref in (("mono", "monolingual", "X-X-mono"),
+                               ("cross", "cross-lingual", "X-Y")):
+        for r in a.answer.get(setting, []):
+            if r["scope"] in a.high_resource:
+                L.append(f"- **{r['scope']}**, {what} retrieval: {label(a.primary)} scores "
+                         f"{abs(r['diff']):.4f} {'higher' if r['diff'] > 0 else 'lower'} than "
+                         f"{ref} ({CI} CI {_ci(r)}, Holm p = {_p(r.get('p_holm'))}): "
+                         f"**{verdict(r)}**.")
+    return L
+
+
+def answer(a: Analysis, link: Link) -> list[str]:
+    L = ["## The answer", ""]
+    if not a.answer:
+        return L + ["Not available yet: it needs a hybrid condition and its X-X-mono / X-Y "
+                    "references.", ""]
+    how = "seeds also resampled" if a.resample_seeds else "per-query scores averaged over seeds"
+    both = "both comparisons" if len(a.answer) == 2 else "the one comparison"
+    L += [f"{label(a.primary)} minus the reference, per high-resource question language. "
+          f"Paired bootstrap over questions ({a.n_bootstrap} resamples; a question and its "
+          f"translations move together; {how}), {CI} percentile interval, two-sided p "
+          f"Holm-adjusted over the {len(a.family)} high-resource tests of {both}. Verdict at "
+          f"Holm p < {LEVEL}. Cross = questions in the language against each other language's "
+          f"candidates (macro over targets).", ""]
+    L += [table(["language", "comparison", "hybrid", "reference", "difference", f"{CI} CI",
+                 "p", "p Holm", "verdict"], _answer_rows(a)), ""]
+    L += [f"The macro rows are extra tests outside the Holm family: their verdicts rest on the "
+          f"uncorrected p. \"No significant difference\" means these data cannot tell the two "
+          f"apart at p < {LEVEL}; it is not evidence that there is no difference (read the "
+          f"interval).", ""]
+    L += ["In words:", ""] + _answer_words(a)
+    if not a.resample_seeds:
+        L += ["", f"The intervals reflect question sampling given these {len(a.seeds)} "
+              "seed(s) (per-query scores averaged over seeds); seed-to-seed variation is "
+              "not in them (experiment.resample_seeds=True puts it in): compare with the "
+              "± std columns below."]
+    if len(a.seeds) < 3:
+        L += ["", f"Caution: only {len(a.seeds)} seed(s)."]
+    L += ["", f"![differences]({link(tradeoff_plots.files(a)['answer'])})", ""]
+    return L + every_language(a)
+
+
+def every_language(a: Analysis) -> list[str]:
+    hr = a.high_resource
+    rows = [[r["scope"] + ("*" if r["scope"] in hr else ""), r["setting"], f"{r['diff']:+.4f}",
+             _ci(r), _p(r["p_bootstrap"]), _p(r.get("p_holm_all")), verdict(r, "p_holm_all")]
+            for r in a.per_language]
+    return ["### Every language", "",
+            "The same comparisons for all languages (Holm over all "
+            f"{len(a.per_language)} per-language tests).", "",
+            table(["language", "setting", "hybrid - reference", f"{CI} CI", "p",
+                   "p Holm (all)", "verdict"], rows), ""]
+
+
+def results(a: Analysis, link: Link) -> list[str]:
+    L = ["## Results by condition", "",
+         f"Mean ± sample std over seeds (zero-shot: one evaluation). Macro (HR) = mean over "
+         f"{', '.join(a.high_resource)}; macro (all) = over all {len(a.languages)} languages. "
+         f"Rank distance: multi setting, lower = less language bias.", ""]
+    rows = [[label(cond), len(a.groups[cond])]
+            + [_ms(d[s][scope]) for s in SETTINGS for scope in ("macro_hr", "macro_all")]
+            + [_ms(d["rank_distance"]["macro_all"])] for cond, d in a.summary.items()]
+    L += [table(["condition", "seeds", "mono HR", "mono all", "cross HR", "cross all",
+                 "multi HR", "multi all", "rank distance"], rows), ""]
+    for setting in SETTINGS + ("rank_distance",):
+        title = f"{a.key}, {setting}" if setting != "rank_distance" else "rank distance (multi)"
+        L += [f"### {title} per question language", ""]
+        rows = [[x + ("*" if x in a.high_resource else "")]
+                + [_ms(a.summary[c][setting][x]) for c in a.summary] for x in a.languages]
+        L += [table(["language"] + [label(c) for c in a.summary], rows), ""]
+    return L + [f"![settings]({link(tradeoff_plots.files(a)['settings'])})", ""]
+
+
+def sweep(a: Analysis, link: Link) -> list[str]:
+    L = []
+    if a.sweep:
+        L += ["## Alpha sweep", "", "Each hybrid alpha minus the reference on macro scores "
+              "(raw bootstrap p, not corrected). alpha = 1 is the X-X-mono run, alpha = 0 the "
+              "X-Y run.", ""]
+        rows = [[label(r["condition"]),
+                 f"{r['setting']} vs {'X-X-mono' if r['setting'] == 'mono' else 'X-Y'}",
+                 "high-resource" if r["scope"] == "macro_hr" else "all",
+                 f"{r['diff']:+.4f}", _ci(r), _p(r["p_bootstrap"])] for r in a.sweep]
+        L += [table(["condition", "comparison", "languages", "difference", f"{CI} CI", "p"],
+                    rows), ""]
+    if "alpha" in tradeoff_plots.files(a):
+        L += [f"![alpha]({link(tradeoff_plots.files(a)['alpha'])})", ""]
+    return L
+
+
+def paper(a: Analysis) -> list[str]:
+    L = ["## Published numbers (theirs, not ours)", "",
+         f"arXiv 2408.10536, XQuAD-R mAP as published: **their** models ({', '.join(PAPER)}), "
+         f"training data, batch size {PAPER_BATCH} on an A100, and evaluation protocol. Our runs "
+         f"use a different model ({a.model or 'see config.json'}), a CPU-sized step budget, and "
+         f"only the held-out test articles. Compare directions of differences, not absolute "
+         f"values.", ""]
+    rows = []
+    for theirs, d in PAPER.items():  # not `model`: that names our model below
+        for cond in ("mono", "cross", "hybrid"):
+            v = d[cond]
+            rows.append([f"paper: {theirs}", label(cond if cond != "hybrid" else "hybrid-a0.5"),
+                         f"{v['mono']:.3f}", f"{v['cross']:.3f}", f"{v['multi']:.3f}",
+                         str(v["rank_distance"])])
+    for cond, d in a.summary.items():
+        rows.append([f"ours: {a.model} ({a.dataset})", label(cond)]
+                    + [_ms(d[s]["macro_all"]) for s in SETTINGS]
+                    + [_ms(d["rank_distance"]["macro_all"])])
+    L += [table(["source", "condition", "mono", "cross", "multi", "rank distance"], rows), ""]
+    deltas = [[f"paper: {theirs}", f"{d['hybrid']['mono'] - d['mono']['mono']:+.3f}",
+               f"{d['hybrid']['cross'] - d['cross']['cross']:+.3f}", "none given"]
+              for theirs, d in PAPER.items()]
+    macro = {s: next((r for r in a.answer.get(s, []) if r["scope"] == "macro_all"), None)
+             for s in ("mono", "cross")}
+    if any(macro.values()):
+        deltas.append(["ours (macro, all languages)"]
+                      + [f"{r['diff']:+.3f} {_ci(r)}" if r else "-" for r in macro.values()]
+                      + [f"bootstrap {CI} CI"])
+    return L + [table(["source", "hybrid - X-X-mono (mono)", "hybrid - X-Y (cross)",
+                       "uncertainty"], deltas), ""]
+
+
+def _accelerator(config: Optional[dict]) -> str:
+    """What the paper-sized configs would change about these runs, from the runs' config."""
+    acc = ACCELERATOR
+    t, d = ((config or {}).get(s, {}) for s in ("train", "data"))
+    n = negatives_per_query(config)
+    changes = []
+    if n is None or n[0] < acc["global_batch_size"] - 1:
+        changes.append(f"{acc['global_batch_size'] - 1}"
+                       + (f" instead of {n[0]}" if n is not None else "")
+                       + " in-batch negatives per query (a harder contrastive task, closer to "
+                       "the paper)")
+    if d.get("passage_max_length", 0) < acc["passage_max_length"]:
+        changes.append("untruncated answer sentences")
+    if t.get("num_steps", 0) < acc["num_steps"]:
+        changes.append("many more steps")
+    setting = (f"{ACCELERATOR_CONFIGS}: batch {acc['global_batch_size']}, passages up to "
+               f"{acc['passage_max_length']} tokens, bfloat16 matmuls, the paper's learning "
+               f"rate, `hf:` weights")
+    if not changes:
+        return (f"These runs already have the batch, passage length and step budget of the "
+                f"GPU/TPU configs ({setting}).")
+    return (f"A GPU/TPU run ({setting}) changes {_count(len(changes), 'thing')} this CPU budget "
+            f"cannot: {_and(changes)}. The same driver runs it: `--config.model.spec=hf:<dir> "
+            f"--config.data.global_batch_size={acc['global_batch_size']} ...` on "
+            f"configs/tradeoff.py; the comparison and its statistics are unchanged.")
+
+
+def how_it_was_run(a: Analysis) -> list[str]:
+    """The budget (from the experiment's config), the grid's total wall time, and what a larger
+    accelerator run would change."""
+    total, config = a.total_wall_seconds, a.config
+    lines = ["## How it was run", ""]
+    if config:
+        t, d, o, e = (config.get(s, {}) for s in ("train", "data", "optim", "eval"))
+        lines.append(
+            f"Every trained run: {t.get('num_steps')} steps of global batch "
+            f"{d.get('global_batch_size')} ({negatives_phrase(config)}), queries cut at "
+            f"{d.get('query_max_length')} and passages at {d.get('passage_max_length')} tokens, "
+            f"AdamW lr {o.get('learning_rate')} (warm-up {o.get('warmup_steps')}, "
+            f"{o.get('schedule')} decay), weight decay {o.get('weight_decay')}, word-embedding "
+            f"table {'frozen' if o.get('freeze_word_embeddings') else 'trained'}, model "
+            f"`{config.get('model', {}).get('spec')}`; evaluation encodes up to "
+            f"{e.get('max_length')} tokens with {e.get('search')} search.")
+    return lines + ["", f"Total wall time of these {len(a.runs)} runs (training, evaluation, "
+                    f"model loading and compilation, every session): **{total / 3600:.2f} h** "
+                    f"({_fmt_s(total)}).", "", _accelerator(config), ""]
+
+
+def runs(a: Analysis, link: Link) -> list[str]:
+    L = ["## Runs", "", "Wall time from each run's timing.json (all invocations, including "
+         "model loading, compilation and the final evaluation); steps/s is the training "
+         "rate logged in metrics.jsonl.", ""]
+    rows = []
+    for cond, rs in a.groups.items():
+        for r in rs:
+            t = a.timing[r.name]
+            rows.append([r.name, label(cond), "-" if r.seed is None else r.seed, t["steps"],
+                         "-" if t["first_loss"] is None else f"{t['first_loss']:.3f}",
+                         "-" if t["final_loss"] is None else f"{t['final_loss']:.3f}",
+                         "-" if t["steps_per_sec"] is None else f"{t['steps_per_sec']:.2f}",
+                         _fmt_s(t["eval_seconds"]), _fmt_s(t["wall_seconds"]), t["sessions"],
+                         f"[metrics.json]({link('metrics/' + r.name + '.json')})"])
+    return L + [table(["run", "condition", "seed", "steps", "first loss", "final loss",
+                       "steps/s", "eval", "wall time", "sessions", "metrics"], rows), "",
+                f"![curves]({link(tradeoff_plots.files(a)['curves'])})", "",
+                f"Machine-readable: [comparisons.json]({link('comparisons.json')}), "
+                f"[summary.json]({link('summary.json')})"
+                + (f", [config.json]({link('config.json')})" if a.config is not None else "")
+                + ".", ""]
+
+
+def render(a: Analysis, stem: str) -> str:
+    """The whole report; figures and data files are linked under `stem`/."""
+    link = lambda f: f"{stem}/{f}"  # noqa: E731
+    return "\n".join(header(a) + answer(a, link) + results(a, link) + sweep(a, link)
+                     + paper(a) + how_it_was_run(a) + runs(a, link))
