@@ -273,7 +273,7 @@ def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int
     _log(f"training steps {step}..{end} of {num_steps} on {run.runner.num_devices} "
          f"{jax.devices()[0].platform} device(s) ({c.parallelism}), global batch "
          f"{int(c.data.global_batch_size)}")
-    pending = _Pending(run, step + 1)
+    pending, preempted = _Pending(run, step + 1), False
     progress = _Progress(num_steps, end, int(c.data.global_batch_size))
     last_saved = run.checkpointer.latest_step()
 
@@ -285,7 +285,6 @@ def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int
                                   run.iterator.get_state(), force=force)
             last_saved = at
 
-    preempted = False
     # Same-shaped steps: each step's freed temporaries stay mapped for the next (host_memory).
     with PreemptionFlag() as preemption, host_memory.reuse_freed_memory():
         try:
@@ -322,8 +321,7 @@ def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int
         reason = f"signal {preemption.signum}" if preemption.signum else "preemption notice"
         _log(f"preempted ({reason}): saved {run_checkpoint.CHECKPOINT_DIR}/"
              f"{step} in {run.workdir}; rerun the same command to continue")
-        last = dict(last, preempted_at=step)
-    return last
+    return dict(last, preempted_at=step) if preempted else last
 
 
 def enable_compilation_cache(config) -> None:

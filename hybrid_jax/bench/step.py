@@ -153,8 +153,6 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
     """Median seconds per step of our step (and the peer's), throughput, FLOP/s, compile count."""
     import jax
 
-    from hybrid_jax.models import export_hf
-
     out: dict = {"devices": [str(d) for d in jax.local_devices()], "rounds": rounds}
     # The step loop runs under the allocator set-up hybrid_jax.train's loop uses.
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
@@ -188,16 +186,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
 
         torch_peer = None
         if peer and _torch_available():
-            model_dir = os.path.join(tmp, "hf")
-            export_hf(model_dir, pretrained.config, pretrained.encoder_params,
-                      pretrained.tokenizer, pretrained.prefixes)
-            batch_file = os.path.join(tmp, "batches.npz")
-            np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in
-                                    ("query_ids", "query_mask", "passage_ids", "passage_mask")})
-            # the dropout our step trains with (the model's, or the config's override)
-            torch_peer = TorchPeer(model_dir, batch_file, os.cpu_count() or 1, config,
-                                   float(pretrained.config.hidden_dropout))
-            torch_peer.step()  # warm-up (allocator, thread pool)
+            torch_peer = _start_peer(config, pretrained, batches, tmp)
             out["peer"] = dict(torch_peer.info)
         elif peer:
             out["peer"] = {"skipped": "torch/transformers not installed"}
@@ -217,11 +206,38 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
             out["peer"]["max_rss_mb"] = torch_peer.close()["max_rss_mb"]
         out["max_rss_mb"] = max_rss_mb()
 
+    out["losses"] = losses
+    _summarise(out, pretrained.config, jax_s, torch_s, ratios, peak)
+    return out
+
+
+def _start_peer(config, pretrained, batches: list, tmp: str) -> TorchPeer:
+    """The PyTorch peer on the same weights (exported to HF format) and the same batches."""
+    from hybrid_jax.models import export_hf
+
+    model_dir = os.path.join(tmp, "hf")
+    export_hf(model_dir, pretrained.config, pretrained.encoder_params, pretrained.tokenizer,
+              pretrained.prefixes)
+    batch_file = os.path.join(tmp, "batches.npz")
+    np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in
+                            ("query_ids", "query_mask", "passage_ids", "passage_mask")})
+    # the dropout our step trains with (the model's, or the config's override)
+    peer = TorchPeer(model_dir, batch_file, os.cpu_count() or 1, config,
+                     float(pretrained.config.hidden_dropout))
+    peer.step()  # warm-up (allocator, thread pool)
+    return peer
+
+
+def _summarise(out: dict, model_config, jax_s: list, torch_s: list, ratios: list,
+               peak: dict | None) -> None:
+    """Medians, throughput and FLOP/s of the timed rounds into `out`."""
+    b, lq, lp = out["batch"], out["query_len"], out["passage_len"]
     step_s = _median(jax_s)
-    flops = train_step_flops(pretrained.config, b, lq, lp)
+    flops = train_step_flops(model_config, b, lq, lp)
     out.update(step_s=step_s, step_s_all=jax_s, steps_per_s=1 / step_s, examples_per_s=b / step_s,
-               padded_tokens_per_s=b * (lq + lp) / step_s, real_tokens_per_s=real_tokens / step_s,
-               model_flops_per_step=flops, model_flops_per_s=flops / step_s, losses=losses)
+               padded_tokens_per_s=b * (lq + lp) / step_s,
+               real_tokens_per_s=out["real_tokens_per_step"] / step_s,
+               model_flops_per_step=flops, model_flops_per_s=flops / step_s)
     if peak:
         out["fraction_of_matmul_peak"] = out["model_flops_per_s"] / peak["flops_per_s"]
     if torch_s:
@@ -229,7 +245,6 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
                            examples_per_s=b / _median(torch_s))
         # > 1: our step is faster.  Median of per-round ratios (each pair ran back to back).
         out["speedup_vs_peer"] = _median(ratios)
-    return out
 
 
 def write_json(path, obj) -> None:

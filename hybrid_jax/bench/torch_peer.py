@@ -26,7 +26,7 @@ def _reply(obj) -> None:
     sys.stdout.flush()
 
 
-def main(argv=None):
+def _arguments(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model_dir", required=True)
     p.add_argument("--batches", required=True, help=".npz of query/passage ids and masks [n, b, L]")
@@ -36,8 +36,11 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--max_grad_norm", type=float, default=1.0)
     p.add_argument("--dropout", type=float, default=0.1)
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None):
+    a = _arguments(argv)
     import numpy as np
     import torch
     import transformers
