@@ -36,8 +36,8 @@ def get_config(arg=None):
     c.data.prefetch = 2
     c.data.num_threads = 1
 
-    c.eval.datasets = [dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
-                            fold="test")]
+    c.eval.datasets = (dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
+                            fold="test"),)
     c.eval.batch_size = 32
     c.eval.max_length = 96
     c.eval.search = "exact"

@@ -91,13 +91,13 @@ def get_config(arg=None):
         c.train.num_steps = 3
         c.train.log_every = 1
         c.train.checkpoint_every = 0
-        c.data.languages = ["en", "de"]
+        c.data.languages = ("en", "de")
         c.data.global_batch_size = 8
         c.data.query_max_length = 16
         c.data.passage_max_length = 24
-        c.eval.datasets = [dict(name="xquad-r-test-en-de", type="xquad-r",
+        c.eval.datasets = (dict(name="xquad-r-test-en-de", type="xquad-r",
                                 path="../shared/data/xquad-r", fold="test",
-                                languages=["en", "de"])]
+                                languages=("en", "de")),)
         c.eval.batch_size = 64
         c.eval.max_length = 32
         c.eval.buckets = (32,)

@@ -28,8 +28,8 @@ def get_config(arg=None):
     c.train.log_every = 50
     c.train.checkpoint_every = 500
 
-    c.eval.datasets = [dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
-                            fold="test")]
+    c.eval.datasets = (dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
+                            fold="test"),)
     c.eval.every_steps = 1000
     c.eval.batch_size = 256
     c.eval.max_length = 256

@@ -43,8 +43,8 @@ def run(model: str, role: str, input_path: str, output_path: str, batch_size: in
         max_length: int) -> None:
     import numpy as np
 
-    from hybrid_jax.models.embed import embed_texts
     from hybrid_jax.models.pretrained import load_pretrained
+    from hybrid_jax.retrieval.embed import embed_texts
 
     texts = read_lines(input_path)
     out_dir = os.path.dirname(os.path.abspath(output_path))

@@ -1,22 +1,28 @@
 """The trade-off experiment driver: the sampler x seed grid, the zero-shot row, and the comparison.
 
     python -m hybrid_jax.experiment --config configs/tradeoff.py[:alpha_sweep] --workdir W
-        [--max_runs N] [--report_only] [--dry_run] [--publish docs/] [--config.a.b=...]
+        [--max_runs N] [--report_only] [--dry_run] [--publish docs/] [--allow_mixed_code]
+        [--config.a.b=...]
 
 Runs, in order (zero-shot first, then seed by seed so a partial grid has whole seed groups):
   W/runs/zero-shot/            the starting model evaluated (train.evaluate_checkpoint)
   W/runs/<condition>-s<seed>/  train.train_and_evaluate with data.sampling, data.alpha, data.seed
                                and seed set; conditions: mono, cross, hybrid-a<alpha>
 Each run's workdir is an ordinary training workdir (config.json, metrics.jsonl, checkpoints/,
-eval/<dataset>/) plus timing.json (wall time and status of every invocation that worked on it:
-finished, preempted, failed, interrupted). A preempted run (SIGTERM: train saves a checkpoint and
-returns) or a failing one (e.g. train.TrainingDiverged) stops the driver; rerunning resumes.
+eval/<dataset>/) plus timing.json (wall time, status and code version of every invocation that
+worked on it: finished, preempted, failed, interrupted) and code_version.json (the distinct code
+versions that made it, see hybrid_jax/code_version.py: git commit and dirty state, or the package
+version). A preempted run (SIGTERM: train saves a checkpoint and returns) or a failing one (e.g.
+guards.TrainingDiverged) stops the driver; rerunning resumes.
 
 Resumable: a run is finished when W/runs/<name>/eval/<dataset>/metrics.json exists for every
 eval dataset; finished runs are skipped (logged as `skip <name>: finished`), an unfinished one
 resumes from its latest checkpoint (train_and_evaluate does that). A run whose config.json differs
 from the one this invocation would use (another step budget, learning rate, ...) stops the driver
-before anything runs: mixing budgets in one comparison would be silent nonsense.
+before anything runs: mixing budgets in one comparison would be silent nonsense.  So does a run
+with results (finished, or a checkpoint) made by other code than the code about to run (with
+--report_only, or nothing left to run: other code than the grid's other runs), unless
+--allow_mixed_code.
 
 Then the analysis (hybrid_jax/evaluation/tradeoff.py) over the finished runs writes
 W/<experiment.report_dir>/<experiment.report_name> with its PNGs, tables and copies of the
@@ -33,10 +39,9 @@ import time
 from typing import Optional
 
 import ml_collections
-from absl import app, flags
+from absl import flags
 
-from hybrid_jax import host_memory
-from hybrid_jax import main as entry
+from hybrid_jax import cli, code_version
 from hybrid_jax.errors import InputError
 
 SAMPLERS = ("mono", "cross", "hybrid")
@@ -47,6 +52,7 @@ IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
                 "data.prefetch", "data.num_threads", "data.worker_count")
 
 FLAGS = flags.FLAGS
+cli.define_config_flags("configs/tradeoff.py")
 flags.DEFINE_integer("max_runs", 0, "Train/evaluate at most this many unfinished runs in this "
                      "invocation (0 = all), then write the report on the finished ones.")
 flags.DEFINE_bool("report_only", False, "Run nothing: write the report on the finished runs.")
@@ -54,6 +60,9 @@ flags.DEFINE_bool("dry_run", False, "Print the plan (each run and whether it is 
                   "half-done or to do) and stop.")
 flags.DEFINE_string("publish", None, "Also copy the report, its PNGs and metrics into this "
                     "directory (e.g. docs/).")
+flags.DEFINE_bool("allow_mixed_code", False, "Resume or report on runs made by other code "
+                  "than the code about to run (or than each other); each run's "
+                  "code_version.json still says which.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,16 +203,19 @@ def _write_json(path: pathlib.Path, obj) -> None:
 
 
 def record_timing(run_dir: pathlib.Path, spec: RunSpec, started: float, status: str,
-                  num_steps: Optional[int]) -> dict:
-    """Appends this invocation to run_dir/timing.json; wall_seconds sums every invocation."""
+                  num_steps: Optional[int], code: Optional[dict] = None) -> dict:
+    """Appends this invocation (with its code version, default: this process's) to
+    run_dir/timing.json; wall_seconds sums every invocation."""
     path = run_dir / "timing.json"
     timing = json.loads(path.read_text()) if path.is_file() else {"run": spec.name,
                                                                    "sessions": []}
     seconds = time.time() - started
+    code = code_version.identity(code or code_version.current())
     timing["sessions"].append({
         "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(
             timespec="seconds"),
-        "seconds": round(seconds, 2), "status": status})
+        "seconds": round(seconds, 2), "status": status,
+        "code_version": dict(code, label=code_version.label(code))})
     timing.update(wall_seconds=round(sum(s["seconds"] for s in timing["sessions"]), 2),
                   finished=status == "finished", num_steps=num_steps,
                   what="evaluate" if spec.sampler == ZERO_SHOT else "train_and_evaluate")
@@ -217,6 +229,7 @@ def execute(spec: RunSpec, config, run_dir: pathlib.Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started, status = time.time(), "failed"
     num_steps = None if spec.sampler == ZERO_SHOT else int(config.train.num_steps)
+    code = code_version.record(run_dir, resumed=bool(checkpoint_steps(run_dir)))
     try:
         if spec.sampler == ZERO_SHOT:
             train.save_config(config, str(run_dir))
@@ -231,28 +244,67 @@ def execute(spec: RunSpec, config, run_dir: pathlib.Path) -> dict:
         status = "interrupted"
         raise
     finally:
-        timing = record_timing(run_dir, spec, started, status, num_steps)
+        timing = record_timing(run_dir, spec, started, status, num_steps, code)
     return timing
+
+
+def checkpoint_steps(run_dir: pathlib.Path) -> list[int]:
+    ckpts = run_dir / "checkpoints"
+    return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
+        if ckpts.is_dir() else []
 
 
 def run_state(run_dir: pathlib.Path, datasets: list[str]) -> str:
     if is_finished(run_dir, datasets):
         return "finished"
-    ckpts = run_dir / "checkpoints"
-    steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
-        if ckpts.is_dir() else []
+    steps = checkpoint_steps(run_dir)
     return f"half-done (checkpoint at step {steps[-1]})" if steps else "to do"
 
 
+def _made_by(versions: list[dict]) -> str:
+    if not versions:
+        return "unrecorded code (no code_version.json: made before code versions were recorded)"
+    return "code " + " then ".join(code_version.label(v) for v in versions)
+
+
+def recorded_code_versions(workdir: pathlib.Path, specs: list[RunSpec],
+                           datasets: list[str]) -> dict[str, list[dict]]:
+    """run name -> the code versions recorded for it, for the runs with results (finished, or
+    a checkpoint to resume from)."""
+    return {s.name: code_version.recorded(workdir / "runs" / s.name) for s in specs
+            if run_state(workdir / "runs" / s.name, datasets) != "to do"}
+
+
+def check_code_versions(workdir: pathlib.Path, made: dict[str, list[dict]],
+                        current: Optional[dict]) -> None:
+    """Raises InputError naming the first run of `made` whose code differs from `current` (the
+    code about to run) or, when `current` is None (nothing runs), from the first run's."""
+    def key(versions):
+        return [code_version.identity(v) for v in versions]
+
+    if current is not None:
+        ref, ref_what = key([current]), f"the code about to run is {code_version.label(current)}"
+    elif made:
+        first = next(iter(made))
+        ref, ref_what = key(made[first]), f"runs/{first} was made by {_made_by(made[first])}"
+    for name, versions in made.items():
+        if key(versions) != ref:
+            raise InputError(
+                f"{workdir / 'runs' / name} was made by {_made_by(versions)}, but {ref_what}: "
+                f"one grid must not mix code versions (the differences would be the code's, not "
+                f"the samplers'); use another --workdir, delete that run to redo it, or pass "
+                f"--allow_mixed_code")
+
+
 def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = False,
-                   publish: Optional[str] = None,
-                   dry_run: bool = False) -> Optional[pathlib.Path]:
+                   publish: Optional[str] = None, dry_run: bool = False,
+                   allow_mixed_code: bool = False) -> Optional[pathlib.Path]:
     """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all), then writes the report
     on every finished run. Returns the report's path (None when no run has finished)."""
-    from hybrid_jax import train
+    from hybrid_jax import config_checks
     from hybrid_jax.evaluation import tradeoff
 
-    workdir = pathlib.Path(train.check_workdir(workdir))
+    workdir = pathlib.Path(config_checks.check_workdir(workdir))
     e = _exp(config)
     datasets = dataset_names(config)
     dataset = analysed_dataset(config)
@@ -260,18 +312,27 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
     configs = {s.name: run_config(config, s) for s in specs}
     for s in specs:
         if s.sampler != ZERO_SHOT:
-            train.validate_config(configs[s.name])
+            config_checks.validate_config(configs[s.name])
         diffs = config_differences(workdir / "runs" / s.name, configs[s.name], s)
         if diffs:
             raise InputError(
                 f"{workdir / 'runs' / s.name}/config.json differs from this experiment's config "
                 f"({'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}): use another "
                 f"--workdir, or delete that run to redo it")
+    todo = [s for s in specs if not is_finished(workdir / "runs" / s.name, datasets)]
+    current = code_version.current() if todo and not report_only else None
+    made = recorded_code_versions(workdir, specs, datasets)
+    if not allow_mixed_code:
+        check_code_versions(workdir, made, current)
+    elif len({_made_by(v) for v in [*made.values(), *([[current]] if current else [])]}) > 1:
+        _log("--allow_mixed_code: these runs are made by different code; each run's "
+             "code_version.json says which")
     if dry_run:
         for s in specs:
-            _log(f"{s.name}: {run_state(workdir / 'runs' / s.name, datasets)}")
+            state = run_state(workdir / "runs" / s.name, datasets)
+            code = f" ({_made_by(made[s.name])})" if state != "to do" else ""
+            _log(f"{s.name}: {state}{code}")
         return None
-    todo = [s for s in specs if not is_finished(workdir / "runs" / s.name, datasets)]
     _log(f"{len(specs)} runs planned, {len(specs) - len(todo)} finished, {len(todo)} to do"
          + (" (--report_only: running none)" if report_only and todo else ""))
     for s in specs:
@@ -319,35 +380,19 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
     return path
 
 
+@cli.program
 def main(argv):
-    if len(argv) > 1:
-        entry._fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     if FLAGS.config is None:
-        entry._fail("--config is required (e.g. --config configs/tradeoff.py)")
+        raise InputError("--config is required (e.g. --config configs/tradeoff.py)")
     if not FLAGS.workdir:
-        entry._fail("--workdir is required")
-    if FLAGS.mode != "train_and_evaluate":
-        entry._fail("--mode: not used by the experiment driver")
+        raise InputError("--workdir is required")
     if FLAGS.max_runs < 0:
-        entry._fail(f"--max_runs: must be >= 0, got {FLAGS.max_runs}")
-    host_memory.single_arena()  # before JAX starts its threads
-    from hybrid_jax import checkpointing, train
-
-    # A run that diverged or could not save: one line, exit 1, like hybrid_jax.main.
-    fatal = tuple(c for c in (getattr(train, "TrainingDiverged", None),
-                              getattr(checkpointing, "CheckpointWriteError", None)) if c)
-    try:
-        run_experiment(FLAGS.config, FLAGS.workdir, max_runs=FLAGS.max_runs,
-                       report_only=FLAGS.report_only, publish=FLAGS.publish,
-                       dry_run=FLAGS.dry_run)
-    except InputError as err:
-        entry._fail(str(err))
-    except fatal as err:
-        entry._fail(str(err), status=1)
-    except OSError as err:  # full disk, read-only or vanished workdir while running
-        entry._fail(f"{err.filename + ': ' if err.filename else ''}{err.strerror or err}",
-                    status=1)
+        raise InputError(f"--max_runs: must be >= 0, got {FLAGS.max_runs}")
+    run_experiment(FLAGS.config, FLAGS.workdir, max_runs=FLAGS.max_runs,
+                   report_only=FLAGS.report_only, publish=FLAGS.publish, dry_run=FLAGS.dry_run,
+                   allow_mixed_code=FLAGS.allow_mixed_code)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=entry.parse_flags)
+    cli.run(main)

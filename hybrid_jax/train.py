@@ -16,7 +16,8 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from hybrid_jax import checkpointing, config_checks, host_memory, losses, metrics_writer, optim, steps
+from hybrid_jax import (checkpointing, code_version, config_checks, host_memory, losses,
+                        metrics_writer, optim, steps)
 from hybrid_jax.errors import InputError
 from hybrid_jax.guards import PreemptionFlag, check_finite
 from hybrid_jax.models import run_checkpoint
@@ -350,6 +351,7 @@ def train_and_evaluate(config, workdir, *, evaluate: bool = True,
     run = setup(config, workdir)  # model, data, resume: a failure here leaves the workdir as it was
     if jax.process_index() == 0:
         save_config(config, workdir)
+        code_version.record(workdir, resumed=run.start_step > 0)
     writer = metrics_writer.MetricsWriter(workdir, enabled=jax.process_index() == 0)
     try:
         every = int(config.eval.every_steps) if evaluate else 0

@@ -159,6 +159,8 @@ def test_driver_runs_grid_and_writes_report(first_run):
                 for r in ("zero-shot", "mono-s0", "hybrid-a0.5-s0"))
     assert f"**{total / 3600:.2f} h**" in report
     assert "Every trained run: 3 steps of global batch 8 (7 in-batch negatives" in report
+    assert "99 instead of 7 in-batch negatives per query" in report
+    assert "high-resource tests of the one comparison" in report     # no X-Y run here
 
 
 def test_resume_skips_finished_and_finishes_half_done(first_run, tmp_path, capsys):
@@ -265,3 +267,133 @@ def test_preempted_run_stops_the_driver(tmp_path, monkeypatch, capsys):
     assert [s["status"] for s in timing["sessions"]] == ["preempted"] and not timing["finished"]
     assert "preempted, checkpoint saved; stopping" in capsys.readouterr().out
     assert not (tmp_path / "w" / "report").exists()
+
+
+# -- code versions (every run records the code that made it; a grid never mixes them) ---------
+
+def test_runs_record_their_code_version(first_run):
+    from hybrid_jax import code_version
+
+    workdir, _ = first_run
+    current = code_version.current()
+    for run in ("zero-shot", "mono-s0", "hybrid-a0.5-s0"):
+        recorded = code_version.recorded(workdir / "runs" / run)
+        assert [code_version.identity(v) for v in recorded] == [code_version.identity(current)]
+        assert recorded[0]["label"] == code_version.label(current)
+        timing = json.loads((workdir / "runs" / run / "timing.json").read_text())
+        assert timing["sessions"][-1]["code_version"] == dict(
+            code_version.identity(current), label=code_version.label(current))
+
+
+def _set_code_version(run_dir, version):
+    from hybrid_jax import code_version
+
+    (run_dir / code_version.FILE).write_text(json.dumps(
+        {"versions": [dict(version, label=code_version.label(version))]}))
+
+
+def test_driver_refuses_a_grid_of_mixed_code_unless_allowed(first_run, tmp_path, capsys):
+    import re
+
+    from hybrid_jax import code_version
+
+    workdir, _ = first_run
+    work2 = tmp_path / "w"
+    shutil.copytree(workdir, work2)
+    shutil.rmtree(work2 / "report")
+    current = code_version.label(code_version.current())
+    other = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False}
+    _set_code_version(work2 / "runs" / "mono-s0", other)
+    config = _tiny_config()
+
+    # all finished, nothing to run: the runs must agree among themselves
+    for kw in ({}, {"report_only": True}, {"dry_run": True}):
+        with pytest.raises(InputError, match=(
+                rf"runs/mono-s0 was made by code git 0123456789ab, but runs/zero-shot was "
+                rf"made by code {re.escape(current)}: one grid must not mix code versions.*"
+                rf"--allow_mixed_code")):
+            experiment.run_experiment(config, work2, **kw)
+    # a half-done run to resume: the runs must match the code about to run
+    shutil.rmtree(work2 / "runs" / "hybrid-a0.5-s0" / "eval")
+    with pytest.raises(InputError, match=(rf"runs/mono-s0 was made by code git 0123456789ab, but "
+                                          rf"the code about to run is {re.escape(current)}")):
+        experiment.run_experiment(config, work2)
+    (work2 / "runs" / "mono-s0" / code_version.FILE).unlink()   # made before versions existed
+    with pytest.raises(InputError, match=r"runs/mono-s0 was made by unrecorded code"):
+        experiment.run_experiment(config, work2)
+    assert not (work2 / "runs" / "hybrid-a0.5-s0" / "eval").exists()
+    assert not (work2 / "report").exists()
+
+    _set_code_version(work2 / "runs" / "mono-s0", other)
+    before = {p: p.read_bytes() for p in (work2 / "runs").rglob("*.json")}
+    capsys.readouterr()
+    assert experiment.run_experiment(config, work2, dry_run=True, allow_mixed_code=True) is None
+    out = capsys.readouterr().out
+    assert "--allow_mixed_code: these runs are made by different code" in out
+    assert "mono-s0: finished (code git 0123456789ab)" in out
+    assert f"zero-shot: finished (code {current})" in out
+    path = experiment.run_experiment(config, work2, report_only=True, allow_mixed_code=True)
+    assert path is not None and path.is_file()
+    assert {p: p.read_bytes() for p in (work2 / "runs").rglob("*.json")} == before  # ran nothing
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                           *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_code_version_of_a_checkout_flags_uncommitted_changes(tmp_path, monkeypatch):
+    from hybrid_jax import code_version
+
+    repo = tmp_path / "repo"
+    pkg = repo / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("X = 1\n")
+    (repo / "README").write_text("r\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    sha = _git(repo, "rev-parse", "HEAD")
+    assert code_version.from_checkout(pkg) == {"commit": sha, "dirty": False}
+    (repo / "README").write_text("changed outside the package\n")
+    assert code_version.from_checkout(pkg) == {"commit": sha, "dirty": False}
+
+    (pkg / "__init__.py").write_text("X = 2\n")
+    first = code_version.from_checkout(pkg)
+    assert first["commit"] == sha and first["dirty"] and len(first["diff"]) == 12
+    assert code_version.label(first) == f"git {sha[:12]}+dirty(diff {first['diff']})"
+    (pkg / "__init__.py").write_text("X = 3\n")
+    second = code_version.from_checkout(pkg)
+    assert second["dirty"] and second["diff"] != first["diff"]   # other edits: other code
+    assert not code_version.same(first, second)
+    (pkg / "__init__.py").write_text("X = 1\n")                  # back to the commit
+    (pkg / "extra.py").write_text("Y = 1\n")                      # an untracked module
+    untracked = code_version.from_checkout(pkg)
+    assert untracked["dirty"] and untracked["diff"] != first["diff"]
+
+    # outside a checkout, an untracked package inside one, or no git: the package version
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "__init__.py").write_text("")
+    assert code_version.from_checkout(loose) is None
+    (repo / "site").mkdir()
+    (repo / "site" / "__init__.py").write_text("")
+    assert code_version.from_checkout(repo / "site") is None
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert code_version.from_checkout(pkg) is None
+    from importlib import metadata
+    assert code_version.from_metadata() == {"version": metadata.version("hybrid_jax")}
+    assert code_version.label({"version": "0.1.0"}) == "hybrid_jax 0.1.0"
+
+
+def test_code_version_record_keeps_the_versions_of_a_resumed_run(tmp_path):
+    from hybrid_jax import code_version
+
+    a, b = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True, "diff": "d"}
+    assert code_version.recorded(tmp_path) == []
+    code_version.record(tmp_path, resumed=False, version=a)
+    code_version.record(tmp_path, resumed=True, version=a)        # same code: one entry
+    code_version.record(tmp_path, resumed=True, version=b)
+    assert [code_version.identity(v) for v in code_version.recorded(tmp_path)] == [a, b]
+    code_version.record(tmp_path, resumed=False, version=b)       # a fresh start: only b made it
+    assert [code_version.identity(v) for v in code_version.recorded(tmp_path)] == [b]

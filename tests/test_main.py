@@ -19,7 +19,7 @@ def _main(*args, timeout=300):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--config.train.no_such_key=3"], "error: config: no such key 'no_such_key'"),
+    (["--config.train.no_such_key=3"], "error: config: no such key train.no_such_key"),
     (["--config.data.alpha=1.5"], "error: data.alpha: must lie in [0, 1], got 1.5"),
     (["--config.data.global_batch_size=7"], "error: data.global_batch_size: 7 is not divisible"),
     (["--config=configs/tiny.py:nonsense"], "unknown variant 'nonsense'"),

@@ -26,14 +26,14 @@ import shlex
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from hybrid_jax import host_memory
-from hybrid_jax import main as entry
+from hybrid_jax import cli, host_memory
 
 SECTIONS = ("peak", "step", "profile", "pipeline", "encode", "search")
 
 FLAGS = flags.FLAGS
+cli.define_config_flags("configs/demo_cpu.py", workdir=False)
 flags.DEFINE_list("sections", list(SECTIONS), "Which benchmarks to run.")
 flags.DEFINE_integer("rounds", 10, "Timed steps per framework (alternating), after warm-up.")
 flags.DEFINE_integer("repeats", 3, "Repetitions of each encode / search timing (median).")
@@ -162,7 +162,7 @@ def run_benchmarks(config) -> dict:
 
     unknown = [s for s in FLAGS.sections if s not in SECTIONS]
     if unknown:
-        entry._fail(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+        cli.fail(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
     path = pathlib.Path(FLAGS.out)
     results = json.loads(path.read_text()) if path.is_file() else {}
     results.setdefault("sections", {})
@@ -202,10 +202,9 @@ def run_benchmarks(config) -> dict:
     return results
 
 
+@cli.program
 def main(argv):
-    if len(argv) > 1:
-        entry._fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    host_memory.single_arena()  # as hybrid_jax.main does, before JAX starts its threads
+    del argv
     config = FLAGS.config
     if config is None:
         from configs import demo_cpu
@@ -215,4 +214,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=entry.parse_flags)
+    cli.run(main)

