@@ -41,16 +41,12 @@ from typing import Optional
 import ml_collections
 from absl import flags
 
-from hybrid_jax import cli, code_version
+from hybrid_jax import cli, code_version, grid_checks
 from hybrid_jax.errors import InputError
+from hybrid_jax.models.run_checkpoint import saved_steps
 
 SAMPLERS = ("mono", "cross", "hybrid")
-ZERO_SHOT = "zero-shot"
-# Keys that change speed or logging, never the result: a finished run stays finished when they do.
-IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
-                "train.compilation_cache_dir", "train.log_every", "train.async_checkpointing",
-                "data.prefetch", "data.num_threads", "data.worker_count")
-
+ZERO_SHOT = grid_checks.ZERO_SHOT
 FLAGS = flags.FLAGS
 cli.define_config_flags("configs/tradeoff.py")
 flags.DEFINE_integer("max_runs", 0, "Train/evaluate at most this many unfinished runs in this "
@@ -166,36 +162,6 @@ def run_config(config, spec: RunSpec) -> ml_collections.ConfigDict:
     return c
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(run_dir: pathlib.Path, config, spec: RunSpec) -> list[str]:
-    """Keys where the run's saved config.json differs from `config` (empty if none saved).
-    The zero-shot row depends only on the model and the evaluation keys."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return []
-    old = _flat(json.loads(path.read_text()))
-    new = _flat(json.loads(config.to_json_best_effort(sort_keys=True)))
-    keys = sorted(set(old) | set(new))
-    if spec.sampler == ZERO_SHOT:
-        keys = [k for k in keys if k.startswith(("model.", "eval."))]
-    return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys
-            if k not in IGNORED_KEYS and old.get(k, "<absent>") != new.get(k, "<absent>")]
-
-
-def is_finished(run_dir: pathlib.Path, datasets: list[str]) -> bool:
-    return all((run_dir / "eval" / d / "metrics.json").is_file() for d in datasets)
-
-
 def _write_json(path: pathlib.Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
@@ -229,7 +195,7 @@ def execute(spec: RunSpec, config, run_dir: pathlib.Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started, status = time.time(), "failed"
     num_steps = None if spec.sampler == ZERO_SHOT else int(config.train.num_steps)
-    code = code_version.record(run_dir, resumed=bool(checkpoint_steps(run_dir)))
+    code = code_version.record(run_dir, resumed=bool(saved_steps(run_dir)))
     try:
         if spec.sampler == ZERO_SHOT:
             train.save_config(config, str(run_dir))
@@ -248,115 +214,31 @@ def execute(spec: RunSpec, config, run_dir: pathlib.Path) -> dict:
     return timing
 
 
-def checkpoint_steps(run_dir: pathlib.Path) -> list[int]:
-    ckpts = run_dir / "checkpoints"
-    return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
-        if ckpts.is_dir() else []
-
-
-def run_state(run_dir: pathlib.Path, datasets: list[str]) -> str:
-    if is_finished(run_dir, datasets):
-        return "finished"
-    steps = checkpoint_steps(run_dir)
-    return f"half-done (checkpoint at step {steps[-1]})" if steps else "to do"
-
-
-def _made_by(versions: list[dict]) -> str:
-    if not versions:
-        return "unrecorded code (no code_version.json: made before code versions were recorded)"
-    return "code " + " then ".join(code_version.label(v) for v in versions)
-
-
-def recorded_code_versions(workdir: pathlib.Path, specs: list[RunSpec],
-                           datasets: list[str]) -> dict[str, list[dict]]:
-    """run name -> the code versions recorded for it, for the runs with results (finished, or
-    a checkpoint to resume from)."""
-    return {s.name: code_version.recorded(workdir / "runs" / s.name) for s in specs
-            if run_state(workdir / "runs" / s.name, datasets) != "to do"}
-
-
-def check_code_versions(workdir: pathlib.Path, made: dict[str, list[dict]],
-                        current: Optional[dict]) -> None:
-    """Raises InputError naming the first run of `made` whose code differs from `current` (the
-    code about to run) or, when `current` is None (nothing runs), from the first run's."""
-    def key(versions):
-        return [code_version.identity(v) for v in versions]
-
-    if current is not None:
-        ref, ref_what = key([current]), f"the code about to run is {code_version.label(current)}"
-    elif made:
-        first = next(iter(made))
-        ref, ref_what = key(made[first]), f"runs/{first} was made by {_made_by(made[first])}"
-    for name, versions in made.items():
-        if key(versions) != ref:
-            raise InputError(
-                f"{workdir / 'runs' / name} was made by {_made_by(versions)}, but {ref_what}: "
-                f"one grid must not mix code versions (the differences would be the code's, not "
-                f"the samplers'); use another --workdir, delete that run to redo it, or pass "
-                f"--allow_mixed_code")
-
-
-def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = False,
-                   publish: Optional[str] = None, dry_run: bool = False,
-                   allow_mixed_code: bool = False) -> Optional[pathlib.Path]:
-    """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all), then writes the report
-    on every finished run. Returns the report's path (None when no run has finished)."""
-    from hybrid_jax import config_checks
-    from hybrid_jax.evaluation import tradeoff
-
-    workdir = pathlib.Path(config_checks.check_workdir(workdir))
-    e = _exp(config)
-    datasets = dataset_names(config)
-    dataset = analysed_dataset(config)
-    specs = plan(config)
-    configs = {s.name: run_config(config, s) for s in specs}
-    for s in specs:
-        if s.sampler != ZERO_SHOT:
-            config_checks.validate_config(configs[s.name])
-        diffs = config_differences(workdir / "runs" / s.name, configs[s.name], s)
-        if diffs:
-            raise InputError(
-                f"{workdir / 'runs' / s.name}/config.json differs from this experiment's config "
-                f"({'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}): use another "
-                f"--workdir, or delete that run to redo it")
-    todo = [s for s in specs if not is_finished(workdir / "runs" / s.name, datasets)]
-    current = code_version.current() if todo and not report_only else None
-    made = recorded_code_versions(workdir, specs, datasets)
-    if not allow_mixed_code:
-        check_code_versions(workdir, made, current)
-    elif len({_made_by(v) for v in [*made.values(), *([[current]] if current else [])]}) > 1:
-        _log("--allow_mixed_code: these runs are made by different code; each run's "
-             "code_version.json says which")
-    if dry_run:
-        for s in specs:
-            state = run_state(workdir / "runs" / s.name, datasets)
-            code = f" ({_made_by(made[s.name])})" if state != "to do" else ""
-            _log(f"{s.name}: {state}{code}")
-        return None
-    _log(f"{len(specs)} runs planned, {len(specs) - len(todo)} finished, {len(todo)} to do"
-         + (" (--report_only: running none)" if report_only and todo else ""))
-    for s in specs:
-        if s not in todo:
-            _log(f"skip {s.name}: finished (runs/{s.name}/eval/{datasets[0]}/metrics.json)")
-    if report_only:
-        todo = []
-    elif max_runs > 0:
-        todo = todo[:max_runs]
+def _run_all(todo: list, configs: dict, workdir: pathlib.Path, num_steps: int) -> bool:
+    """Runs `todo` in order; False when a run was preempted (the driver stops there)."""
     for i, s in enumerate(todo, 1):
         run_dir = workdir / "runs" / s.name
         _log(f"run {i}/{len(todo)}: {s.name} ("
              + ("zero-shot evaluation" if s.sampler == ZERO_SHOT else
-                f"sampling={s.sampler}, alpha={s.alpha:g}, seed={s.seed}, "
-                f"{int(config.train.num_steps)} steps") + ")")
+                f"sampling={s.sampler}, alpha={s.alpha:g}, seed={s.seed}, {num_steps} steps")
+             + ")")
         timing = execute(s, configs[s.name], run_dir)
         if timing["sessions"][-1]["status"] == "preempted":
             _log(f"{s.name}: preempted, checkpoint saved; stopping (rerun the same command to "
                  f"resume)")
-            return None
+            return False
         _log(f"{s.name}: done in {timing['sessions'][-1]['seconds']:.1f}s "
              f"(all sessions {timing['wall_seconds']:.1f}s)")
+    return True
 
-    finished = [s for s in specs if is_finished(workdir / "runs" / s.name, datasets)]
+
+def _write_report(config, workdir: pathlib.Path, specs: list, datasets: list[str],
+                  publish: Optional[str]) -> Optional[pathlib.Path]:
+    """The report on every finished run (None when none has finished)."""
+    from hybrid_jax.evaluation import tradeoff
+
+    e = _exp(config)
+    finished = [s for s in specs if grid_checks.is_finished(workdir / "runs" / s.name, datasets)]
     if not finished:
         _log("no finished run yet: no report")
         return None
@@ -365,7 +247,7 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
                                   alpha=s.alpha, seed=s.seed, run_dir=workdir / "runs" / s.name)
                for s in finished]
     missing = [s.name for s in specs if s not in finished]
-    path = tradeoff.write_report(records, dataset=dataset, out_dir=out_dir,
+    path = tradeoff.write_report(records, dataset=analysed_dataset(config), out_dir=out_dir,
                                  report_name=str(e.report_name), k=int(config.eval.k),
                                  high_resource=[str(x) for x in e.high_resource],
                                  primary_alpha=float(e.alpha), n_bootstrap=int(e.n_bootstrap),
@@ -378,6 +260,44 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
         dest = tradeoff.publish(out_dir, str(e.report_name), publish)
         _log(f"published to {dest}")
     return path
+
+
+def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = False,
+                   publish: Optional[str] = None, dry_run: bool = False,
+                   allow_mixed_code: bool = False) -> Optional[pathlib.Path]:
+    """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all), then writes the report
+    on every finished run. Returns the report's path (None when no run has finished)."""
+    from hybrid_jax import config_checks
+
+    workdir = pathlib.Path(config_checks.check_workdir(workdir))
+    datasets = dataset_names(config)
+    analysed_dataset(config)  # a wrong experiment.dataset stops before anything runs
+    specs = plan(config)
+    configs = {s.name: run_config(config, s) for s in specs}
+    grid_checks.check_configs(workdir, specs, configs)
+    todo = [s for s in specs if not grid_checks.is_finished(workdir / "runs" / s.name, datasets)]
+    current = code_version.current() if todo and not report_only else None
+    made = grid_checks.recorded_code_versions(workdir, specs, datasets)
+    if not allow_mixed_code:
+        grid_checks.check_code_versions(workdir, made, current)
+    elif len({grid_checks.made_by(v) for v in [*made.values(), *([[current]] if current else [])]}) > 1:
+        _log("--allow_mixed_code: these runs are made by different code; each run's "
+             "code_version.json says which")
+    if dry_run:
+        for s in specs:
+            state = grid_checks.run_state(workdir / "runs" / s.name, datasets)
+            code = f" ({grid_checks.made_by(made[s.name])})" if state != "to do" else ""
+            _log(f"{s.name}: {state}{code}")
+        return None
+    _log(f"{len(specs)} runs planned, {len(specs) - len(todo)} finished, {len(todo)} to do"
+         + (" (--report_only: running none)" if report_only and todo else ""))
+    for s in specs:
+        if s not in todo:
+            _log(f"skip {s.name}: finished (runs/{s.name}/eval/{datasets[0]}/metrics.json)")
+    todo = [] if report_only else (todo[:max_runs] if max_runs > 0 else todo)
+    if not _run_all(todo, configs, workdir, int(config.train.num_steps)):
+        return None
+    return _write_report(config, workdir, specs, datasets, publish)
 
 
 @cli.program
