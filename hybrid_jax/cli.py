@@ -222,15 +222,14 @@ DATASET_SPEC_EXAMPLE = ('[{"name": "xquad-r-test", "type": "xquad-r", '
 def check_dataset_specs(specs) -> None:
     """An `--config.eval.datasets` value: each entry an object naming at least its name (the
     eval/<name>/ folder), type and path; found here rather than after training."""
+    from hybrid_jax.evaluation.specs import check_spec
+
     for spec in specs:
-        spec = spec.to_dict() if hasattr(spec, "to_dict") else spec
-        missing = [k for k in ("name", "type", "path") if not (isinstance(spec, dict) and
-                                                              spec.get(k))]
-        if missing:
-            raise InputError(
-                f"config: eval.datasets: {spec!r} is not a dataset spec (needs "
-                f"{', '.join(missing)}); give a JSON list of objects, e.g. "
-                f"--config.eval.datasets='{DATASET_SPEC_EXAMPLE}'")
+        try:
+            check_spec(spec)
+        except InputError as e:
+            raise InputError(f"config: {e}; give a JSON list of objects, e.g. "
+                             f"--config.eval.datasets='{DATASET_SPEC_EXAMPLE}'") from e
 
 
 # Overrides whose parsed value needs more than its type to be usable.

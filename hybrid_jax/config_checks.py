@@ -10,6 +10,7 @@ import jax
 
 from hybrid_jax import optim, steps
 from hybrid_jax.errors import InputError
+from hybrid_jax.evaluation.specs import check_spec
 
 PRNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
 
@@ -94,5 +95,7 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
     require(int(config.optim.warmup_steps) >= 0, "optim.warmup_steps", "must be >= 0")
     require(int(config.eval.every_steps) >= 0, "eval.every_steps", "must be >= 0")
     require(float(config.model.dropout) < 1.0, "model.dropout", "must be < 1")
+    for spec in config.eval.datasets:
+        check_spec(spec)
     optim.make_schedule(config.optim, int(config.train.num_steps))  # schedule name
     optim.frozen_predicate(config.optim)                            # frozen_params regex

@@ -135,6 +135,17 @@ def test_bad_input(tmp_path):
         load_beir(bad3)
     with pytest.raises(InputError, match="unknown type 'tsv'"):
         load_dataset({"name": "x", "type": "tsv", "path": str(tmp_path)})
+    # a misspelt key would silently evaluate the whole set instead of its test fold
+    with pytest.raises(InputError, match=r"entry 'x': unknown key\(s\) \['fodl'\]"):
+        load_dataset({"name": "x", "type": "xquad-r", "path": str(tmp_path), "fodl": "test"})
+    with pytest.raises(InputError, match="fold 'valid' is not one of"):
+        load_dataset({"name": "x", "type": "xquad-r", "path": str(tmp_path), "fold": "valid"})
+    with pytest.raises(InputError, match="unknown key"):
+        from configs import tiny
+        from hybrid_jax import config_checks
+        c = tiny.get_config()
+        c.eval.datasets = ({"name": "x", "type": "xquad-r", "path": "p", "fodl": "test"},)
+        config_checks.validate_config(c, num_devices=1)
     with pytest.raises(InputError, match="eval.search"):
         evaluate(ToyBundle(0), [{"type": "beir", "path": "x"}], tmp_path, {"search": "faiss"})
 

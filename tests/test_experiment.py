@@ -1,4 +1,4 @@
-"""Issue 7's driver end to end on configs/tradeoff.py:tiny (random tiny model, en + de, X-X-mono and
+"""The experiment driver end to end on configs/tradeoff.py:tiny (random tiny model, en + de, X-X-mono and
 hybrid, one seed, 3 steps, real XQuAD-R test articles): report from the metrics it wrote, resume,
 refusal of a changed config, --publish; plus the plan of the real grid and sweep."""
 import contextlib

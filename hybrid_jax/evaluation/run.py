@@ -26,11 +26,10 @@ from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, plots, report, trec
 from hybrid_jax.evaluation.beir_eval import evaluate_beir
 from hybrid_jax.evaluation.lareqa_eval import evaluate_lareqa, trec_query_id
+from hybrid_jax.evaluation.specs import LAREQA_TYPES, check_spec
 from hybrid_jax.retrieval.cache import EmbeddingCache, params_fingerprint
 from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, encode_cached
 
-LAREQA_TYPES = ("lareqa", "xquad", "xquad-r", "xquad_r", "mlqa-r", "mlqa_r")
-BEIR_TYPES = ("beir", "miracl")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -76,20 +75,14 @@ def load_dataset(spec: Any, folds: Optional[FoldRule] = None):
     default `data.split_seed` / `data.split_sizes`)."""
     if hasattr(spec, "questions") or hasattr(spec, "doc_ids"):
         return spec
-    spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
-    kind = str(spec.get("type", "")).lower()
-    path = spec.get("path")
-    if not path:
-        raise InputError(f"eval.datasets entry {spec.get('name', '?')!r}: no 'path'")
+    spec = check_spec(spec)
+    kind, path = str(spec["type"]).lower(), spec["path"]
     if kind in LAREQA_TYPES:
         return load_lareqa_fold(path, spec.get("fold") or "all", folds or FoldRule(),
                                 languages=spec.get("languages") or None, name=spec.get("name"))
-    if kind in BEIR_TYPES:
-        from hybrid_jax.data.beir import load_beir
-        return load_beir(path, split=spec.get("split") or "test", name=spec.get("name"),
-                         language=spec.get("language") or "")
-    raise InputError(f"eval.datasets entry {spec.get('name', path)!r}: unknown type {kind!r} "
-                     f"(expected one of {LAREQA_TYPES + BEIR_TYPES})")
+    from hybrid_jax.data.beir import load_beir
+    return load_beir(path, split=spec.get("split") or "test", name=spec.get("name"),
+                     language=spec.get("language") or "")
 
 
 def _write_text(path: pathlib.Path, text: str) -> None:
