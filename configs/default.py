@@ -27,7 +27,6 @@ def get_config(arg=None):
     c.loss.learn_temperature = False
     c.loss.max_logit_scale = 100.0  # cap on the learnable 1 / temperature
     c.loss.symmetric = False        # add passage -> query InfoNCE
-    c.loss.num_hard_negatives = 0   # per query; needs batches with negative_ids/negative_mask
 
     # -- optimisation --------------------------------------------------------------------------
     c.optim = ml_collections.ConfigDict()

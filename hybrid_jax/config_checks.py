@@ -90,7 +90,7 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
             f"{config.train.prng_impl!r} is not one of {', '.join(PRNG_IMPLS)}")
     require(float(config.loss.temperature) > 0, "loss.temperature",
             f"must be > 0, got {config.loss.temperature}")
-    require(int(config.loss.num_hard_negatives) >= 0, "loss.num_hard_negatives", "must be >= 0")
+    require(int(config.data.hard_negatives) >= 0, "data.hard_negatives", "must be >= 0")
     require(float(config.optim.learning_rate) >= 0, "optim.learning_rate", "must be >= 0")
     require(int(config.optim.warmup_steps) >= 0, "optim.warmup_steps", "must be >= 0")
     require(int(config.eval.every_steps) >= 0, "eval.every_steps", "must be >= 0")

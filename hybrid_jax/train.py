@@ -190,9 +190,9 @@ def _check_first_batch(batch: dict, config) -> None:
     if b != expected:
         raise InputError(f"data: batch of {b} examples, expected {expected} "
                          f"(data.global_batch_size / processes)")
-    if int(config.loss.num_hard_negatives) > 0 and "negative_ids" not in batch:
-        raise InputError(f"loss.num_hard_negatives={config.loss.num_hard_negatives} but the data "
-                         f"pipeline gives no hard negatives (negative_ids)")
+    if int(config.data.hard_negatives) > 0 and "negative_ids" not in batch:
+        raise InputError(f"data.hard_negatives={config.data.hard_negatives} but the training "
+                         f"iterator gives no hard negatives (negative_ids)")
 
 
 def _due(step: int, every: int, end: int) -> bool:

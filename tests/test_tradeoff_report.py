@@ -106,11 +106,11 @@ def test_negatives_follow_the_batch_size(grid, tmp_path, batch):
 
 def test_hard_negatives_are_counted(grid, tmp_path):
     text = _report(grid, tmp_path, config=_config(data__global_batch_size=8,
-                                                  loss__num_hard_negatives=2))
+                                                  data__hard_negatives=2))
     # every query scores all 8 * 2 hard negatives of the batch (losses.py gathers them)
     assert "global batch 8 (7 in-batch and 16 hard negatives per query)" in text
     assert tradeoff_analysis.negatives_per_query(
-        _config(data__global_batch_size=8, loss__num_hard_negatives=2)) == (7, 16)
+        _config(data__global_batch_size=8, data__hard_negatives=2)) == (7, 16)
 
 
 def test_accelerator_paragraph_lists_only_real_changes(grid, tmp_path):
@@ -132,7 +132,7 @@ def test_accelerator_constants_are_the_configs():
         assert tradeoff_report.ACCELERATOR == dict(
             global_batch_size=c.data.global_batch_size,
             passage_max_length=c.data.passage_max_length, num_steps=c.train.num_steps)
-        assert c.loss.num_hard_negatives == 0
+        assert c.data.hard_negatives == 0
     for name in tradeoff_report.ACCELERATOR_CONFIGS.split(", "):
         assert (REPO / name).is_file()
 

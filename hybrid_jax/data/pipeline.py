@@ -45,6 +45,8 @@ def default_config() -> ml_collections.ConfigDict:
         cross_pairing="example",  # example | batch: language pair drawn per pair or per batch
         language_weights="uniform",  # uniform | size
         global_batch_size=32,
+        hard_negatives=0,         # per pair (query, positive): extra passages scored by every query
+        negative_source="same_paragraph",  # same_paragraph | mined | from_data
         query_max_length=32,
         passage_max_length=64,
         seed=0,

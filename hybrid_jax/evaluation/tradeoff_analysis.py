@@ -90,7 +90,7 @@ def negatives_per_query(config: Optional[dict]) -> Optional[tuple[int, int]]:
     if data.get("global_batch_size") is None:
         return None
     b = int(data["global_batch_size"])
-    hard = int((config or {}).get("loss", {}).get("num_hard_negatives") or 0)
+    hard = int((config or {}).get("data", {}).get("hard_negatives") or 0)
     return b - 1, b * hard
 
 
