@@ -52,6 +52,10 @@ def get_config(arg=None):
     c.train.async_checkpointing = True
     c.train.prng_impl = "rbg"       # PRNG of the dropout keys (masks come from a hash of them)
     c.train.compilation_cache_dir = "~/.cache/hybrid_jax/xla"  # persistent XLA cache; '' disables
+    # Dev-selected checkpoint (hybrid_jax/selection.py): 'none' | 'loss' (the paper's) | 'map'
+    c.train.select = "none"
+    c.train.select_every = 100      # steps between dev scores (and at the last step)
+    c.train.select_batches = 8      # dev batches of data.global_batch_size for 'loss'
 
     # -- data (hybrid_jax/data/pipeline.py; see docs/data.md) ---------------------------------
     from hybrid_jax.data import pipeline  # the data fields are owned by the pipeline

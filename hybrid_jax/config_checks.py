@@ -8,7 +8,7 @@ from typing import Optional
 
 import jax
 
-from hybrid_jax import optim, steps
+from hybrid_jax import optim, selection, steps
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation.specs import check_spec
 
@@ -97,5 +97,6 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
     require(float(config.model.dropout) < 1.0, "model.dropout", "must be < 1")
     for spec in config.eval.datasets:
         check_spec(spec)
+    selection.check_config(config)
     optim.make_schedule(config.optim, int(config.train.num_steps))  # schedule name
     optim.frozen_predicate(config.optim)                            # frozen_params regex

@@ -17,9 +17,10 @@ import jax
 import numpy as np
 
 from hybrid_jax import (checkpointing, code_version, config_checks, host_memory, losses,
-                        metrics_writer, optim, steps)
+                        metrics_writer, optim, selection, steps)
 from hybrid_jax.errors import InputError
-from hybrid_jax.guards import PreemptionFlag, check_finite
+from hybrid_jax.guards import PreemptionFlag
+from hybrid_jax.progress import Pending, Progress, log
 from hybrid_jax.models import run_checkpoint
 
 
@@ -87,24 +88,12 @@ class Run:
     start_step: int
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def _log(message: str) -> None:
-    if jax.process_index() == 0:
-        print(message, flush=True)
-
-
 def setup(config, workdir: str, pretrained=None) -> Run:
     devices = config_checks.devices(config)
     if pretrained is None:
         t = time.time()
         pretrained = load_model(config)
-        _log(f"model {config.model.spec}: {pretrained.config.num_layers} layers, hidden "
+        log(f"model {config.model.spec}: {pretrained.config.num_layers} layers, hidden "
              f"{pretrained.config.hidden_size} ({time.time() - t:.1f}s to load)")
     from hybrid_jax.models.dual_encoder import DualEncoder
 
@@ -126,7 +115,7 @@ def setup(config, workdir: str, pretrained=None) -> Run:
         if data_state is not None:
             iterator.set_state(data_state)
         start_step = int(host_state.step)
-        _log(f"resuming from {checkpointer.directory}/{latest}")
+        log(f"resuming from {checkpointer.directory}/{latest}")
     else:  # every process: an orbax save is collective (process 0 writes the numpy arrays)
         checkpointing.save_frozen(workdir, frozen)
 
@@ -175,7 +164,7 @@ def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
     if writer is not None and scalars:
         writer.write(step, {f"eval/{k}": v for k, v in scalars.items()
                             if isinstance(v, (int, float))})
-    _log(f"evaluation at step {step} ({time.time() - t:.1f}s): "
+    log(f"evaluation at step {step} ({time.time() - t:.1f}s): "
          + ", ".join(f"{k} {v:.4f}" for k, v in list(scalars.items())[:8]
                      if isinstance(v, (int, float))))
     return results
@@ -200,129 +189,117 @@ def _due(step: int, every: int, end: int) -> bool:
     return bool(every) and step % every == 0 and step < end
 
 
-class _Progress:
-    """Step timing (the first step, which compiles, is reported apart) and the log line."""
+class _Loop:
+    """One invocation's step loop: the step itself, then each cadence (log, checkpoint,
+    evaluation, dev selection).  Anything that reads the state first checks every pending step
+    for non-finite values, so a diverged model is never saved, evaluated or selected."""
 
-    def __init__(self, num_steps: int, end: int, global_batch: int):
-        self.num_steps, self.end, self.global_batch = num_steps, end, global_batch
-        self.t0, self.steps = time.time(), 0
+    def __init__(self, run: Run, writer, evaluate_every: int, end: int):
+        c = run.config
+        self.run, self.writer, self.end = run, writer, end
+        self.evaluate_every = evaluate_every
+        self.pending = Pending(run, run.start_step + 1)
+        self.progress = Progress(int(c.train.num_steps), end, int(c.data.global_batch_size))
+        self.last_saved = run.checkpointer.latest_step()
+        self.selector = selection.Selector(run.config, run.pretrained, run.workdir) \
+            if c.train.select != "none" else None
+        self.last: dict = {}
 
-    def first_step_done(self, step: int) -> None:
-        _log(f"step {step}: compiled and ran the first step in {time.time() - self.t0:.1f}s")
-        self.t0, self.steps = time.time(), 0
+    def step(self, step: int) -> int:
+        run, c = self.run, self.run.config
+        batch = next(run.iterator)
+        if step == run.start_step:
+            _check_first_batch(batch, c)
+        run.state, metrics = run.runner(run.state, run.frozen, run.runner.shard_batch(batch))
+        step += 1
+        self.progress.steps += 1
+        self.pending.add(metrics, batch.get("example_id"))
+        if step == run.start_step + 1:
+            jax.block_until_ready(metrics)
+            self.progress.first_step_done(step)
+        if step % int(c.train.log_every) == 0 or step == self.end:
+            self.last = self.progress.log(step, self.pending.take_checked(), self.writer)
+        return step
 
-    def pause(self, seconds: float) -> None:  # evaluation time is not training time
-        self.t0 += seconds
+    def cadences(self, step: int) -> None:
+        c = self.run.config
+        if _due(step, int(c.train.checkpoint_every), self.end):
+            self.save(step)
+        if _due(step, self.evaluate_every, self.end):
+            self.evaluate(step)
+        if self.selector and _due(step, int(c.train.select_every), self.end):
+            self.select(step)
 
-    def log(self, step: int, fetched: list, writer) -> dict:
-        now = time.time()
-        rate = self.steps / (now - self.t0) if self.steps else 0.0
-        last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        last.update(lr=fetched[-1]["lr"], param_norm=fetched[-1]["param_norm"])
-        if rate:
-            last.update(steps_per_sec=rate, examples_per_sec=rate * self.global_batch)
-        writer.write(step, last)
-        eta = (self.end - step) / rate if rate else float("nan")
-        _log(f"step {step}/{self.num_steps} | loss {last['loss']:.4f} acc {last['accuracy']:.3f}"
-             f" | lr {last['lr']:.2e} grad {last['grad_norm']:.3f}"
-             + (f" | {rate:.2f} steps/s {rate * self.global_batch:.1f} ex/s | ETA "
-                f"{_fmt_time(eta)}" if rate else ""))
-        self.t0, self.steps = now, 0
-        return last
+    def finish(self, step: int) -> None:
+        if self.selector:  # the last step is a candidate too
+            self.select(step)
+        self.save(step, force=True)
 
+    def save(self, at: int, force: bool = False) -> None:
+        self.pending.fetch_and_check()
+        if self.last_saved != at:
+            run = self.run
+            run.checkpointer.save(at, run.runner.unreplicate(run.state), run.iterator.get_state(),
+                                  force=force)
+            self.last_saved = at
 
-class _Pending:
-    """Device metrics not yet on the host.  They are fetched (and checked for non-finite values)
-    at the log interval and before anything reads the state (a save, an evaluation): no extra
-    per-step host sync."""
+    def evaluate(self, step: int) -> None:
+        run = self.run
+        self.pending.fetch_and_check()
+        run.checkpointer.wait()
+        t = time.time()
+        run_evaluation(run, run.config, os.path.join(run.workdir, "eval_steps", f"step_{step}"),
+                       step, f"{run.workdir}@{step}", self.writer)
+        self.progress.pause(time.time() - t)
 
-    def __init__(self, run: Run, first_step: int):
-        self.run, self.first = run, first_step   # update count of the first pending step
-        self.metrics, self.example_ids, self.checked = [], [], []
-
-    def add(self, metrics, example_ids) -> None:
-        self.metrics.append(metrics)
-        self.example_ids.append(example_ids)
-
-    def fetch_and_check(self) -> None:
-        fetched = [self.run.runner.metrics_to_host(m) for m in self.metrics]
-        check_finite(fetched, self.first, self.example_ids, self.run.workdir,
-                     self.run.checkpointer.latest_step())
-        self.checked.extend(fetched)
-        self.first += len(self.metrics)
-        self.metrics, self.example_ids = [], []
-
-    def take_checked(self) -> list:
-        self.fetch_and_check()
-        out, self.checked = self.checked, []
-        return out
+    def select(self, step: int) -> None:
+        run = self.run
+        self.pending.fetch_and_check()
+        t = time.time()
+        trainable = run.runner.unreplicate(run.state.params)
+        bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
+                                       params=model_params(run))
+        self.selector.offer(step, bundle, trainable, self.writer)
+        self.progress.pause(time.time() - t)
 
 
 def train(run: Run, writer: metrics_writer.MetricsWriter, *, evaluate_every: int = 0,
           stop_at: Optional[int] = None) -> dict:
-    """Steps from run.start_step to config.train.num_steps (or `stop_at`): logs, checkpoints and
-    evaluates at their cadences, saves the final state.  Returns the last logged metrics.
-    Each step: train, log, preemption check, checkpoint, evaluation; anything that reads the
-    state first checks every pending step for non-finite values."""
+    """Steps from run.start_step to config.train.num_steps (or `stop_at`): logs, checkpoints,
+    evaluates and selects at their cadences, saves the final state.  Returns the last logged
+    metrics."""
     c = run.config
     num_steps = int(c.train.num_steps)
     end = num_steps if stop_at is None else min(int(stop_at), num_steps)
-    step, last = run.start_step, {}
+    step = run.start_step
     if step >= end:
-        _log(f"step {step}: nothing to train (train.num_steps = {num_steps})")
-        return last
-    _log(f"training steps {step}..{end} of {num_steps} on {run.runner.num_devices} "
-         f"{jax.devices()[0].platform} device(s) ({c.parallelism}), global batch "
-         f"{int(c.data.global_batch_size)}")
-    pending, preempted = _Pending(run, step + 1), False
-    progress = _Progress(num_steps, end, int(c.data.global_batch_size))
-    last_saved = run.checkpointer.latest_step()
-
-    def save(at: int, force: bool = False):
-        nonlocal last_saved
-        pending.fetch_and_check()
-        if last_saved != at:
-            run.checkpointer.save(at, run.runner.unreplicate(run.state),
-                                  run.iterator.get_state(), force=force)
-            last_saved = at
-
+        log(f"step {step}: nothing to train (train.num_steps = {num_steps})")
+        return {}
+    log(f"training steps {step}..{end} of {num_steps} on {run.runner.num_devices} "
+        f"{jax.devices()[0].platform} device(s) ({c.parallelism}), global batch "
+        f"{int(c.data.global_batch_size)}")
+    loop, preempted = _Loop(run, writer, evaluate_every, end), False
     # Same-shaped steps: each step's freed temporaries stay mapped for the next (host_memory).
     with PreemptionFlag() as preemption, host_memory.reuse_freed_memory():
         try:
             while step < end:
-                batch = next(run.iterator)
-                if step == run.start_step:
-                    _check_first_batch(batch, c)
-                run.state, metrics = run.runner(run.state, run.frozen,
-                                                run.runner.shard_batch(batch))
-                step += 1
-                progress.steps += 1
-                pending.add(metrics, batch.get("example_id"))
-                if step == run.start_step + 1:
-                    jax.block_until_ready(metrics)
-                    progress.first_step_done(step)
-                if step % int(c.train.log_every) == 0 or step == end:
-                    last = progress.log(step, pending.take_checked(), writer)
+                step = loop.step(step)
                 if preemption.should_stop(step) and step < end:
                     preempted = True
                     break
-                if _due(step, int(c.train.checkpoint_every), end):
-                    save(step)
-                if _due(step, evaluate_every, end):
-                    pending.fetch_and_check()  # a diverged model is never evaluated
-                    run.checkpointer.wait()
-                    t_eval = time.time()
-                    run_evaluation(run, c, os.path.join(run.workdir, "eval_steps", f"step_{step}"),
-                                   step, f"{run.workdir}@{step}", writer)
-                    progress.pause(time.time() - t_eval)
-            save(step, force=True)
+                loop.cadences(step)
+            if preempted:
+                loop.save(step, force=True)
+            else:
+                loop.finish(step)
         finally:
             run.checkpointer.wait()
     if preempted:
         reason = f"signal {preemption.signum}" if preemption.signum else "preemption notice"
-        _log(f"preempted ({reason}): saved {run_checkpoint.CHECKPOINT_DIR}/"
-             f"{step} in {run.workdir}; rerun the same command to continue")
-    return dict(last, preempted_at=step) if preempted else last
+        log(f"preempted ({reason}): saved {run_checkpoint.CHECKPOINT_DIR}/"
+            f"{step} in {run.workdir}; rerun the same command to continue")
+        return dict(loop.last, preempted_at=step)
+    return loop.last
 
 
 def enable_compilation_cache(config) -> None:
@@ -358,13 +335,28 @@ def train_and_evaluate(config, workdir, *, evaluate: bool = True,
         metrics = train(run, writer, evaluate_every=every, stop_at=stop_at)
         step = int(jax.device_get(run.runner.unreplicate(run.state.step)))
         if evaluate and step >= int(config.train.num_steps):
-            results = run_evaluation(run, config, workdir, step, f"{workdir}@{step}", writer)
+            results = run_evaluation(_final_model(run, step), config, workdir, step,
+                                     f"{workdir}@{step}", writer)
             if results:
                 metrics = dict(metrics, eval=results)
         return metrics
     finally:
         writer.close()
         run.checkpointer.close()
+
+
+def _final_model(run: Run, step: int):
+    """What the final evaluation scores: the dev-selected step when selection is on, else the
+    last step's params."""
+    best = run_checkpoint.best_step(run.workdir) if run.config.train.select != "none" else None
+    if best is None:
+        return run
+    log(f"final evaluation on the dev-selected step {best} (of {step})")
+    params, _ = run_checkpoint.restore_params(run.workdir, run_checkpoint.BEST)
+    bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
+                                   params=jax.device_put(params))
+    bundle.name = f"{run.workdir}@{best}"
+    return bundle
 
 
 def evaluate_checkpoint(config, workdir) -> dict:
@@ -375,15 +367,20 @@ def evaluate_checkpoint(config, workdir) -> dict:
     if not eval_datasets(config):
         raise InputError("eval.datasets: empty; name the datasets to evaluate on")
     steps_saved = run_checkpoint.saved_steps(workdir)
-    if steps_saved:
+    best = run_checkpoint.best_step(workdir) if config.train.select != "none" else None
+    if best is not None:
+        step, name = best, f"{workdir}@{best}"
+        pretrained = load_model(config, f"ckpt:{workdir}@best")
+        log(f"evaluating the dev-selected step {best} of {workdir}")
+    elif steps_saved:
         step = steps_saved[-1]
         name = f"{workdir}@{step}"
         pretrained = load_model(config, f"ckpt:{name}")
-        _log(f"evaluating {run_checkpoint.CHECKPOINT_DIR}/{step} of {workdir}")
+        log(f"evaluating {run_checkpoint.CHECKPOINT_DIR}/{step} of {workdir}")
     else:
         step, name = 0, config.model.spec
         pretrained = load_model(config)
-        _log(f"no checkpoint in {workdir}: evaluating the pretrained model {config.model.spec}")
+        log(f"no checkpoint in {workdir}: evaluating the pretrained model {config.model.spec}")
     bundle = pretrained.bundle(tied=not pretrained.towers)
     bundle.name = name
     return run_evaluation(bundle, config, workdir, step, name)

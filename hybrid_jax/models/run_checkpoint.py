@@ -3,6 +3,8 @@
 On-disk layout (written by hybrid_jax/checkpointing.py during training):
   <workdir>/checkpoints/<step>/params   trainable params {'model': ..., 'loss': ...}
   <workdir>/frozen_params/              params that never train (e.g. the word-embedding table)
+  <workdir>/best/<step>/params          the dev-selected step's trainable params (selection.py)
+  <workdir>/best/<step>/meta.json       its step, score and metric (written after the params)
   <workdir>/config.json                 the run's configuration (model.spec names its start)
 Only the `params` item is read: the optimizer and iterator state of a step are never touched.
 """
@@ -23,14 +25,18 @@ from hybrid_jax.errors import InputError
 
 CHECKPOINT_DIR = "checkpoints"
 FROZEN_DIR = "frozen_params"
+BEST_DIR = "best"
+BEST = "best"  # the step of 'ckpt:<workdir>@best'
 
 
-def parse(spec: str) -> tuple[str, Optional[int]]:
-    """'ckpt:<workdir>[@step]' -> (workdir, step or None for the latest)."""
+def parse(spec: str) -> tuple[str, Optional[int | str]]:
+    """'ckpt:<workdir>[@step|@best]' -> (workdir, step, 'best', or None for the latest)."""
     ref = spec[len("ckpt:"):]
     workdir, _, step = ref.rpartition("@")
     if workdir and step.isdigit():
         return workdir, int(step)
+    if workdir and step == BEST:
+        return workdir, BEST
     return ref, None
 
 
@@ -64,6 +70,17 @@ def saved_steps(workdir) -> list[int]:
                   if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
 
 
+def best_step(workdir) -> Optional[int]:
+    """The dev-selected step of a run (None without selection): the step folder under best/
+    whose meta.json, written last, exists."""
+    directory = os.path.join(os.path.abspath(os.fspath(workdir)), BEST_DIR)
+    if not os.path.isdir(directory):
+        return None
+    done = [int(n) for n in os.listdir(directory)
+            if n.isdigit() and os.path.exists(os.path.join(directory, n, "meta.json"))]
+    return max(done) if done else None
+
+
 def read_run_config(workdir) -> dict:
     path = os.path.join(os.fspath(workdir), "config.json")
     if not os.path.exists(path):
@@ -86,13 +103,14 @@ def _restore_tree(path: str) -> Any:
         handler.close()
 
 
-def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
-    """Model params of a run (trained part merged with the frozen part) and its saved config.
-
-    Returns (dual-encoder params {'encoder': ...} or both towers, config dict from config.json).
-    Raises InputError when the workdir has no checkpoint (or not the requested step).
-    """
-    workdir = os.path.abspath(os.fspath(workdir))
+def _params_path(workdir: str, step: Optional[int | str]) -> str:
+    """The `params` item of a saved step ('best': the dev-selected one)."""
+    if step == BEST:
+        best = best_step(workdir)
+        if best is None:
+            raise InputError(f"checkpoint {workdir}@best: the run kept no dev-selected step "
+                             f"(trained without train.select, or before its first selection)")
+        return os.path.join(workdir, BEST_DIR, str(best), "params")
     directory = os.path.join(workdir, CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         raise InputError(f"checkpoint {workdir}: no {CHECKPOINT_DIR}/ directory (not a trained run?)")
@@ -103,8 +121,21 @@ def restore_params(workdir, step: Optional[int] = None) -> tuple[Any, dict]:
         step = steps[-1]
     elif int(step) not in steps:
         raise InputError(f"checkpoint {workdir}: no step {step} (saved steps: {steps})")
-    with unreadable_is_input_error(directory, step):
-        trainable = _restore_tree(os.path.join(directory, str(int(step)), "params"))
+    return os.path.join(directory, str(int(step)), "params")
+
+
+def restore_params(workdir, step: Optional[int | str] = None) -> tuple[Any, dict]:
+    """Model params of a run (trained part merged with the frozen part) and its saved config.
+
+    `step`: a saved step, 'best' (the dev-selected step) or None (the latest).
+    Returns (dual-encoder params {'encoder': ...} or both towers, config dict from config.json).
+    Raises InputError when the workdir has no checkpoint (or not the requested step).
+    """
+    workdir = os.path.abspath(os.fspath(workdir))
+    path = _params_path(workdir, step)
+    with unreadable_is_input_error(os.path.dirname(os.path.dirname(path)),
+                                   os.path.basename(os.path.dirname(path))):
+        trainable = _restore_tree(path)
     frozen = {}
     if os.path.exists(os.path.join(workdir, FROZEN_DIR)):
         with unreadable_is_input_error(workdir, FROZEN_DIR):

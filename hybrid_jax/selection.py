@@ -1,0 +1,169 @@
+"""Dev-selected checkpoints: score the model on the dev fold every `train.select_every` steps and
+keep the best step's params beside the latest checkpoint (`ckpt:<workdir>@best` loads them).
+
+  train.select = 'loss'  the contrastive loss (in-batch negatives, plus the run's hard negatives
+                         when they do not need mining) on `train.select_batches` fixed dev
+                         batches, drawn by the run's own sampler from the dev articles: the
+                         paper's rule (lowest validation loss); deterministic (no dropout)
+  train.select = 'map'   mean of mono, cross and multi macro mAP@k on the dev articles
+                         (LAReQA formats only)
+  train.select = 'none'  no selection (default): the final evaluation uses the last step
+
+The dev fold is cut by the run's own fold rule (data.split_seed / split_sizes), so it is disjoint
+from the training and test articles.  Scores and the selected step go to metrics.jsonl
+(select/score, select/best_step) and <workdir>/best/<step>/meta.json.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from typing import Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from hybrid_jax import losses
+from hybrid_jax.errors import InputError
+from hybrid_jax.models.run_checkpoint import BEST_DIR, best_step
+
+METRICS = ("none", "loss", "map")
+DEV_SEED = 0  # the same dev batches for every run and seed of a grid
+
+
+def check_config(config) -> None:
+    t = config.train
+    if t.select not in METRICS:
+        raise InputError(f"train.select: {t.select!r} is not one of {METRICS}")
+    if t.select == "none":
+        return
+    if int(t.select_every) < 1:
+        raise InputError(f"train.select_every: must be >= 1 with train.select={t.select!r}")
+    if config.data.synthetic:
+        raise InputError("train.select: needs a dev fold; data.synthetic has none")
+    if t.select == "map" and config.data.format != "lareqa":
+        raise InputError(f"train.select='map': needs LAReQA articles (data.format 'lareqa'), "
+                         f"not {config.data.format!r}; use 'loss'")
+
+
+class DevScorer:
+    """The dev fold of a run and how to score a model on it: lower is better."""
+
+    def __init__(self, config, pretrained):
+        self.config, self.metric = config, str(config.train.select)
+        if self.metric == "loss":
+            self.batches = dev_loss_batches(config, pretrained)
+        else:
+            self.spec = {"name": "dev", "type": "lareqa", "path": config.data.dataset_dir,
+                         "fold": "dev", "languages": tuple(config.data.languages)}
+
+    def score(self, bundle, loss_params) -> float:
+        if self.metric == "loss":
+            scale = float(losses.logit_scale(loss_params, self.config.loss))
+            return dev_loss(bundle, self.batches, scale)
+        from hybrid_jax.data.splits import FoldRule
+        from hybrid_jax.evaluation import run as eval_run
+
+        cfg = dict(eval_run.resolve_config(self.config.eval), plots=False, progress=False,
+                   cache=False, save_embeddings=False)
+        out = eval_run.evaluate(bundle, [self.spec], "", cfg, write=False,
+                                folds=FoldRule.from_config(self.config.data))
+        m = out["datasets"]["dev"]
+        k = int(cfg["k"])
+        return -float(np.mean([m[s]["macro"][f"map@{k}"] for s in ("mono", "cross", "multi")]))
+
+
+def dev_loss_batches(config, pretrained) -> list[dict]:
+    """`train.select_batches` tokenized global batches of the dev fold (one host's view: every
+    process scores the whole dev set on its own devices)."""
+    from hybrid_jax.data import pipeline
+
+    dev = copy.deepcopy(config.data)
+    dev.train_fold, dev.seed = "dev", DEV_SEED
+    if dev.negative_source == "mined":
+        dev.hard_negatives = 0  # mined negatives exist for the training fold only
+    examples = pipeline.load_training_examples(dev)
+    try:
+        sampler = pipeline.make_sampler(dev, examples)
+    except InputError as e:
+        raise InputError(f"train.select='loss': the dev fold cannot fill a batch of "
+                         f"{dev.global_batch_size} ({e}); give it more articles "
+                         f"(data.split_sizes) or use train.select='map'") from e
+    make = pipeline.BatchMaker(sampler, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
+                               pretrained.prefixes.get("passage", ""), dev.query_max_length,
+                               dev.passage_max_length)
+    return [make(step) for step in range(int(config.train.select_batches))]
+
+
+def dev_loss(bundle, batches: list[dict], scale: float) -> float:
+    """Mean InfoNCE over the dev batches: each query against its batch's passages and the batch's
+    valid hard negatives, as in training but without dropout."""
+    q_fn, p_fn = bundle.apply_fn("query"), bundle.apply_fn("passage")
+    total = 0.0
+    for b in batches:
+        q = np.asarray(q_fn(bundle.params, b["query_ids"], b["query_mask"]), np.float64)
+        p = np.asarray(p_fn(bundle.params, b["passage_ids"], b["passage_mask"]), np.float64)
+        if "negative_ids" in b:
+            ids, mask = b["negative_ids"], b["negative_mask"]
+            n = np.asarray(p_fn(bundle.params, ids.reshape(-1, ids.shape[-1]),
+                                mask.reshape(-1, mask.shape[-1])), np.float64)
+            p = np.concatenate([p, n[np.asarray(b["negative_valid"]).reshape(-1) > 0]])
+        logits = scale * q @ p.T
+        top = logits.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        total += float(np.mean(lse - np.diag(logits[:, :len(q)])))
+    return total / len(batches)
+
+
+class BestKeeper:
+    """<workdir>/best/<step>/{params, meta.json}: the best-scoring step so far (lower score is
+    better).  The older best is deleted only after the new one is complete."""
+
+    def __init__(self, workdir: str, metric: str):
+        self.directory = os.path.join(workdir, BEST_DIR)
+        self.metric = metric
+        self.step = best_step(workdir)
+        self.score: Optional[float] = None
+        if self.step is not None:
+            with open(os.path.join(self.directory, str(self.step), "meta.json")) as f:
+                meta = json.load(f)
+            self.score = float(meta["score"])
+
+    def offer(self, step: int, score: float, params) -> bool:
+        """Saves `params` as the best when `score` beats the best so far; True if it did.
+        Multi-process: every process calls it with the same score (orbax saves collectively)."""
+        if self.score is not None and not score < self.score:
+            return False
+        previous = self.step
+        target = os.path.join(self.directory, str(step))
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(os.path.join(target, "params"), params, force=True)
+        if jax.process_index() == 0:
+            with open(os.path.join(target, "meta.json"), "w") as f:
+                json.dump({"step": int(step), "score": score, "metric": self.metric}, f)
+            if previous is not None and previous != step:
+                shutil.rmtree(os.path.join(self.directory, str(previous)), ignore_errors=True)
+        self.step, self.score = int(step), float(score)
+        return True
+
+
+class Selector:
+    """The run's dev scorer and best keeper together: `offer` is one selection round."""
+
+    def __init__(self, config, pretrained, workdir: str):
+        self.scorer = DevScorer(config, pretrained)
+        self.keeper = BestKeeper(workdir, self.scorer.metric)
+
+    def offer(self, step: int, bundle, trainable, writer) -> None:
+        """Scores `bundle` (the current params), keeps `trainable` if best, logs both."""
+        score = self.scorer.score(bundle, trainable.get("loss", {}))
+        kept = self.keeper.offer(step, score, trainable)
+        writer.write(step, {"select/score": score, "select/best_step": self.keeper.step,
+                            "select/best_score": self.keeper.score})
+        if jax.process_index() == 0:
+            shown = -score if self.scorer.metric == "map" else score
+            print(f"step {step}: dev {self.scorer.metric} {shown:.4f}"
+                  + (" (best so far, kept)" if kept else
+                     f" (best: step {self.keeper.step})"), flush=True)
