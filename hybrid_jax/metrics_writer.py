@@ -9,15 +9,12 @@ import contextlib
 import itertools
 import json
 import os
+import socket
 import sys
+import time
 
-# Two writers opened by one process within the same second would get the same tensorboardX file
-# name, and tensorboardX truncates an existing file: a per-process serial keeps the names apart.
+# Two writers opened by one process within the same second would otherwise get the same file name.
 _serial = itertools.count()
-
-# tensorboardX writes from a background thread and only flushes every `flush_secs`; a short period
-# keeps a live TensorBoard close to the run without flushing on every step.
-_FLUSH_SECS = 10
 
 
 @contextlib.contextmanager
@@ -37,39 +34,48 @@ def _torch_hidden():
 
 
 class MetricsWriter:
-    """Appends one JSON line per logged step and a scalar summary per metric.
+    """Appends one JSON line per logged step and one TensorBoard `Event` holding its scalars.
 
-    Only process 0 should write (pass `enabled=False` elsewhere).
-    """
+    Both are written and flushed in the caller's thread (tensorboardX's record writer, not its
+    queue-and-thread FileWriter): a full disk is an OSError of the step that logs, never a
+    traceback from a background thread.  Only process 0 should write (`enabled=False`
+    elsewhere)."""
 
     def __init__(self, workdir, enabled: bool = True):
         self.enabled = enabled
         if not enabled:
             return
         with _torch_hidden():
-            from tensorboardX import FileWriter
-
-        os.makedirs(workdir, exist_ok=True)
+            from tensorboardX.proto import event_pb2, summary_pb2
+            from tensorboardX.record_writer import RecordWriter
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        events_dir = os.path.join(workdir, "tensorboard")
+        os.makedirs(events_dir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
         self._jsonl = open(self.jsonl_path, "a")
-        self._events = FileWriter(os.path.join(workdir, "tensorboard"), flush_secs=_FLUSH_SECS,
-                                  filename_suffix=f".{os.getpid()}.{next(_serial)}")
+        name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_serial)}")
+        self._events = RecordWriter(os.path.join(events_dir, name))
+        self._write_event(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write_event(self, event) -> None:
+        self._events.write(event.SerializeToString())
+        self._events.flush()
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        from tensorboardX.proto.summary_pb2 import Summary
-
         clean = {k: float(v) for k, v in metrics.items()}
         self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
         self._jsonl.flush()
-        summary = Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in clean.items()])
-        self._events.add_summary(summary, global_step=int(step))
+        summary = self._summary(value=[self._summary.Value(tag=k, simple_value=v)
+                                       for k, v in clean.items()])
+        self._write_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
-            self._events.close()  # drains tensorboardX's queue, then flushes and closes the file
+            self._events.close()
             self.enabled = False
 
     def __enter__(self):
