@@ -140,7 +140,8 @@ def test_pairs_jsonl_roundtrip_and_errors(tmp_path):
 
 def test_checksums_match_shared_sums(shared_data):
     pinned = dict(reversed(line.split()) for line in (shared_data / "SHA256SUMS").read_text().splitlines())
-    assert pinned == download.SHA256
+    assert {k: v for k, v in pinned.items() if k.endswith(".json")} == download.SHA256
+    assert download.ensure_files(shared_data, "mlqa-r", download=False) == shared_data / "mlqa-r"
 
 
 def test_download_verification(shared_data, tmp_path):

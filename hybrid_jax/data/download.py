@@ -1,7 +1,8 @@
-"""Locate XQuAD / XQuAD-R files in a data directory; fetch missing ones from the official
+"""Locate XQuAD / XQuAD-R / MLQA-R files in a data directory; fetch missing ones from the official
 addresses and accept a file only if its SHA-256 matches the pinned checksum.
 
-Layout (same as ../shared/data): <data_dir>/xquad-r/<lang>.json and <data_dir>/xquad/xquad.<lang>.json.
+Layout (same as ../shared/data): <data_dir>/xquad-r/<lang>.json, <data_dir>/mlqa-r/<lang>.json and
+<data_dir>/xquad/xquad.<lang>.json.
 """
 from __future__ import annotations
 
@@ -39,14 +40,26 @@ SHA256 = {
     "xquad-r/tr.json": "f3e8c13002bbce154a4578f535f7533cb70f3da08840e6b62735935baec7bd94",
     "xquad-r/vi.json": "e35926bf5cc6fc6ecbdfca49467aabeb454f08d152d7818143a906bd31dde995",
     "xquad-r/zh.json": "80c2cde7b9c2fb134c303cbb52f2ba396ead9eb0014aec43993543d2ba9e93ed",
+    "mlqa-r/ar.json": "2132fbc03208535c0fe01f2e2c5121d06f9c2aa799af93b0a719dbc105bdf137",
+    "mlqa-r/de.json": "ce9454dc5aa6f2d85c23cd6e49cb367fbb7c4c6e62d7f71e355c6b5dae4d0886",
+    "mlqa-r/en.json": "fedd9a5cc0848dda80caf84aa36f482adaae230526a3f6e9e86926a93ef3b1e4",
+    "mlqa-r/es.json": "70ecba276b8c96a692b120693a595d076ce94ad21d4b28311538a9fcbfe0f9d7",
+    "mlqa-r/hi.json": "4dd0fb3c06f737a5481d705bc1dcac7876712a5815c9265908fbb3a0696cb654",
+    "mlqa-r/vi.json": "9d3baff6ba03e6793b25594217265ea59a136b9733833dca8a9582a84a78ff85",
+    "mlqa-r/zh.json": "57f01d2fff50cf3392805635b01445339f225ad5bf28ba8443b12f8dbd1e69dc",
 }
 URLS = {
     "xquad": "https://github.com/google-deepmind/xquad/raw/master/xquad.{lang}.json",
     "xquad-r": "https://github.com/google-research-datasets/lareqa/raw/master/xquad-r/{lang}.json",
+    # MLQA-R was later removed from the repository's head: the last commit that has it.
+    "mlqa-r": "https://github.com/google-research-datasets/lareqa/raw/"
+              "354d67d1cd066854cdfbf5ad0e6105528976141d/mlqa-r/{lang}.json",
 }
-FILE_NAMES = {"xquad": "xquad.{lang}.json", "xquad-r": "{lang}.json"}
+FILE_NAMES = {"xquad": "xquad.{lang}.json", "xquad-r": "{lang}.json", "mlqa-r": "{lang}.json"}
 XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 XQUAD_LANGUAGES = XQUAD_R_LANGUAGES + ("ro",)
+MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
+LANGUAGES = {"xquad": XQUAD_LANGUAGES, "xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
 
 
 def sha256_of(path) -> str:
@@ -62,7 +75,8 @@ def verify(path, relative: str, shown: str | None = None) -> None:
     `shown` names the file in the message (default: the path)."""
     expected = SHA256.get(relative)
     if expected is None:
-        raise InputError(f"{relative}: no pinned checksum (known files: xquad/, xquad-r/)")
+        raise InputError(f"{relative}: no pinned checksum (known files: xquad/, xquad-r/, "
+                         f"mlqa-r/)")
     actual = sha256_of(path)
     if actual != expected:
         raise InputError(f"{shown or path}: SHA-256 {actual} does not match the official {relative} "
@@ -86,7 +100,7 @@ def ensure_files(data_dir, corpus: str = "xquad-r", languages: Sequence[str] | N
     """
     if corpus not in URLS:
         raise InputError(f"data corpus {corpus!r}: expected one of {sorted(URLS)}")
-    known = XQUAD_R_LANGUAGES if corpus == "xquad-r" else XQUAD_LANGUAGES
+    known = LANGUAGES[corpus]
     languages = list(known if languages is None else languages)
     unknown = [l for l in languages if l not in known]
     if unknown:
