@@ -55,7 +55,9 @@ def get_config(arg=None):
     # Dev-selected checkpoint (hybrid_jax/selection.py): 'none' | 'loss' (the paper's) | 'map'
     c.train.select = "none"
     c.train.select_every = 100      # steps between dev scores (and at the last step)
-    c.train.select_batches = 8      # dev batches of data.global_batch_size for 'loss'
+    c.train.select_batches = 8      # dev batches for 'loss'
+    c.train.select_batch_size = 0   # their size; 0: data.global_batch_size (a small dev fold
+                                    # may not fill a paper-size batch without false negatives)
 
     # -- data (hybrid_jax/data/pipeline.py; see docs/data.md) ---------------------------------
     from hybrid_jax.data import pipeline  # the data fields are owned by the pipeline

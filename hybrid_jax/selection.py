@@ -3,8 +3,11 @@ keep the best step's params beside the latest checkpoint (`ckpt:<workdir>@best` 
 
   train.select = 'loss'  the contrastive loss (in-batch negatives, plus the run's hard negatives
                          when they do not need mining) on `train.select_batches` fixed dev
-                         batches, drawn by the run's own sampler from the dev articles: the
-                         paper's rule (lowest validation loss); deterministic (no dropout)
+                         batches of `train.select_batch_size` pairs (0: the training batch
+                         size), drawn by the run's own sampler from the dev articles: the
+                         paper's rule (lowest validation loss); deterministic (no dropout).
+                         The dev batches are the same at every selection, so the scores of one
+                         run are comparable; across batch sizes they are not
   train.select = 'map'   mean of mono, cross and multi macro mAP@k on the dev articles
                          (LAReQA formats only)
   train.select = 'none'  no selection (default): the final evaluation uses the last step
@@ -82,6 +85,7 @@ def dev_loss_batches(config, pretrained) -> list[dict]:
 
     dev = copy.deepcopy(config.data)
     dev.train_fold, dev.seed = "dev", DEV_SEED
+    dev.global_batch_size = int(config.train.select_batch_size) or int(dev.global_batch_size)
     if dev.negative_source == "mined":
         dev.hard_negatives = 0  # mined negatives exist for the training fold only
     examples = pipeline.load_training_examples(dev)
@@ -89,8 +93,9 @@ def dev_loss_batches(config, pretrained) -> list[dict]:
         sampler = pipeline.make_sampler(dev, examples)
     except InputError as e:
         raise InputError(f"train.select='loss': the dev fold cannot fill a batch of "
-                         f"{dev.global_batch_size} ({e}); give it more articles "
-                         f"(data.split_sizes) or use train.select='map'") from e
+                         f"{dev.global_batch_size} ({e}); set a smaller "
+                         f"train.select_batch_size, give it more articles (data.split_sizes) "
+                         f"or use train.select='map'") from e
     make = pipeline.BatchMaker(sampler, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
                                pretrained.prefixes.get("passage", ""), dev.query_max_length,
                                dev.passage_max_length)

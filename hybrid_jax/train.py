@@ -86,6 +86,7 @@ class Run:
     checkpointer: checkpointing.Checkpointer
     iterator: Any
     start_step: int
+    selector: Optional[selection.Selector] = None  # dev selection (train.select)
 
 
 def setup(config, workdir: str, pretrained=None) -> Run:
@@ -106,6 +107,8 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     host_state = steps.create_state(trainable, tx)
 
     iterator = make_train_iterator(config, pretrained)  # bad data stops before anything is written
+    selector = (selection.Selector(config, pretrained, workdir)
+                if config.train.select != "none" else None)
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                               async_save=bool(config.train.async_checkpointing))
     start_step = 0
@@ -126,7 +129,7 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     state = runner.replicate(host_state)
     del host_state
     return Run(config, workdir, pretrained, runner, state, runner.replicate(frozen), frozen,
-               checkpointer, iterator, start_step)
+               checkpointer, iterator, start_step, selector)
 
 
 def model_params(run: Run):
@@ -201,8 +204,7 @@ class _Loop:
         self.pending = Pending(run, run.start_step + 1)
         self.progress = Progress(int(c.train.num_steps), end, int(c.data.global_batch_size))
         self.last_saved = run.checkpointer.latest_step()
-        self.selector = selection.Selector(run.config, run.pretrained, run.workdir) \
-            if c.train.select != "none" else None
+        self.selector = run.selector
         self.last: dict = {}
 
     def step(self, step: int) -> int:
