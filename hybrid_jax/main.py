@@ -74,7 +74,8 @@ def inspect_data(config) -> str:
     pretrained = train.load_model(config)
     info = inspection.inspect_batches(config.data, pretrained.tokenizer, FLAGS.inspect_batches,
                                       query_prefix=pretrained.prefixes.get("query", ""),
-                                      passage_prefix=pretrained.prefixes.get("passage", ""))
+                                      passage_prefix=pretrained.prefixes.get("passage", ""),
+                                      mining_model=pretrained, workdir=FLAGS.workdir)
     return inspection.format_inspection(info)
 
 

@@ -98,7 +98,8 @@ def dev_loss_batches(config, pretrained) -> list[dict]:
                          f"or use train.select='map'") from e
     make = pipeline.BatchMaker(sampler, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
                                pretrained.prefixes.get("passage", ""), dev.query_max_length,
-                               dev.passage_max_length)
+                               dev.passage_max_length,
+                               negatives=pipeline.make_negatives(dev, sampler))
     return [make(step) for step in range(int(config.train.select_batches))]
 
 

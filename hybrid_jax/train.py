@@ -38,7 +38,9 @@ def load_model(config, spec: Optional[str] = None):
     return load_pretrained(spec or config.model.spec, **overrides)
 
 
-def make_train_iterator(config, pretrained):
+def make_train_iterator(config, pretrained, workdir: str):
+    """The run's batches; mined hard negatives are mined with the starting model (or
+    data.mining_model) once and cached in the workdir."""
     num_steps = int(config.train.num_steps)
     if config.data.synthetic:
         from hybrid_jax.data.synthetic import SyntheticIterator
@@ -50,7 +52,8 @@ def make_train_iterator(config, pretrained):
     return pipeline.make_train_iterator(
         config.data, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
         pretrained.prefixes.get("passage", ""), num_steps=num_steps,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        mining_model=pretrained, workdir=workdir)
 
 
 # ----------------------------------------------------------------------------- run pieces
@@ -106,7 +109,7 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     trainable, frozen = optim.split_params(full, optim.frozen_predicate(config.optim))
     host_state = steps.create_state(trainable, tx)
 
-    iterator = make_train_iterator(config, pretrained)  # bad data stops before anything is written
+    iterator = make_train_iterator(config, pretrained, workdir)  # bad data stops before any write
     selector = (selection.Selector(config, pretrained, workdir)
                 if config.train.select != "none" else None)
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,

@@ -94,6 +94,10 @@ def test_mlqa_r_shaped_partial_parallelism(tmp_path):
     assert ds.relevant_uids(q3_es) == {"en/EnB/0/0", "es/EsB/0/0"}
     ex = {e.key: e for e in examples_lib.from_lareqa(ds)}
     assert set(ex["q1"].queries) == {"en", "de"} and set(ex["q3"].passages) == {"en", "es"}
+    # same-paragraph negatives: the paragraph's other sentences, in the positive's language
+    assert ex["q1"].negatives == {"en": ("A two.",), "de": ("De zwei.",)}
+    assert ex["q2"].negatives == {"en": ("A one.",), "de": ("De eins.",)}
+    assert ex["q3"].negatives == {}  # one-sentence paragraphs have none
     # linked articles form one split unit: EnA with DeA, EnB with EsB
     from hybrid_jax.data import splits
     units = splits.article_units(ds)
@@ -123,10 +127,12 @@ def test_pairs_jsonl_roundtrip_and_errors(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
         {"id": "a", "query": {"en": "q", "de": "f"}, "passage": {"en": "p", "fr": "pp"}},
-        {"id": "b", "query": {"en": "q2"}, "passage": {"en": "p2"}, "article": "X"}]) + "\n")
+        {"id": "b", "query": {"en": "q2"}, "passage": {"en": "p2"}, "article": "X",
+         "negatives": {"en": ["n1", "n2"], "de": "n3"}}]) + "\n")
     ex = pairs_jsonl.load_pairs_jsonl(path)
     assert [e.key for e in ex] == ["a", "b"] and ex[0].article == "a" and ex[1].article == "X"
     assert ex[0].passages == {"en": "p", "fr": "pp"}
+    assert ex[0].negatives == {} and ex[1].negatives == {"en": ("n1", "n2"), "de": ("n3",)}
     out = tmp_path / "copy.jsonl"
     pairs_jsonl.write_pairs_jsonl(ex, out)
     assert pairs_jsonl.load_pairs_jsonl(out) == ex
@@ -179,10 +185,15 @@ def test_tfds_array_record_roundtrip_without_tensorflow(shared_data, tmp_path):
     from hybrid_jax.data import tfds_builders
 
     name = tfds_builders.prepare("lareqa", shared_data / "xquad-r", tmp_path)
-    assert list((tmp_path / "hybrid_parallel_examples" / "lareqa" / "1.0.0").glob("*.array_record-*"))
+    version = str(tfds_builders.HybridParallelExamples.VERSION)
+    assert list((tmp_path / "hybrid_parallel_examples" / "lareqa" / version).glob("*.array_record-*"))
     read = tfds_builders.read_examples(name, tmp_path)
     expected = examples_lib.from_lareqa(lareqa.load_lareqa(shared_data / "xquad-r"))
     assert read == expected
     assert "tensorflow" not in sys.modules
     with pytest.raises(InputError, match="no prepared tfds dataset"):
         tfds_builders.read_examples(name, tmp_path / "elsewhere")
+    (tmp_path / "old" / "hybrid_parallel_examples" / "lareqa" / "1.0.0").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"lareqa: prepared at version 1\.0\.0, but this code "
+                                         r"reads 1\.1\.0; run .*prepare again"):
+        tfds_builders.read_examples(name, tmp_path / "old")

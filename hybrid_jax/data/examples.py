@@ -1,7 +1,9 @@
 """The training unit every source is reduced to: one parallel example per id.
 
 An example holds the query and its positive passage in each language it exists in (partial
-coverage allowed). The sampler pairs `queries[q_lang]` with `passages[p_lang]`.
+coverage allowed), and optionally candidate hard negatives per language. The sampler pairs
+`queries[q_lang]` with `passages[p_lang]`; a hard negative of that pair is drawn from
+`negatives[p_lang]` (see negatives.py for the rules that filter them).
 """
 from __future__ import annotations
 
@@ -18,21 +20,32 @@ class ParallelExample:
     article: str                  # unit for leakage-free splits ('' when unknown)
     queries: Mapping[str, str]    # language -> query text
     passages: Mapping[str, str]   # language -> positive passage text
+    # language -> candidate hard negatives in that language: the other sentences of the
+    # positive's paragraph (LAReQA sources) or the record's own `negatives` (parallel pairs).
+    negatives: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def to_record(self) -> dict:
         return {"key": self.key, "article": self.article,
-                "queries": dict(self.queries), "passages": dict(self.passages)}
+                "queries": dict(self.queries), "passages": dict(self.passages),
+                "negatives": {l: list(v) for l, v in self.negatives.items()}}
 
     @classmethod
     def from_record(cls, r: dict) -> "ParallelExample":
-        return cls(r["key"], r["article"], dict(r["queries"]), dict(r["passages"]))
+        # Records written before negatives existed have no such key.
+        negatives = {l: tuple(v) for l, v in r.get("negatives", {}).items()}
+        return cls(r["key"], r["article"], dict(r["queries"]), dict(r["passages"]), negatives)
 
 
 def from_lareqa(dataset: LareqaDataset) -> list[ParallelExample]:
-    """One example per question id; the passage in L is the answer sentence in L's paragraph."""
+    """One example per question id; the passage in L is the answer sentence in L's paragraph and
+    the negatives in L are that paragraph's other sentences, in sentence order."""
     text_of = {c.uid: c.text for c in dataset.candidates}
+    paragraph: dict[str, list[str]] = {}   # "<lang>/<title>/<para_idx>" -> sentence uids in order
+    for c in dataset.candidates:
+        paragraph.setdefault(c.uid.rsplit("/", 1)[0], []).append(c.uid)
     queries: dict[str, dict[str, str]] = {}
     passages: dict[str, dict[str, str]] = {}
+    negatives: dict[str, dict[str, tuple[str, ...]]] = {}
     # The split unit (articles linked across languages by shared question ids), so that
     # splits.split_examples on these examples matches splits.split_articles on the dataset.
     unit_of = splits.article_units(dataset)
@@ -40,8 +53,13 @@ def from_lareqa(dataset: LareqaDataset) -> list[ParallelExample]:
     for q in dataset.questions:
         queries.setdefault(q.qid, {})[q.language] = q.text
         passages.setdefault(q.qid, {})[q.language] = text_of[q.answer_uid]
+        others = tuple(text_of[u] for u in paragraph[q.answer_uid.rsplit("/", 1)[0]]
+                       if u != q.answer_uid)
+        if others:
+            negatives.setdefault(q.qid, {})[q.language] = others
         article[q.qid] = unit_of[(q.language, q.article)]
-    return [ParallelExample(k, article[k], queries[k], passages[k]) for k in sorted(queries)]
+    return [ParallelExample(k, article[k], queries[k], passages[k], negatives.get(k, {}))
+            for k in sorted(queries)]
 
 
 def languages_of(examples) -> list[str]:

@@ -1,5 +1,5 @@
-"""What the training batches are made of: kinds, languages and truncation of the first N batches
-(for `python -m hybrid_jax.main --mode inspect_data`)."""
+"""What the training batches are made of: kinds, languages, truncation and hard negatives of the
+first N batches (for `python -m hybrid_jax.main --mode inspect_data`)."""
 from __future__ import annotations
 
 import collections
@@ -10,15 +10,27 @@ from hybrid_jax.data import pipeline
 
 
 def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: ",
-                    passage_prefix: str = "passage: ", examples=None) -> dict:
-    """JSON-serialisable composition of the first `n` global batches of `config_data`."""
-    examples = pipeline.load_training_examples(config_data) if examples is None else examples
+                    passage_prefix: str = "passage: ", examples=None, mining_model=None,
+                    workdir=None) -> dict:
+    """JSON-serialisable composition of the first `n` global batches of `config_data`.
+    `mining_model` and `workdir` as for pipeline.make_train_iterator (mined negatives: reads the
+    run's cache, or mines without writing one)."""
+    loaded = examples is None
+    examples = pipeline.load_training_examples(config_data) if loaded else examples
     sampler = pipeline.make_sampler(config_data, examples)
+    negatives = pipeline.make_negatives(config_data, sampler, loaded=loaded,
+                                        mining_model=mining_model, workdir=workdir, write=False)
     langs = sampler.languages
     batches, pairs, mono_langs = [], collections.Counter(), collections.Counter()
     queries, passages = [], []
+    drawn = rejected = short = 0
     for step in range(int(n)):
         plan = sampler.plan(step)
+        if negatives is not None:
+            chosen = negatives.choose(plan)
+            drawn += int(chosen.valid.sum())
+            rejected += chosen.rejected
+            short += int((chosen.valid.sum(axis=1) < negatives.count).sum())
         kind = "mono" if plan.is_mono else "cross"
         batches.append({"step": step, "kind": kind,
                         "query_languages": sorted({langs[l] for l in plan.query_lang}),
@@ -31,6 +43,16 @@ def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: 
             passages.append(passage_prefix + examples[i].passages[langs[p]])
     q_len, p_len = tokenizer.lengths(queries), tokenizer.lengths(passages)
     n_mono = sum(b["kind"] == "mono" for b in batches)
+    hard = None
+    if negatives is not None:
+        n_pairs = sum(pairs.values())
+        hard = {"per_pair": negatives.count, "source": negatives.source,
+                "from_source": {negatives.source: drawn},
+                "padded": n_pairs * negatives.count - drawn,
+                "pairs_with_fewer": short, "pairs": n_pairs,
+                "rejected_in_batch_footprint": rejected,
+                "candidates": negatives.stats["candidates"],
+                "rejected_own_positive": negatives.stats["rejected_own_positive"]}
     return {
         "batches": len(batches),
         "global_batch_size": sampler.batch_size,
@@ -49,6 +71,7 @@ def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: 
         "token_length_p95": {
             "query": int(np.percentile(q_len, 95)) if len(q_len) else 0,
             "passage": int(np.percentile(p_len, 95)) if len(p_len) else 0},
+        "hard_negatives": hard,
         "per_batch": batches,
     }
 
@@ -68,6 +91,15 @@ def format_inspection(info: dict, max_rows: int = 20) -> str:
     excluded = {k: v for k, v in info["excluded_too_small"].items() if v}
     if excluded:
         lines.append(f"too few distinct positives for one batch (not sampled): {excluded}")
+    hard = info.get("hard_negatives")
+    if hard:
+        lines.append(
+            f"hard negatives: {hard['per_pair']} per pair from {hard['source']!r}: "
+            f"{sum(hard['from_source'].values())} drawn, {hard['padded']} padded; "
+            f"{hard['pairs_with_fewer']} of {hard['pairs']} pairs had fewer than "
+            f"{hard['per_pair']}; {hard['rejected_in_batch_footprint']} candidates rejected as "
+            f"the positive of a query in the batch ({hard['rejected_own_positive']} of the "
+            f"{hard['candidates']} candidates in the fold are the example's own positive)")
     lines.append("pairs per query-passage language pair:")
     pairs = sorted(info["pairs_per_language_pair"].items(), key=lambda kv: (-kv[1], kv[0]))
     lines += [f"  {k:>8} {v}" for k, v in pairs]

@@ -1,11 +1,14 @@
 """A generic parallel-pairs format for users' own corpora (JSON Lines, one record per line):
 
     {"id": "q17", "query": {"en": "...", "de": "..."}, "passage": {"en": "...", "de": "...", "fr": "..."},
-     "article": "optional split unit"}
+     "article": "optional split unit", "negatives": {"en": ["...", "..."], "de": "..."}}
 
 `id` is unique; `query` and `passage` map language codes to text and may cover different
 languages (a language with only a passage can serve as a passage language in cross batches).
 Records sharing an `article` go to the same split fold; without it the id is the unit.
+`negatives` (optional; mMARCO triples have one per language) maps a language to one hard-negative
+text or a list of them, for pairs whose passage is in that language (`data.negative_source=
+'from_data'`).
 """
 from __future__ import annotations
 
@@ -54,11 +57,30 @@ def _example(record, where: str) -> ParallelExample:
                 raise InputError(f"{where}: {field}[{lang!r}] must be non-empty text")
         texts[field] = value
     key = str(record["id"])
-    return ParallelExample(key, str(record.get("article", key)), texts["query"], texts["passage"])
+    return ParallelExample(key, str(record.get("article", key)), texts["query"], texts["passage"],
+                           _negatives(record.get("negatives", {}), where))
+
+
+def _negatives(value, where: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: 'negatives' must be an object language -> text or list of "
+                         f"texts, got {type(value).__name__}")
+    out = {}
+    for lang, texts in value.items():
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise InputError(f"{where}: negatives[{lang!r}] must be non-empty text or a list of "
+                             f"non-empty texts")
+        if texts:
+            out[lang] = tuple(texts)
+    return out
 
 
 def write_pairs_jsonl(examples, path) -> None:
     with pathlib.Path(path).open("w", encoding="utf-8") as f:
         for e in examples:
-            f.write(json.dumps({"id": e.key, "article": e.article, "query": dict(e.queries),
-                                "passage": dict(e.passages)}, ensure_ascii=False) + "\n")
+            record = {"id": e.key, "article": e.article, "query": dict(e.queries),
+                      "passage": dict(e.passages)}
+            if e.negatives:
+                record["negatives"] = {l: list(v) for l, v in e.negatives.items()}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")

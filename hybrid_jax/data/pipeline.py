@@ -12,6 +12,11 @@ Output per step (per host, b = global_batch_size / process_count), all numpy:
   is_mono                    int32 [b] (same value across the global batch)
   query_lang, passage_lang   int32 [b], codes into `iterator.languages` (sorted training languages)
   example_id                 int32 [b], index into `iterator.examples`
+With data.hard_negatives = H > 0 (negatives.py), also
+  negative_ids, negative_mask  int32 [b, H, passage_max_length], passage prefix like passages
+  negative_valid               int32 [b, H]: 1 real, 0 padding (a pair with fewer than H); a
+                               padding row is the tokenized empty passage (the prefix alone), so
+                               its mask is never all zero
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import numpy as np
 
 from hybrid_jax.data import examples as examples_lib
 from hybrid_jax.data import pairs_jsonl, splits
+from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES, HardNegatives
 from hybrid_jax.data.sampler import HybridSampler
 from hybrid_jax.errors import InputError
 
@@ -46,7 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
         language_weights="uniform",  # uniform | size
         global_batch_size=32,
         hard_negatives=0,         # per pair (query, positive): extra passages scored by every query
-        negative_source="same_paragraph",  # same_paragraph | mined | from_data
+        negative_source="same_paragraph",  # same_paragraph | mined | from_data (docs/data.md)
+        mining_model="",          # 'mined': model spec to mine with ('' = the run's starting model)
+        mining_depth=16,          # 'mined': candidates kept per (example, language), best first
         query_max_length=32,
         passage_max_length=64,
         seed=0,
@@ -86,12 +94,59 @@ def make_sampler(cfg, examples) -> HybridSampler:
                          cfg.cross_pairing, cfg.language_weights, cfg.seed)
 
 
+# Which data formats carry each non-mined source's candidates (ParallelExample.negatives).
+_SOURCE_FORMATS = {"same_paragraph": ("lareqa", "xquad_plain"), "from_data": ("pairs_jsonl",)}
+
+
+def make_negatives(cfg, sampler: HybridSampler, *, loaded: bool = True, mining_model=None,
+                   workdir=None, write: bool = True) -> HardNegatives | None:
+    """The hard-negative draw of `cfg` over `sampler`'s examples (None when data.hard_negatives
+    is 0). `loaded`: the examples came from the configured source (not passed in), so the source
+    is checked against data.format. 'mined' needs `mining_model` (the run's starting model) unless
+    data.mining_model names one; `workdir` caches the mining (written when `write`)."""
+    count, source = cfg.hard_negatives, cfg.negative_source
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InputError(f"data.hard_negatives: must be an integer >= 0, got {count!r}")
+    if source not in NEGATIVE_SOURCES:
+        raise InputError(f"data.negative_source: {source!r} is not one of {NEGATIVE_SOURCES}")
+    if count == 0:
+        return None
+    examples = sampler.examples
+    if source == "mined":
+        if int(cfg.mining_depth) < count:
+            raise InputError(f"data.mining_depth: {cfg.mining_depth} mined candidates cannot give "
+                             f"data.hard_negatives={count} per pair")
+        from hybrid_jax.data import mining
+        candidates = mining.mined_candidates(cfg, examples, sampler.languages, mining_model,
+                                             workdir, write=write)
+    else:
+        fmt = _tfds_config(cfg) if cfg.format == "tfds" else cfg.format
+        if loaded and fmt not in _SOURCE_FORMATS[source]:
+            raise InputError(
+                f"data.negative_source={source!r} needs data.format in "
+                f"{_SOURCE_FORMATS[source]} (or a tfds dataset prepared from one), not {fmt!r}")
+        candidates = [e.negatives for e in examples]
+    table = HardNegatives(sampler, candidates, count, source)
+    if not table.stats["candidates"]:
+        raise InputError(f"data.negative_source={source!r}: no example of fold "
+                         f"{cfg.train_fold!r} in {cfg.dataset_dir or 'the given examples'} has a "
+                         f"candidate negative in the training languages {sampler.languages}")
+    return table
+
+
+def _tfds_config(cfg) -> str:
+    """'lareqa' for tfds_name 'hybrid_parallel_examples/lareqa[:version]'."""
+    parts = str(cfg.tfds_name).split(":")[0].split("/")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 class BatchMaker:
     """step -> this host's slice of the global batch, tokenized (a pure function of step)."""
 
     def __init__(self, sampler: HybridSampler, tokenizer, query_prefix: str, passage_prefix: str,
                  query_max_length: int, passage_max_length: int,
-                 process_index: int = 0, process_count: int = 1):
+                 process_index: int = 0, process_count: int = 1,
+                 negatives: HardNegatives | None = None):
         B = sampler.batch_size
         if process_count < 1 or not 0 <= process_index < process_count:
             raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
@@ -104,6 +159,7 @@ class BatchMaker:
         self._prefixes = (query_prefix, passage_prefix)
         self._lengths = (int(query_max_length), int(passage_max_length))
         self._tokenizer = tokenizer
+        self.negatives = negatives
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         plan = self.sampler.plan(int(step))
@@ -114,22 +170,34 @@ class BatchMaker:
         passages = [self._prefixes[1] + examples[i].passages[langs[l]] for i, l in zip(idx, p_lang)]
         query_ids, query_mask = self._tokenizer(queries, self._lengths[0])
         passage_ids, passage_mask = self._tokenizer(passages, self._lengths[1])
-        return {
+        batch = {
             "query_ids": query_ids, "query_mask": query_mask,
             "passage_ids": passage_ids, "passage_mask": passage_mask,
             "is_mono": np.full(len(idx), plan.is_mono, np.int32),
             "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
             "example_id": idx.astype(np.int32),
         }
+        if self.negatives is not None:
+            # Drawn for the whole global batch (the rule needs every host's pairs), then sliced.
+            chosen = self.negatives.choose(plan).passage[self._slice]
+            texts = [self._prefixes[1] + (self.negatives.text(p) if p >= 0 else "")
+                     for p in chosen.reshape(-1).tolist()]
+            ids, mask = self._tokenizer(texts, self._lengths[1])
+            shape = (*chosen.shape, self._lengths[1])
+            batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
+                         negative_valid=(chosen >= 0).astype(np.int32))
+        return batch
 
 
 class TrainIterator(grain.DatasetIterator):
     """The grain iterator plus what is needed to read its batches back (`languages`,
     `examples`, `sampler`). get_state()/set_state() are the grain iterator's (orbax-savable)."""
 
-    def __init__(self, inner: grain.DatasetIterator, sampler: HybridSampler):
+    def __init__(self, inner: grain.DatasetIterator, sampler: HybridSampler,
+                 negatives: HardNegatives | None = None):
         super().__init__(inner)
         self.sampler = sampler
+        self.negatives = negatives
         self.languages = sampler.languages
         self.examples = sampler.examples
 
@@ -146,25 +214,31 @@ class TrainIterator(grain.DatasetIterator):
 def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
                         passage_prefix: str = "passage: ", *, num_steps: int,
                         process_index: int | None = None, process_count: int | None = None,
-                        examples=None) -> TrainIterator:
+                        examples=None, mining_model=None, workdir=None) -> TrainIterator:
     """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config):
     batches for steps 0 .. num_steps - 1 (the run's `train.num_steps`).
 
     `examples` overrides loading from the configured source (tests, custom corpora).
+    With data.negative_source='mined': `mining_model` is the run's starting model (a
+    models.pretrained.Pretrained; used unless data.mining_model names another) and `workdir` the
+    run's, where the mining is cached (<workdir>/negatives/mined.json, written by process 0).
     """
     cfg = data_config
     if process_index is None or process_count is None:
         import jax
         process_index, process_count = jax.process_index(), jax.process_count()
-    if examples is None:
+    loaded = examples is None
+    if loaded:
         examples = load_training_examples(cfg)
     sampler = make_sampler(cfg, examples)
+    negatives = make_negatives(cfg, sampler, loaded=loaded, mining_model=mining_model,
+                               workdir=workdir, write=process_index == 0)
     make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,
                             cfg.query_max_length, cfg.passage_max_length,
-                            process_index, process_count)
+                            process_index, process_count, negatives)
     ds = grain.MapDataset.range(int(num_steps)).map(make_batch)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
                                                  prefetch_buffer_size=int(cfg.prefetch)))
     if cfg.worker_count:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
-    return TrainIterator(iter(it_ds), sampler)
+    return TrainIterator(iter(it_ds), sampler, negatives)

@@ -13,8 +13,11 @@ No false negatives in a batch. A passage is identified by (language, text); an e
 linked by the shared question id). A new pair (example e, passage language P) joins the batch only
 if e's footprint contains none of the batch's passages and e's passage in P lies in no chosen
 example's footprint. So no query ever sees its own positive (or a duplicate of it) as a negative,
-in any language. Steps are sampled independently (with replacement across steps, not epochs):
-the iterator state is just the step number, which makes checkpoint/restore exact.
+in any language. Hard negatives (negatives.py) extend the rule: a pair's negative lies in no
+footprint of an example in the batch, so it is never any query's positive (nor equal to an
+in-batch positive), in any language. Steps are sampled independently (with replacement across
+steps, not epochs): the iterator state is just the step number, which makes checkpoint/restore
+exact.
 """
 from __future__ import annotations
 
@@ -66,15 +69,24 @@ class HybridSampler:
 
     # -- set-up ---------------------------------------------------------------------------------
     def _index_passages(self):
-        code = {l: i for i, l in enumerate(self.languages)}
-        ids: dict[tuple[int, str], int] = {}
+        self.code = {l: i for i, l in enumerate(self.languages)}
+        self._ids: dict[tuple[int, str], int] = {}
         self._pid = []        # per example: {lang code: passage id}
         self._queries = []    # per example: set of lang codes with a query
         for e in self.examples:
-            self._pid.append({code[l]: ids.setdefault((code[l], t), len(ids))
-                              for l, t in e.passages.items() if l in code})
-            self._queries.append({code[l] for l in e.queries if l in code})
+            self._pid.append({self.code[l]: self.passage_id(self.code[l], t)
+                              for l, t in e.passages.items() if l in self.code})
+            self._queries.append({self.code[l] for l in e.queries if l in self.code})
         self._footprint = [frozenset(p.values()) for p in self._pid]
+
+    def passage_id(self, lang_code: int, text: str) -> int:
+        """The id of passage (language, text); texts no example has as a positive (hard-negative
+        candidates) get new ids, so equal texts share one id whatever their role."""
+        return self._ids.setdefault((int(lang_code), text), len(self._ids))
+
+    def footprint(self, i: int) -> frozenset:
+        """Passage ids of example i's positives in every training language."""
+        return self._footprint[i]
 
     def _build_pools(self, weights: str):
         n = len(self.languages)

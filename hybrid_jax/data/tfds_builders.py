@@ -5,6 +5,8 @@ Prepare once (`prepare(...)`), then every host reads the same files with `tfds.d
   key, article                     text
   query_languages, queries         parallel text sequences (language i <-> text i)
   passage_languages, passages      parallel text sequences
+  negative_languages, negatives    parallel text sequences, one entry per candidate hard negative
+                                   (a language repeats for each of its negatives, in order)
 Configs (the source format): `lareqa` (a LAReQA JSON directory: XQuAD-R, MLQA-R),
 `xquad_plain` (plain XQuAD directory, own sentence splitting), `pairs_jsonl` (a JSONL file).
 The source path is a builder argument (`source=`); readers never need it. A single split 'all'
@@ -27,7 +29,9 @@ SPLIT = "full"
 
 
 class HybridParallelExamples(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "Candidate hard negatives per language.",
+                     "1.0.0": "Queries and positive passages."}
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="lareqa", description="LAReQA JSON directory (<lang>.json)"),
         tfds.core.BuilderConfig(name="xquad_plain", description="plain XQuAD (xquad.<lang>.json)"),
@@ -53,7 +57,8 @@ class HybridParallelExamples(tfds.core.GeneratorBasedBuilder):
             description="Parallel (query, positive passage) examples for hybrid-batch training.",
             features=tfds.features.FeaturesDict({
                 "key": text, "article": text, "query_languages": seq, "queries": seq,
-                "passage_languages": seq, "passages": seq}))
+                "passage_languages": seq, "passages": seq,
+                "negative_languages": seq, "negatives": seq}))
 
     def _split_generators(self, dl_manager):
         if self._source is None:
@@ -72,9 +77,12 @@ class HybridParallelExamples(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, examples):
         for e in examples:
             ql, pl = sorted(e.queries), sorted(e.passages)
+            nl = [l for l in sorted(e.negatives) for _ in e.negatives[l]]
             yield e.key, {"key": e.key, "article": e.article,
                           "query_languages": ql, "queries": [e.queries[l] for l in ql],
-                          "passage_languages": pl, "passages": [e.passages[l] for l in pl]}
+                          "passage_languages": pl, "passages": [e.passages[l] for l in pl],
+                          "negative_languages": nl,
+                          "negatives": [t for l in sorted(e.negatives) for t in e.negatives[l]]}
 
 
 def prepare(fmt: str, source, data_dir, languages=None) -> str:
@@ -90,9 +98,15 @@ def prepare(fmt: str, source, data_dir, languages=None) -> str:
 
 def data_source(name: str, data_dir):
     """The random-access array_record source of a prepared dataset (e.g. NAME + '/lareqa')."""
-    if not (pathlib.Path(data_dir) / name.split(":")[0]).exists():
+    base = pathlib.Path(data_dir) / name.split(":")[0]
+    if not base.exists():
         raise InputError(f"{data_dir}: no prepared tfds dataset {name!r} "
                          f"(run hybrid_jax.data.tfds_builders.prepare first)")
+    version = name.split(":")[1] if ":" in name else str(HybridParallelExamples.VERSION)
+    if not (base / version).is_dir():
+        found = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise InputError(f"{base}: prepared at version {', '.join(found) or 'none'}, but this "
+                         f"code reads {version}; run hybrid_jax.data.tfds_builders.prepare again")
     return tfds.data_source(name, data_dir=str(data_dir), split=SPLIT, download=False)
 
 
@@ -100,10 +114,14 @@ def decode(record: dict) -> ParallelExample:
     def texts(values):
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
+    negatives: dict[str, list[str]] = {}
+    for lang, text in zip(texts(record["negative_languages"]), texts(record["negatives"])):
+        negatives.setdefault(lang, []).append(text)
     return ParallelExample(
         texts([record["key"]])[0], texts([record["article"]])[0],
         dict(zip(texts(record["query_languages"]), texts(record["queries"]))),
-        dict(zip(texts(record["passage_languages"]), texts(record["passages"]))))
+        dict(zip(texts(record["passage_languages"]), texts(record["passages"]))),
+        {l: tuple(v) for l, v in negatives.items()})
 
 
 def read_examples(name: str, data_dir) -> list[ParallelExample]:
