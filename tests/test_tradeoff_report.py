@@ -115,12 +115,15 @@ def test_hard_negatives_are_counted(grid, tmp_path):
 
 def test_accelerator_paragraph_lists_only_real_changes(grid, tmp_path):
     same = _config(data__global_batch_size=100, data__passage_max_length=128,
-                   train__num_steps=3000)
+                   train__num_steps=3000, data__hard_negatives=1)
     text = _report(grid, tmp_path, config=same)
     assert "instead of" not in text and "These runs already have the batch" in text
-    text = _report(grid, tmp_path, config=_config(data__global_batch_size=100))
+    text = _report(grid, tmp_path, config=_config(data__global_batch_size=100,
+                                                  data__hard_negatives=1))
     assert "changes two things this CPU budget cannot: untruncated answer sentences and " \
            "many more steps." in text
+    text = _report(grid, tmp_path, config=_config(data__global_batch_size=100))
+    assert "three things this CPU budget cannot: a hard negative per pair" in text
     text = _report(grid, tmp_path, config=None)       # no config: nothing to compare with
     assert "99 in-batch negatives per query" in text and "instead of" not in text
     assert "Every trained run" not in text
@@ -131,8 +134,9 @@ def test_accelerator_constants_are_the_configs():
         c = module.get_config()
         assert tradeoff_report.ACCELERATOR == dict(
             global_batch_size=c.data.global_batch_size,
-            passage_max_length=c.data.passage_max_length, num_steps=c.train.num_steps)
-        assert c.data.hard_negatives == 0
+            passage_max_length=c.data.passage_max_length, num_steps=c.train.num_steps,
+            hard_negatives=c.data.hard_negatives)
+        assert c.data.negative_source == "same_paragraph" and c.train.select == "loss"
     for name in tradeoff_report.ACCELERATOR_CONFIGS.split(", "):
         assert (REPO / name).is_file()
 

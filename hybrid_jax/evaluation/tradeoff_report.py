@@ -27,7 +27,8 @@ PAPER_BATCH = 100
 # What configs/xlmr_base.py and configs/labse.py (the paper's setting, for an accelerator) set;
 # a test holds these equal to those configs.
 ACCELERATOR_CONFIGS = "configs/xlmr_base.py, configs/labse.py"
-ACCELERATOR = dict(global_batch_size=PAPER_BATCH, passage_max_length=128, num_steps=3000)
+ACCELERATOR = dict(global_batch_size=PAPER_BATCH, passage_max_length=128, num_steps=3000,
+                   hard_negatives=1)
 
 CI = f"{CONFIDENCE:.0%}"
 Link = Callable[[str], str]
@@ -250,13 +251,16 @@ def _accelerator(config: Optional[dict]) -> str:
                        + (f" instead of {n[0]}" if n is not None else "")
                        + " in-batch negatives per query (a harder contrastive task, closer to "
                        "the paper)")
+    if d.get("hard_negatives", 0) < acc["hard_negatives"]:
+        changes.append("a hard negative per pair (the paper's triplets)")
     if d.get("passage_max_length", 0) < acc["passage_max_length"]:
         changes.append("untruncated answer sentences")
     if t.get("num_steps", 0) < acc["num_steps"]:
         changes.append("many more steps")
-    setting = (f"{ACCELERATOR_CONFIGS}: batch {acc['global_batch_size']}, passages up to "
+    setting = (f"{ACCELERATOR_CONFIGS}: batch {acc['global_batch_size']}, "
+               f"{acc['hard_negatives']} same-paragraph hard negative per pair, passages up to "
                f"{acc['passage_max_length']} tokens, bfloat16 matmuls, the paper's learning "
-               f"rate, `hf:` weights")
+               f"rate, the lowest-dev-loss checkpoint, `hf:` weights")
     if not changes:
         return (f"These runs already have the batch, passage length and step budget of the "
                 f"GPU/TPU configs ({setting}).")
