@@ -3,7 +3,10 @@
 Every device holds a slice of the global batch.  Queries on a device are scored against *all*
 passages of the global batch (gathered with `all_gather`), so query i of device d has its positive
 at column `d * local_batch + i`.  Optional hard negatives are gathered the same way and appended as
-extra columns (they are never positives).
+extra columns (they are never positives), so every query also sees the hard negatives of every
+other pair of the global batch.  A validity mask, gathered with them, gives padded negatives (pairs
+with fewer candidates than asked) a logit of `MASKED_LOGIT`: they receive no probability, no
+gradient, and never win the accuracy argmax.
 
 The function returns the *local* mean loss: the step averages it over devices (`pmean`), which is
 the global mean because every device holds the same number of queries.  Called without an axis
@@ -17,6 +20,9 @@ import jax
 import jax.numpy as jnp
 
 AXIS_NAME = "batch"  # the device axis shared by the loss, pmap and the shard_map mesh
+# Finite, so that `logits - max` in log_softmax stays finite (no inf - inf), yet so far below any
+# real logit (scale * cosine, |cosine| <= 1) that exp() of it underflows to exactly 0 in float32.
+MASKED_LOGIT = -1e9
 
 
 def gather(x, axis_name: Optional[str]):
@@ -41,16 +47,21 @@ def _cross_entropy(logits, labels):
 
 
 def contrastive_loss(query_emb, passage_emb, *, scale, axis_name: Optional[str] = None,
-                     symmetric: bool = False, negative_emb=None):
+                     symmetric: bool = False, negative_emb=None, negative_valid=None):
     """InfoNCE of L2-normalised embeddings with negatives from the whole global batch.
 
     Args:
       query_emb, passage_emb: [b, D] this device's (normalised) embeddings; row i of each is a pair.
       scale: logit scale (1 / temperature), a scalar (may be a learnable parameter).
       axis_name: device axis to gather over (None: the batch is global already).
-      symmetric: also add the passage->query loss (average of both directions).
-      negative_emb: optional [b * H, D] extra hard-negative passages of this device's queries;
-        they are gathered too and score as extra columns for every query.
+      symmetric: also add the passage->query loss (average of both directions).  That direction
+        scores each positive passage against the queries of the global batch only: hard negatives
+        take no part in it (they have no query of their own).
+      negative_emb: optional [b * H, D] hard-negative passages of this device's pairs (pair-major:
+        rows i * H .. i * H + H - 1 belong to pair i); they are gathered too and score as extra
+        columns for every query.
+      negative_valid: optional [b, H] (or [b * H]) 1 = real negative, 0 = padding; padded columns
+        are masked out for every query.  None: all negatives are real.
 
     Returns:
       (loss, metrics): the local mean loss and {'loss', 'accuracy'} (query->passage in-batch
@@ -58,11 +69,12 @@ def contrastive_loss(query_emb, passage_emb, *, scale, axis_name: Optional[str] 
     """
     b = query_emb.shape[0]
     labels = label_offset(b, axis_name) + jnp.arange(b)
-    all_passages = gather(passage_emb, axis_name)
-    if negative_emb is not None:
-        all_passages = jnp.concatenate([all_passages, gather(negative_emb, axis_name)], axis=0)
-    logits = scale * jnp.einsum("qd,pd->qp", query_emb, all_passages,
+    logits = scale * jnp.einsum("qd,pd->qp", query_emb, gather(passage_emb, axis_name),
                                 preferred_element_type=jnp.float32)
+    if negative_emb is not None:
+        logits = jnp.concatenate(
+            [logits, _negative_logits(query_emb, negative_emb, negative_valid, scale, axis_name)],
+            axis=1)
     loss, accuracy = _cross_entropy(logits, labels)
     metrics = {"qp_loss": loss, "accuracy": accuracy}
     if symmetric:
@@ -74,6 +86,20 @@ def contrastive_loss(query_emb, passage_emb, *, scale, axis_name: Optional[str] 
         loss = 0.5 * (loss + loss_pq)
     metrics["loss"] = loss
     return loss, metrics
+
+
+def _negative_logits(query_emb, negative_emb, negative_valid, scale, axis_name):
+    """[b, n * b * H] logits of this device's queries against every device's hard negatives."""
+    logits = scale * jnp.einsum("qd,nd->qn", query_emb, gather(negative_emb, axis_name),
+                                preferred_element_type=jnp.float32)
+    if negative_valid is None:
+        return logits
+    valid = jnp.reshape(negative_valid, (-1,))
+    if valid.shape[0] != negative_emb.shape[0]:
+        raise ValueError(f"negative_valid has {valid.shape[0]} entries for "
+                         f"{negative_emb.shape[0]} hard-negative embeddings")
+    # where, not an additive mask: the masked columns' gradient (and scale's through them) is 0.
+    return jnp.where(gather(valid, axis_name)[None, :] > 0, logits, MASKED_LOGIT)
 
 
 def init_loss_params(loss_config) -> dict:

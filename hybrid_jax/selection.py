@@ -65,7 +65,7 @@ class DevScorer:
     def score(self, bundle, loss_params) -> float:
         if self.metric == "loss":
             scale = float(losses.logit_scale(loss_params, self.config.loss))
-            return dev_loss(bundle, self.batches, scale)
+            return dev_loss(bundle, self.batches, scale, bool(self.config.loss.symmetric))
         from hybrid_jax.data.splits import FoldRule
         from hybrid_jax.evaluation import run as eval_run
 
@@ -103,23 +103,22 @@ def dev_loss_batches(config, pretrained) -> list[dict]:
     return [make(step) for step in range(int(config.train.select_batches))]
 
 
-def dev_loss(bundle, batches: list[dict], scale: float) -> float:
-    """Mean InfoNCE over the dev batches: each query against its batch's passages and the batch's
-    valid hard negatives, as in training but without dropout."""
+def dev_loss(bundle, batches: list[dict], scale: float, symmetric: bool = False) -> float:
+    """Mean training loss (losses.contrastive_loss on one device) over the dev batches: each
+    query against its batch's passages and valid hard negatives, without dropout."""
     q_fn, p_fn = bundle.apply_fn("query"), bundle.apply_fn("passage")
     total = 0.0
     for b in batches:
-        q = np.asarray(q_fn(bundle.params, b["query_ids"], b["query_mask"]), np.float64)
-        p = np.asarray(p_fn(bundle.params, b["passage_ids"], b["passage_mask"]), np.float64)
+        q = q_fn(bundle.params, b["query_ids"], b["query_mask"])
+        p = p_fn(bundle.params, b["passage_ids"], b["passage_mask"])
+        negatives = {}
         if "negative_ids" in b:
             ids, mask = b["negative_ids"], b["negative_mask"]
-            n = np.asarray(p_fn(bundle.params, ids.reshape(-1, ids.shape[-1]),
-                                mask.reshape(-1, mask.shape[-1])), np.float64)
-            p = np.concatenate([p, n[np.asarray(b["negative_valid"]).reshape(-1) > 0]])
-        logits = scale * q @ p.T
-        top = logits.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-        total += float(np.mean(lse - np.diag(logits[:, :len(q)])))
+            negatives = dict(negative_emb=p_fn(bundle.params, ids.reshape(-1, ids.shape[-1]),
+                                               mask.reshape(-1, mask.shape[-1])),
+                             negative_valid=b["negative_valid"])
+        loss, _ = losses.contrastive_loss(q, p, scale=scale, symmetric=symmetric, **negatives)
+        total += float(loss)
     return total / len(batches)
 
 

@@ -19,6 +19,8 @@ micro-batches are computed without gradients, the loss and its gradient with res
 embeddings are computed on the full global batch (so negatives are unchanged), then each
 micro-batch is re-encoded (same dropout key) and back-propagated with those embedding gradients.
 The gradient is exactly the full-batch one while activations are held for one micro-batch only.
+Hard negatives (`NEGATIVE_INPUTS`) go through the passage tower with their pairs' micro-batch; their
+validity mask is not encoded, so the loss takes it whole.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from hybrid_jax.models.dual_encoder import DualEncoder
 
 PARALLELISMS = ("pmap", "shard_map")
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
-NEGATIVE_INPUTS = ("negative_ids", "negative_mask")  # optional [b, H, Lp] hard negatives
+# Optional hard negatives: ids and token mask [b, H, Lp], validity [b, H] (0 = padding).
+NEGATIVE_INPUTS = ("negative_ids", "negative_mask", "negative_valid")
 
 
 @flax.struct.dataclass
@@ -85,12 +88,13 @@ def _embed(spec: _StepSpec, trainable_model, frozen_model, inputs, rng) -> dict:
     return out
 
 
-def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params):
+def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params, negative_valid=None):
     c = spec.loss_config
     scale = losses.logit_scale(loss_params, c)
     local, metrics = losses.contrastive_loss(emb["q"], emb["p"], scale=scale,
                                              axis_name=spec.axis_name, symmetric=c.symmetric,
-                                             negative_emb=emb.get("n"))
+                                             negative_emb=emb.get("n"),
+                                             negative_valid=negative_valid)
     total = jax.lax.pmean(local, spec.axis_name) if spec.axis_name else local
     metrics["logit_scale"] = scale
     return total, metrics
@@ -99,7 +103,7 @@ def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params):
 def _grads_direct(spec: _StepSpec, params, frozen, inputs, rng):
     def loss_fn(p):
         emb = _embed(spec, p["model"], frozen.get("model", {}), inputs, rng)
-        return _loss_of_embeddings(spec, emb, p.get("loss", {}))
+        return _loss_of_embeddings(spec, emb, p.get("loss", {}), inputs.get("negative_valid"))
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
@@ -118,10 +122,12 @@ def _grads_cached(spec: _StepSpec, params, frozen, inputs, rng):
 
     frozen_params = jax.lax.stop_gradient(params["model"])
     emb_chunks = jax.lax.map(lambda xs: embed_chunk(frozen_params, *xs), (chunks, keys))
+    # Chunks are contiguous pair ranges, so the concatenated embeddings (negatives pair-major
+    # [b * H, D]) are in the order of the unchunked batch and its negative_valid.
     emb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), emb_chunks)
     (loss, metrics), (emb_grad, loss_grad) = jax.value_and_grad(
-        lambda e, lp: _loss_of_embeddings(spec, e, lp), argnums=(0, 1),
-        has_aux=True)(emb, params.get("loss", {}))
+        lambda e, lp: _loss_of_embeddings(spec, e, lp, inputs.get("negative_valid")),
+        argnums=(0, 1), has_aux=True)(emb, params.get("loss", {}))
     emb_grad_chunks = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), emb_grad)
 
     def body(acc, xs):

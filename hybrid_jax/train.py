@@ -185,9 +185,20 @@ def _check_first_batch(batch: dict, config) -> None:
     if b != expected:
         raise InputError(f"data: batch of {b} examples, expected {expected} "
                          f"(data.global_batch_size / processes)")
-    if int(config.data.hard_negatives) > 0 and "negative_ids" not in batch:
-        raise InputError(f"data.hard_negatives={config.data.hard_negatives} but the training "
-                         f"iterator gives no hard negatives (negative_ids)")
+    hard = int(config.data.hard_negatives)
+    if hard > 0:
+        missing = [k for k in steps.NEGATIVE_INPUTS if k not in batch]
+        if missing:
+            raise InputError(f"data.hard_negatives={hard} but the training iterator gives no "
+                             f"{missing}")
+        if (batch["negative_ids"].shape[:2] != (b, hard)
+                or batch["negative_valid"].shape != (b, hard)):
+            raise InputError(f"data: negatives of shape {batch['negative_ids'].shape} / "
+                             f"{batch['negative_valid'].shape}, expected ({b}, {hard}, ...) / "
+                             f"({b}, {hard})")
+    elif "negative_ids" in batch:
+        raise InputError("data: the training iterator gives hard negatives but "
+                         "data.hard_negatives is 0")
 
 
 def _due(step: int, every: int, end: int) -> bool:

@@ -63,6 +63,21 @@ def test_markdown_is_rendered_from_the_results_file(bench_run):
     assert "python -m hybrid_jax.bench" in text
 
 
+def test_step_flops_count_hard_negatives_in_the_passage_tower():
+    from hybrid_jax.bench.step import _summarise, encoder_flops, train_step_flops
+    from hybrid_jax.models import config as config_lib
+
+    cfg = config_lib.tiny()
+    plain = train_step_flops(cfg, 8, 16, 32)
+    assert plain == 3 * (encoder_flops(cfg, 8, 16) + encoder_flops(cfg, 8, 32))
+    assert encoder_flops(cfg, 16, 32) == 2 * encoder_flops(cfg, 8, 32)
+    # what the step benchmark reports for a batch with 2 negatives per pair: 16 more passages
+    out = dict(batch=8, query_len=16, passage_len=32, hard_negatives=2, real_tokens_per_step=100)
+    _summarise(out, cfg, [0.5], [], [], None)
+    assert out["model_flops_per_step"] == plain + 3 * encoder_flops(cfg, 16, 32)
+    assert out["model_flops_per_s"] == 2 * out["model_flops_per_step"]
+
+
 def test_best_operating_point_needs_the_recall():
     from hybrid_jax.bench.report import best_operating_point
 

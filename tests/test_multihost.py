@@ -5,7 +5,9 @@ Both runs are the real CLI (`python -m hybrid_jax.main --distributed ...`) in su
 process with its own simulated device count (XLA_FLAGS must be set before jax is imported, so
 this cannot run inside the pytest process).  pmap runs on synthetic batches, shard_map on XQuAD-R
 when ../shared/data is there (else synthetic too), so both data iterators' per-host slicing is
-exercised; with two processes each builds only its half of every global batch.
+exercised; with two processes each builds only its half of every global batch.  Both runs train
+with hard negatives (synthetic: 2 per pair, some padding; XQuAD-R: 1 from the positive's
+paragraph), so every query is scored against negatives that the other process encoded.
 """
 import json
 import os
@@ -95,9 +97,11 @@ def _losses(workdir: pathlib.Path) -> dict:
 @pytest.mark.parametrize("parallelism,data", [("pmap", "synthetic"), ("shard_map", "xquad-r")])
 def test_two_processes_match_one(tmp_path, parallelism, data):
     overrides = {"parallelism": parallelism, "train.num_steps": STEPS, "train.log_every": 1,
-                 "train.checkpoint_every": 2, "train.compilation_cache_dir": CACHE}
+                 "train.checkpoint_every": 2, "train.compilation_cache_dir": CACHE,
+                 "data.hard_negatives": 2}
     if data == "xquad-r" and (SHARED_DATA / "xquad-r").is_dir():
-        overrides.update({"data.synthetic": False, "data.dataset_dir": SHARED_DATA / "xquad-r"})
+        overrides.update({"data.synthetic": False, "data.dataset_dir": SHARED_DATA / "xquad-r",
+                          "data.hard_negatives": 1, "data.negative_source": "same_paragraph"})
     else:
         data = "synthetic"
     one, two = tmp_path / "one", tmp_path / "two"
@@ -126,3 +130,39 @@ def test_two_processes_match_one(tmp_path, parallelism, data):
     assert param_diff <= ATOL
     print(f"{parallelism}/{data}: max |loss diff| {loss_diff:.2e}, max |param diff| "
           f"{param_diff:.2e}, {wall:.1f}s for both runs")
+
+
+def test_synthetic_negatives_are_per_process_slices_of_one_draw():
+    """What the synthetic runs above feed: each process's hard negatives are its rows of the
+    1-process batch, a function of (seed, step); some are padding; every one shares tokens with
+    its query, but fewer than the positive does."""
+    from configs import tiny
+    from hybrid_jax.data.synthetic import SyntheticIterator
+
+    c = tiny.get_config().data
+    c.hard_negatives = 2
+    b, h = int(c.global_batch_size), 2
+    one = SyntheticIterator(c, 1000, seed=3)
+    whole = [next(one), next(one)]
+    half = SyntheticIterator(c, 1000, seed=3, process_index=1, process_count=2)
+    half.set_state({"step": 1})  # resume at the second batch
+    second = next(half)
+    assert second["negative_ids"].shape == (b // 2, h, c.passage_max_length)
+    for k in ("negative_ids", "negative_mask", "negative_valid"):
+        np.testing.assert_array_equal(second[k], whole[1][k][b // 2:])
+    assert not np.array_equal(whole[0]["negative_ids"], whole[1]["negative_ids"])
+
+    batch = whole[0]
+    assert (batch["negative_mask"].sum(-1) > 0).all()
+    assert 0 < batch["negative_valid"].sum() < batch["negative_valid"].size
+    for i in range(b):
+        query = set(batch["query_ids"][i][batch["query_mask"][i] > 0].tolist())
+        positive = len(query & set(batch["passage_ids"][i].tolist()))
+        for j in range(h):
+            negative = batch["negative_ids"][i, j][batch["negative_mask"][i, j] > 0]
+            assert 0 < len(query & set(negative.tolist())) < positive
+
+    c.hard_negatives = 0  # the pairs do not depend on whether negatives are drawn
+    plain = next(SyntheticIterator(c, 1000, seed=3))
+    assert "negative_ids" not in plain
+    np.testing.assert_array_equal(plain["passage_ids"], batch["passage_ids"])

@@ -68,16 +68,22 @@ def test_final_evaluation_uses_the_selected_step(shared_data, selected, monkeypa
     _same(bundle.params, run_checkpoint.restore_params(tmp_path, "best")[0])
 
 
-def test_resume_selects_the_same_step_with_the_same_params(shared_data, selected, tmp_path):
-    config = _select_config(shared_data)
-    train.train_and_evaluate(config, tmp_path, evaluate=False, stop_at=4)
-    train.train_and_evaluate(config, tmp_path, evaluate=False)
-    assert run_checkpoint.best_step(tmp_path) == run_checkpoint.best_step(selected)
-    _same(run_checkpoint.restore_params(tmp_path, "best")[0],
-          run_checkpoint.restore_params(selected, "best")[0])
-    first = {r["step"]: r["select/score"] for r in _rows(selected) if "select/score" in r}
-    again = {r["step"]: r["select/score"] for r in _rows(tmp_path) if "select/score" in r}
-    assert again == first
+def test_resume_with_hard_negatives_is_bit_identical(shared_data, tmp_path):
+    """Same-paragraph hard negatives (in the training and the dev batches) and selection: a run
+    stopped at step 4 and resumed ends with the same params, scores and selected step as an
+    uninterrupted one."""
+    config = _select_config(shared_data, **{"data.hard_negatives": 1})
+    train.train_and_evaluate(config, tmp_path / "straight", evaluate=False)
+    train.train_and_evaluate(config, tmp_path / "resumed", evaluate=False, stop_at=4)
+    train.train_and_evaluate(config, tmp_path / "resumed", evaluate=False)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_checkpoint.best_step(resumed) == run_checkpoint.best_step(straight) is not None
+    for step in (None, "best"):
+        _same(run_checkpoint.restore_params(resumed, step)[0],
+              run_checkpoint.restore_params(straight, step)[0])
+    first = {r["step"]: r["select/score"] for r in _rows(straight) if "select/score" in r}
+    again = {r["step"]: r["select/score"] for r in _rows(resumed) if "select/score" in r}
+    assert again == first and sorted(first) == [2, 4, 6]
 
 
 def test_map_selection_and_bad_settings(shared_data, tmp_path):

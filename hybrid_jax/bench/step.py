@@ -90,9 +90,14 @@ def encoder_flops(config, batch: int, length: int) -> float:
     return float(config.num_layers * per_layer)
 
 
-def train_step_flops(config, batch: int, query_len: int, passage_len: int) -> float:
-    """Model FLOPs of one training step: forward + backward (2x forward) of both towers."""
-    return 3 * (encoder_flops(config, batch, query_len) + encoder_flops(config, batch, passage_len))
+def train_step_flops(config, batch: int, query_len: int, passage_len: int,
+                     hard_negatives: int = 0) -> float:
+    """Model FLOPs of one training step: forward + backward (2x forward) of both towers, the
+    `hard_negatives` per pair included (passage tower, passage length; padded ones are encoded
+    too).  GradCache's extra no-gradient forward pass is not model work and is not counted."""
+    passages = batch * (1 + hard_negatives)
+    return 3 * (encoder_flops(config, batch, query_len)
+                + encoder_flops(config, passages, passage_len))
 
 
 class TorchPeer:
@@ -163,9 +168,11 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
         batches = [next(run.iterator) for _ in range(n_batches)]  # the pipeline is not timed here
         b, lq = batches[0]["query_ids"].shape
         lp = batches[0]["passage_ids"].shape[1]
+        hard = batches[0]["negative_ids"].shape[1] if "negative_ids" in batches[0] else 0
         real_tokens = float(np.mean([batch["query_mask"].sum() + batch["passage_mask"].sum()
                                      for batch in batches]))
-        out.update(batch=b, query_len=lq, passage_len=lp, padded_tokens_per_step=b * (lq + lp),
+        out.update(batch=b, query_len=lq, passage_len=lp, hard_negatives=hard,
+                   padded_tokens_per_step=b * (lq + lp),
                    real_tokens_per_step=real_tokens)
 
         state = run.state
@@ -233,7 +240,7 @@ def _summarise(out: dict, model_config, jax_s: list, torch_s: list, ratios: list
     """Medians, throughput and FLOP/s of the timed rounds into `out`."""
     b, lq, lp = out["batch"], out["query_len"], out["passage_len"]
     step_s = _median(jax_s)
-    flops = train_step_flops(model_config, b, lq, lp)
+    flops = train_step_flops(model_config, b, lq, lp, out["hard_negatives"])
     out.update(step_s=step_s, step_s_all=jax_s, steps_per_s=1 / step_s, examples_per_s=b / step_s,
                padded_tokens_per_s=b * (lq + lp) / step_s,
                real_tokens_per_s=out["real_tokens_per_step"] / step_s,

@@ -1,5 +1,8 @@
 """Random learnable batches in the training pipeline's format, for tests and benchmarks that need
-no dataset (`config.data.synthetic`): passages share tokens with their queries, so the loss falls."""
+no dataset (`config.data.synthetic`): passages share tokens with their queries, so the loss falls.
+With `data.hard_negatives = H > 0` every pair also gets H negatives that share fewer of its query's
+tokens than the positive does (hard, but distinguishable), about a quarter of them marked padding
+(`negative_valid = 0`), as the pipeline marks pairs with fewer candidates than asked."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,9 +40,23 @@ class SyntheticIterator:
                      passage_ids=p, passage_mask=mask_p,
                      is_mono=np.ones(b, np.int32), query_lang=lang, passage_lang=lang,
                      example_id=np.arange(b) + b * (self.step - 1))
+        hard = int(self.c.get("hard_negatives", 0) or 0)
+        if hard > 0:  # drawn after everything else: batches without negatives stay as they were
+            batch.update(self._negatives(rng, q, hard, lp, shared))
         per = b // self.process_count
         lo = self.process_index * per
         return {k: v[lo:lo + per] for k, v in batch.items()}
+
+    def _negatives(self, rng, q, hard: int, lp: int, shared: int) -> dict:
+        b = q.shape[0]
+        ids = rng.integers(5, self.vocab, size=(b, hard, lp), dtype=np.int32)
+        overlap = shared // 2
+        ids[:, :, 1:1 + overlap] = q[:, None, 1:1 + overlap]
+        lengths = rng.integers(max(2, overlap + 1), lp + 1, size=(b, hard))
+        mask = (np.arange(lp) < lengths[..., None]).astype(np.int32)
+        valid = (rng.random((b, hard)) >= 0.25).astype(np.int32)
+        return dict(negative_ids=np.where(mask > 0, ids, 1), negative_mask=mask,
+                    negative_valid=valid)
 
     def get_state(self):
         return {"step": self.step}
