@@ -13,29 +13,14 @@ into 4 micro-batches of 25).  The hard negative is another sentence of the posit
 in the passage language (LAReQA's natural distractor; 96% of XQuAD-R training pairs have one).
 Variants: ':mono', ':cross', ':hybrid' (default) pick the sampler.
 """
-from configs import demo_cpu
+from configs import demo_cpu, paper_recipe
 
 
 def get_config(arg=None):
     c = demo_cpu.get_config(arg)
     c.data.global_batch_size = 64
     c.optim.grad_accum_steps = 4
-    c.data.hard_negatives = 1
-    c.data.negative_source = "same_paragraph"
-    # 6 dev articles: the default 4 hold too few distinct positives for dev batches of 32; the
-    # 12 test articles are the same (the test block is the last of the hash order either way).
-    c.data.split_sizes = (30, 6, 12)
-
+    c.optim.warmup_steps = 15
     c.train.num_steps = 150
     c.train.checkpoint_every = 25
-    c.train.select = "loss"
-    c.train.select_every = 25
-    c.train.select_batches = 8
-    c.train.select_batch_size = 32
-    c.optim.warmup_steps = 15
-
-    c.eval.datasets = (dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
-                            fold="test"),
-                       dict(name="mlqa-r", type="mlqa-r", path="../shared/data/mlqa-r",
-                            fold="all"))
-    return c
+    return paper_recipe.apply(c, select_every=25)

@@ -6,7 +6,7 @@ For a TPU or GPU host.
 model.spec loads Hugging Face weights from a local directory or hub id; the paper mean-pools
 XLM-R.  Variants: ':mono' (X-X), ':cross' (X-Y), ':hybrid' (default).
 """
-from configs import default
+from configs import default, paper_recipe
 
 
 def get_config(arg=None):
@@ -25,27 +25,14 @@ def get_config(arg=None):
     c.data.alpha = 0.5
     c.data.query_max_length = 64
     c.data.passage_max_length = 128
-    # The paper's triplets: one hard negative per pair (LAReQA's natural distractors), scored by
-    # every query of the global batch beside the 99 in-batch negatives.
-    c.data.hard_negatives = 1
-    c.data.negative_source = "same_paragraph"
-    # 6 dev articles: the default 4 hold too few distinct positives for dev batches of 32; the
-    # 12 test articles are the same (the test block is the last of the hash order either way).
-    c.data.split_sizes = (30, 6, 12)
 
     c.train.num_steps = 3000
     c.train.log_every = 50
     c.train.checkpoint_every = 500
-    c.train.select = "loss"         # the paper keeps the lowest validation loss
-    c.train.select_every = 250
-    c.train.select_batches = 16
-    c.train.select_batch_size = 32  # the dev fold cannot fill cross batches of 100
 
-    c.eval.datasets = (dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r",
-                            fold="test"),
-                       dict(name="mlqa-r", type="mlqa-r", path="../shared/data/mlqa-r",
-                            fold="all"))  # zero-shot: no MLQA data in training
     c.eval.every_steps = 1000
     c.eval.batch_size = 256
     c.eval.max_length = 256
+    paper_recipe.apply(c, select_every=250)
+    c.train.select_batches = 16  # 512 dev pairs
     return c

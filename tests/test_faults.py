@@ -23,7 +23,6 @@ from configs import tiny
 from conftest import REPO
 from hybrid_jax import checkpointing, guards, train
 from hybrid_jax.models import run_checkpoint
-from hybrid_jax.errors import InputError
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
 
@@ -153,11 +152,8 @@ def test_sigterm_and_kill9_resume_bit_identical(tmp_path):
 # ----------------------------------------------------------------------------- non-finite loss
 
 
-def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_path,
-                                                                           monkeypatch):
-    """Parameters turned NaN before update 7: the check (at the log interval / before a save,
-    on metrics already fetched there) names step 7 and its batch's example ids; the step-8
-    checkpoint is not written, checkpoint 4 stays and is finite."""
+def nan_params_before_update(monkeypatch, update: int) -> None:
+    """train.setup's runner turns the params NaN just before its `update`-th step (1-based)."""
     real_setup = train.setup
 
     def setup_with_fault(*args, **kwargs):
@@ -166,7 +162,7 @@ def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_
 
         def faulty(state, frozen, batch):
             calls[0] += 1
-            if calls[0] == 7:
+            if calls[0] == update:
                 state = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
             return step_fn(state, frozen, batch)
 
@@ -174,6 +170,14 @@ def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_
         return run
 
     monkeypatch.setattr(train, "setup", setup_with_fault)
+
+
+def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_path,
+                                                                           monkeypatch):
+    """Parameters turned NaN before update 7: the check (at the log interval / before a save,
+    on metrics already fetched there) names step 7 and its batch's example ids; the step-8
+    checkpoint is not written, checkpoint 4 stays and is finite."""
+    nan_params_before_update(monkeypatch, 7)
     config = _config(dict(BASE, **{"train.num_steps": 12, "train.log_every": 3,
                                    "train.checkpoint_every": 4}))
     with pytest.raises(guards.TrainingDiverged) as e:

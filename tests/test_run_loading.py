@@ -10,6 +10,7 @@ from configs import default
 from hybrid_jax import guards, train
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.models.pretrained import load_pretrained
+from test_faults import nan_params_before_update
 from test_train import _config
 
 
@@ -71,22 +72,8 @@ def test_loading_a_checkpoint_is_quiet(untied_run, caplog):
 
 def test_diverged_model_is_never_evaluated(tmp_path, monkeypatch):
     """NaN params from update 3; evaluation due at step 4: the divergence stops the run first."""
-    real_setup, evaluated = train.setup, []
-
-    def setup_with_fault(*args, **kwargs):
-        run = real_setup(*args, **kwargs)
-        step_fn, calls = run.runner.step_fn, [0]
-
-        def faulty(state, frozen, batch):
-            calls[0] += 1
-            if calls[0] == 3:
-                state = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
-            return step_fn(state, frozen, batch)
-
-        run.runner.step_fn = faulty
-        return run
-
-    monkeypatch.setattr(train, "setup", setup_with_fault)
+    evaluated = []
+    nan_params_before_update(monkeypatch, 3)
     monkeypatch.setattr(train, "run_evaluation", lambda *a, **k: evaluated.append(a[3]) or {})
     config = _config(**{"train.num_steps": 8, "train.log_every": 100,
                         "train.checkpoint_every": 0, "eval.every_steps": 2})
