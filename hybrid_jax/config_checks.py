@@ -100,3 +100,29 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
     selection.check_config(config)
     optim.make_schedule(config.optim, int(config.train.num_steps))  # schedule name
     optim.frozen_predicate(config.optim)                            # frozen_params regex
+
+
+def check_first_batch(batch: dict, config) -> None:
+    """The iterator gives what the step reads, in the configured shapes (checked once)."""
+    missing = [k for k in steps.MODEL_INPUTS if k not in batch]
+    if missing:
+        raise InputError(f"data: the training iterator gives no {missing}")
+    b = batch["query_ids"].shape[0]
+    expected = int(config.data.global_batch_size) // jax.process_count()
+    if b != expected:
+        raise InputError(f"data: batch of {b} examples, expected {expected} "
+                         f"(data.global_batch_size / processes)")
+    hard = int(config.data.hard_negatives)
+    if hard > 0:
+        missing = [k for k in steps.NEGATIVE_INPUTS if k not in batch]
+        if missing:
+            raise InputError(f"data.hard_negatives={hard} but the training iterator gives no "
+                             f"{missing}")
+        if (batch["negative_ids"].shape[:2] != (b, hard)
+                or batch["negative_valid"].shape != (b, hard)):
+            raise InputError(f"data: negatives of shape {batch['negative_ids'].shape} / "
+                             f"{batch['negative_valid'].shape}, expected ({b}, {hard}, ...) / "
+                             f"({b}, {hard})")
+    elif "negative_ids" in batch:
+        raise InputError("data: the training iterator gives hard negatives but "
+                         "data.hard_negatives is 0")

@@ -176,31 +176,6 @@ def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
     return results
 
 
-def _check_first_batch(batch: dict, config) -> None:
-    missing = [k for k in steps.MODEL_INPUTS if k not in batch]
-    if missing:
-        raise InputError(f"data: the training iterator gives no {missing}")
-    b = batch["query_ids"].shape[0]
-    expected = int(config.data.global_batch_size) // jax.process_count()
-    if b != expected:
-        raise InputError(f"data: batch of {b} examples, expected {expected} "
-                         f"(data.global_batch_size / processes)")
-    hard = int(config.data.hard_negatives)
-    if hard > 0:
-        missing = [k for k in steps.NEGATIVE_INPUTS if k not in batch]
-        if missing:
-            raise InputError(f"data.hard_negatives={hard} but the training iterator gives no "
-                             f"{missing}")
-        if (batch["negative_ids"].shape[:2] != (b, hard)
-                or batch["negative_valid"].shape != (b, hard)):
-            raise InputError(f"data: negatives of shape {batch['negative_ids'].shape} / "
-                             f"{batch['negative_valid'].shape}, expected ({b}, {hard}, ...) / "
-                             f"({b}, {hard})")
-    elif "negative_ids" in batch:
-        raise InputError("data: the training iterator gives hard negatives but "
-                         "data.hard_negatives is 0")
-
-
 def _due(step: int, every: int, end: int) -> bool:
     """A cadence (every N steps) falls on `step`; the last step has its own handling."""
     return bool(every) and step % every == 0 and step < end
@@ -225,7 +200,7 @@ class _Loop:
         run, c = self.run, self.run.config
         batch = next(run.iterator)
         if step == run.start_step:
-            _check_first_batch(batch, c)
+            config_checks.check_first_batch(batch, c)
         run.state, metrics = run.runner(run.state, run.frozen, run.runner.shard_batch(batch))
         step += 1
         self.progress.steps += 1
