@@ -1,4 +1,7 @@
-"""Test set-up: simulate 8 CPU devices (must happen before jax is imported anywhere)."""
+"""Test set-up: simulate 8 CPU devices (must happen before jax is imported anywhere).
+
+JAX_PLATFORMS and XLA_FLAGS already in the environment win: hybrid_jax.device_check runs a
+selection of these tests on a GPU with JAX_PLATFORMS=cuda."""
 import os
 import pathlib
 

@@ -6,7 +6,8 @@
         [--markdown BENCHMARKS.md] [--config.a.b=...]
 
 Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
-  peak      the machine's practical matmul peak under XLA (float32 on CPU, bfloat16 on GPU/TPU)
+  peak      the machine's practical matmul peak under XLA, in the dtype the step computes in
+            (model.compute_dtype; --peak_dtype overrides), so the step's fraction of it is MFU
   step      our train step against the PyTorch peer, alternating, on the config's model and shapes
   profile   where the step's time goes: jax.profiler trace, XLA thunk time per kind of op
   pipeline  input-pipeline batches/s against the measured step rate
@@ -43,6 +44,9 @@ flags.DEFINE_string("real_pool", None, "embeddings.npz of a real evaluation (eva
 flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
 flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")
+flags.DEFINE_string("peak_dtype", "", "dtype of the peak matmul ('' = model.compute_dtype).")
+flags.DEFINE_integer("peak_size", 0, "Side of the square peak matmul (0 = 2048 on CPU, 8192 on "
+                     "accelerators, where smaller products do not fill the chip).")
 flags.DEFINE_string("out", "benchmarks/results.json", "Results file (merged per section).")
 flags.DEFINE_string("markdown", "BENCHMARKS.md", "Table regenerated from --out ('' = none).")
 
@@ -79,9 +83,13 @@ def _peak(config) -> dict:
 
     import jax
 
-    if jax.default_backend() == "cpu":
-        return step.matmul_peak(2048, "float32")
-    return step.matmul_peak(8192, "bfloat16")
+    # MFU is only meaningful against a peak in the step's own dtype: bfloat16 matmuls run at
+    # several times the float32 rate on GPU and TPU.
+    dtype = FLAGS.peak_dtype or str(config.model.get("compute_dtype", "float32") or "float32")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        cli.fail(f"--peak_dtype: {dtype!r}; choose float32, bfloat16 or float16")
+    n = FLAGS.peak_size or (2048 if jax.default_backend() == "cpu" else 8192)
+    return step.matmul_peak(n, dtype)
 
 
 def _pipeline(config, step_result: dict | None) -> dict:
