@@ -1,4 +1,4 @@
-"""The prepared GPU call (hybrid_jax/device_check.py): its CPU dry run end to end, and the pieces
+"""The prepared GPU call (hybrid_jax/device_check/): its CPU dry run end to end, and the pieces
 that decide what runs there (test selection, wheel installs, the device-mode configs, budgets)."""
 import json
 import os
@@ -13,6 +13,7 @@ import pytest
 
 from configs import demo_cpu, tradeoff
 from hybrid_jax import cli, config_checks, device_check as dc, experiment
+from hybrid_jax.device_check import bundle as dc_bundle, device_tests
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # What the device tool brings back from $OUT: at most 8 files, names of these characters only.
@@ -121,7 +122,8 @@ def test_tests_are_selected_by_the_devices_they_need():
     one, left_out = dc.select_tests(1)
     assert one == list(dc.ONE_DEVICE_TESTS) and len(left_out) == len(dc.SHARDED_TESTS)
     four, left_out = dc.select_tests(4)
-    assert f"{dc._STEP}[negatives2-pmap4]" in four and f"{dc._STEP}[negatives2-pmap8]" in left_out
+    step = device_tests._STEP
+    assert f"{step}[negatives2-pmap4]" in four and f"{step}[negatives2-pmap8]" in left_out
     assert "tests/test_train.py::test_resume_equals_uninterrupted" in four
     eight, left_out = dc.select_tests(8)
     assert left_out == [] and len(eight) == len(dc.ONE_DEVICE_TESTS) + len(dc.SHARDED_TESTS)
@@ -261,7 +263,7 @@ def test_prepare_checks_the_data_and_the_transfer_limit(shared_data, tmp_path, m
     assert a["sha256"] == b["sha256"] and a["files"] >= 2  # same data, same archive
     with tarfile.open(tmp_path / "a" / dc.DATA_ARCHIVE) as tar:
         assert {"xquad-r/en.json", "mlqa-r/en.json"} <= set(tar.getnames())
-    monkeypatch.setattr(dc, "TRANSFER_LIMIT_BYTES", 10_000)
+    monkeypatch.setattr(dc_bundle, "TRANSFER_LIMIT_BYTES", 10_000)  # where prepare reads it
     with pytest.raises(SystemExit, match="exceed the 64 MiB"):
         dc.prepare(tmp_path / "bundle", shared_data, languages=["en"], model=False,
                    wheels_required=False, log=lambda m: None)

@@ -1,0 +1,25 @@
+"""The prepared GPU check (`python -m hybrid_jax.device_check`; command.py describes the stages
+and why it is built as it is).
+
+Modules: command (options, main), check (the stages in order), runner (deadline, child
+processes, summary.json), setup_stages and measure_stages (the stages themselves), run_settings
+(the bench's and the grid's configs), device_tests (which tests run), bundle (what `--prepare`
+builds, and which wheels to install), figures (reading results), workers (the code of the child
+processes that import jax), files (shared helpers).  At load time every module imports the
+standard library only.
+"""
+from hybrid_jax.device_check.bundle import (DATA_ARCHIVE, MANIFEST, MODEL_DIR, plan_install,
+                                            prepare, version_tuple, wheel_name_version,
+                                            write_data_archive)
+from hybrid_jax.device_check.check import Check
+from hybrid_jax.device_check.command import main, parse_args
+from hybrid_jax.device_check.device_tests import (DRY_RUN_TESTS, ONE_DEVICE_TESTS, SHARDED_TESTS,
+                                                  select_tests)
+from hybrid_jax.device_check.figures import finished_runs, grid_figures, parse_plan
+from hybrid_jax.device_check.run_settings import flag_value
+from hybrid_jax.device_check.runner import OUT_FILES
+
+__all__ = ["DATA_ARCHIVE", "DRY_RUN_TESTS", "MANIFEST", "MODEL_DIR", "ONE_DEVICE_TESTS",
+           "OUT_FILES", "SHARDED_TESTS", "Check", "finished_runs", "flag_value", "grid_figures",
+           "main", "parse_args", "parse_plan", "plan_install", "prepare", "select_tests",
+           "version_tuple", "wheel_name_version", "write_data_archive"]

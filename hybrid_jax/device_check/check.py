@@ -1,0 +1,45 @@
+"""The check as a whole: the stages in order, what each needs from the ones before, and the
+closing summary."""
+from __future__ import annotations
+
+import json
+
+from hybrid_jax.device_check.bundle import MANIFEST
+from hybrid_jax.device_check.measure_stages import MeasureStages
+from hybrid_jax.device_check.runner import END_RESERVE_S
+from hybrid_jax.device_check.setup_stages import SetupStages
+
+
+class Check(SetupStages, MeasureStages):
+    """Runs the stages as child processes against one deadline and keeps summary.json current."""
+
+    def run(self) -> int:
+        self.say(f"{self.summary['mode']}: budget {self.args.budget_s:.0f}s, work {self.work}")
+        if self.dry and self.bundle is None:
+            self.stage("prepare", self.do_prepare)
+        elif self.bundle is None or not self.bundle.is_dir():
+            raise SystemExit(f"error: bundle {self.bundle}: no such folder (make device-prep, "
+                             f"then name it in the device call's carry)")
+        if self.bundle is not None and (self.bundle / MANIFEST).is_file():
+            m = json.loads((self.bundle / MANIFEST).read_text())
+            self.summary["bundle"] = {k: m.get(k) for k in ("created", "commit", "dirty",
+                                                            "total_bytes")}
+        have_bundle = ("prepare",) if self.dry and "prepare" in self.stages else ()
+        self.stage("install", self.do_install, needs=have_bundle)
+        self.stage("env", self.do_env)
+        # On a machine whose jax fell back to the CPU, the GPU figures would be wrong: stop.
+        on_device = ("env",) if self.facts.get("wrong_backend") else ()
+        self.stage("data", self.do_data, needs=have_bundle)
+        self.stage("tests", self.do_tests, needs=on_device)
+        self.stage("resume", self.do_resume, needs=on_device)
+        self.stage("bench", self.do_bench, needs=on_device + ("data",))
+        self.stage("grid", self.do_grid, needs=on_device + ("data",),
+                   budget=max(self.left() - END_RESERVE_S, 0))
+        failed = [s["stage"] for s in self.stages.values() if s["status"] in ("failed", "timeout")]
+        self.summary["failed_stages"] = failed
+        self.save()
+        self.say("summary: " + ", ".join(f"{s['stage']} {s['status']}"
+                                         for s in self.stages.values()))
+        self.say(f"results in {self.out}: " + ", ".join(sorted(
+            p.name for p in self.out.iterdir() if p.is_file())))
+        return 1 if failed else 0
