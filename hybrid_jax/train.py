@@ -135,9 +135,12 @@ def setup(config, workdir: str, pretrained=None) -> Run:
                checkpointer, iterator, start_step, selector)
 
 
-def model_params(run: Run):
-    """Current dual-encoder params (trained + frozen) as one host tree."""
-    trainable = jax.device_get(run.runner.unreplicate(run.state.params))
+def model_params(run: Run, trainable=None):
+    """Current dual-encoder params (trained + frozen) as one tree; `trainable`: the run's
+    trainable params already taken out of the runner's layout."""
+    if trainable is None:
+        trainable = run.runner.unreplicate(run.state.params)
+    trainable = jax.device_get(trainable)
     # On device once, so evaluation's jitted encoder does not re-send the table every batch.
     return jax.device_put(optim.merge_params(trainable, run.frozen_host)["model"])
 
@@ -249,7 +252,7 @@ class _Loop:
         t = time.time()
         trainable = run.runner.unreplicate(run.state.params)
         bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
-                                       params=model_params(run))
+                                       params=model_params(run, trainable))
         self.selector.offer(step, bundle, trainable, self.writer)
         self.progress.pause(time.time() - t)
 
