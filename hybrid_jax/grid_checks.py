@@ -17,8 +17,13 @@ from hybrid_jax.models.run_checkpoint import saved_steps
 ZERO_SHOT = "zero-shot"
 # Keys that change speed or logging, never the result: a finished run stays finished when they do.
 IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
+                "eval.buckets", "eval.token_budget",  # padding and batching of the encoder
                 "train.compilation_cache_dir", "train.log_every", "train.async_checkpointing",
                 "data.prefetch", "data.num_threads", "data.worker_count")
+
+
+# Keys added since runs were saved, at the default that reproduces those runs: absent == default.
+ADDED_KEY_DEFAULTS = {"eval.compute_dtype": ""}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -38,8 +43,8 @@ def config_differences(run_dir: pathlib.Path, config, spec) -> list[str]:
     path = run_dir / "config.json"
     if not path.is_file():
         return []
-    old = _flat(json.loads(path.read_text()))
-    new = _flat(json.loads(config.to_json_best_effort(sort_keys=True)))
+    old = {**ADDED_KEY_DEFAULTS, **_flat(json.loads(path.read_text()))}
+    new = {**ADDED_KEY_DEFAULTS, **_flat(json.loads(config.to_json_best_effort(sort_keys=True)))}
     keys = sorted(set(old) | set(new))
     if spec.sampler == ZERO_SHOT:
         keys = [k for k in keys if k.startswith(("model.", "eval."))]

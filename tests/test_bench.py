@@ -45,7 +45,14 @@ def test_every_section_reports_its_figures(bench_run):
     assert sec["pipeline"]["pipeline_over_step_rate"] == pytest.approx(
         sec["pipeline"]["batches_per_s"] / step["steps_per_s"])
     enc = sec["encode"]
-    assert enc["texts"] == 48 and enc["bucketed"]["texts_per_s"] > 0
+    assert enc["texts"] == 48
+    base = enc["variants"]["default buckets, fixed rows, float32"]
+    assert base["texts_per_s"] > 0 and base["cosine_min"] == pytest.approx(1.0, abs=1e-6)
+    # every variant encodes the same texts to (nearly) the same vectors
+    assert all(v["cosine_min"] > 0.999 for v in enc["variants"].values())
+    if "PyTorch peer, float32" in enc["variants"]:
+        assert enc["fastest_over_peer"] > 0 and enc["variants"]["PyTorch peer, float32"][
+            "cosine_min"] > 0.9999
     pool = sec["search"]["synthetic"][0]
     assert pool["n_candidates"] == 3000 and pool["exact_qps"] > 0
     if "scann_qps" in pool:

@@ -1,7 +1,6 @@
 """The Flax encoder on real weights against independent references, export round trips, bad input."""
 import json
 import os
-import shutil
 import struct
 
 import jax

@@ -21,10 +21,15 @@ class ToyTokenizer:
     def lengths(self, texts):
         return np.array([len(self.ids(t)) for t in texts], np.int32)
 
+    def token_ids(self, texts):
+        return [self.ids(t) for t in texts]
+
     def __call__(self, texts, max_length):
-        ids = np.zeros((len(texts), max_length), np.int32)
-        for i, t in enumerate(texts):
-            x = self.ids(t)
+        return self.pack(self.token_ids(texts), max_length)
+
+    def pack(self, seqs, max_length):
+        ids = np.zeros((len(seqs), max_length), np.int32)
+        for i, x in enumerate(seqs):
             x = x[:max_length - 1] + [2] if len(x) > max_length else x
             ids[i, :len(x)] = x
         return ids, (ids != 0).astype(np.int32)
@@ -80,14 +85,51 @@ def test_bucketed_equals_unbucketed_and_keeps_order():
     np.testing.assert_array_equal(bucketed[5], bucketed[9])
 
 
-def test_one_trace_per_bucket_and_batch_rounded_to_devices():
+def test_one_trace_per_bucket_shape_plus_at_most_one_for_the_last_batch():
     apply_fn, params, calls = toy_model(1)
     xs = texts(60, seed=1)
-    E.encode_texts(xs, tokenizer=ToyTokenizer(), apply_fn=apply_fn, params=params,
-                   max_length=64, buckets=(8, 16, 32), batch_size=10, progress=False)
-    used = len(set(E.assign_buckets(ToyTokenizer().lengths(xs), [8, 16, 32, 64]).tolist()))
-    assert calls["traces"] == used  # batch 10 -> 16 (8 devices); last batches padded, no retrace
+    out = E.encode_texts(xs, tokenizer=ToyTokenizer(), apply_fn=apply_fn, params=params,
+                         max_length=64, buckets=(8, 16, 32), batch_size=10, progress=False)
+    sizes = [8, 16, 32, 64]
+    used = len(set(E.assign_buckets(ToyTokenizer().lengths(xs), sizes).tolist()))
+    # batch 10 -> 16 rows (8 devices); a bucket's partial last batch may take a smaller shape:
+    # one trace per shape planned, no more
+    plan = E.plan_batches(ToyTokenizer().lengths(xs), sizes, E.bucket_rows(sizes, 0, 10, 8), 8)
+    assert calls["traces"] == len({(size, rows) for size, _, rows in plan}) <= 2 * used
+    assert out.shape == (60, 16)
     assert E.bucket_lengths(24, (8, 32, 64)) == [8, 24]
+
+
+def test_token_budget_plan_covers_every_text_once_in_fitting_shapes():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 120, 500)
+    sizes = E.bucket_lengths(96, (16, 32, 64))
+    rows = E.bucket_rows(sizes, 1024, 0, 8)
+    assert rows == [64, 32, 16, 8]  # 1024 // 96 = 10 -> 8: a multiple of the 8 devices
+    plan = E.plan_batches(lengths, sizes, rows, 8)
+    members = np.concatenate([chunk for _, chunk, _ in plan])
+    np.testing.assert_array_equal(np.sort(members), np.arange(500))
+    for i, (size, chunk, n_rows) in enumerate(plan):
+        assert n_rows % 8 == 0 and len(chunk) <= n_rows <= rows[sizes.index(size)]
+        assert np.all(np.minimum(lengths[chunk], 96) <= size)  # nobody is cut below max_length
+        smaller = [s for s in sizes if s < size]
+        assert not smaller or np.all(lengths[chunk] > smaller[-1])  # nor padded past its bucket
+        if i + 1 < len(plan) and plan[i + 1][0] == size:
+            assert len(chunk) == n_rows  # only a bucket's last batch is partial
+        else:
+            assert n_rows < 2 * len(chunk) or n_rows == 8  # ... and padded to a power of two
+    shapes = {(size, n_rows) for size, _, n_rows in plan}
+    assert len(shapes) <= 2 * len(sizes)
+
+
+def test_token_budget_encoding_equals_fixed_batches():
+    apply_fn, params, _ = toy_model(4)
+    xs = texts(70, seed=4)
+    kw = dict(tokenizer=ToyTokenizer(), apply_fn=apply_fn, params=params, max_length=24,
+              buckets=(8, 16), progress=False)
+    fixed = E.encode_texts(xs, batch_size=16, **kw)
+    budget = E.encode_texts(xs, token_budget=256, **kw)
+    np.testing.assert_allclose(budget, fixed, atol=1e-5)
 
 
 def test_cache_hit_skips_encoding(tmp_path):

@@ -1,6 +1,5 @@
 """The training loop on a tiny random model and synthetic batches (2 simulated devices)."""
 import json
-import os
 import pathlib
 import struct
 

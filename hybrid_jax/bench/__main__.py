@@ -11,7 +11,7 @@ Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
   step      our train step against the PyTorch peer, alternating, on the config's model and shapes
   profile   where the step's time goes: jax.profiler trace, XLA thunk time per kind of op
   pipeline  input-pipeline batches/s against the measured step rate
-  encode    evaluation encoding throughput with and without length bucketing
+  encode    evaluation encoding: our variants (rows, token budget, bfloat16) and the PyTorch peer
   search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
 Results are merged into --out (a rerun of one section replaces only that section), and
 --markdown is regenerated from the whole file.
@@ -44,6 +44,8 @@ flags.DEFINE_string("real_pool", None, "embeddings.npz of a real evaluation (eva
 flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
 flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")
+flags.DEFINE_bool("peer_bf16", False, "Also time the peer's bfloat16 autocast encoding (slow "
+                  "on CPUs without AVX-512 BF16 / AMX: measured 0.3 GFLOP/s matmuls on AVX2).")
 flags.DEFINE_string("peak_dtype", "", "dtype of the peak matmul ('' = model.compute_dtype).")
 flags.DEFINE_integer("peak_size", 0, "Side of the square peak matmul (0 = 2048 on CPU, 8192 on "
                      "accelerators, where smaller products do not fill the chip).")
@@ -109,42 +111,9 @@ def _pipeline(config, step_result: dict | None) -> dict:
 
 
 def _encode(config) -> dict:
-    """Texts/s encoding XQuAD-R candidate sentences, bucketed vs one padded length (alternating)."""
-    import numpy as np
+    from hybrid_jax.bench.encode import encode_benchmark
 
-    from hybrid_jax import train
-    from hybrid_jax.data import lareqa
-    from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, encode_texts
-
-    bundle = train.load_model(config).bundle(tied=True)
-    ds = lareqa.load_lareqa(config.data.dataset_dir)
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(ds.candidates), size=min(FLAGS.encode_texts, len(ds.candidates)),
-                      replace=False)
-    texts = [ds.candidates[i].text for i in pick]
-    max_length = int(config.eval.max_length)
-    kw = dict(tokenizer=bundle.tokenizer, apply_fn=bundle.apply_fn("passage"),
-              params=bundle.params, prefix=bundle.prefix("passage"), max_length=max_length,
-              batch_size=int(config.eval.batch_size), progress=False)
-    variants = {"bucketed": tuple(config.eval.get("buckets", DEFAULT_BUCKETS)), "padded": ()}
-    lengths = bundle.tokenizer.lengths([bundle.prefix("passage") + t for t in texts])
-    out = {"texts": len(texts), "max_length": max_length, "batch_size": int(config.eval.batch_size),
-           "token_length_p50": float(np.percentile(lengths, 50)),
-           "token_length_p95": float(np.percentile(lengths, 95)),
-           "buckets": list(variants["bucketed"])}
-    for buckets in variants.values():
-        encode_texts(texts, buckets=buckets, **kw)  # compile every shape outside the timing
-    times = {name: [] for name in variants}
-    for _ in range(FLAGS.repeats):
-        for name, buckets in variants.items():
-            t = time.perf_counter()
-            encode_texts(texts, buckets=buckets, **kw)
-            times[name].append(time.perf_counter() - t)
-    for name, ts in times.items():
-        s = float(np.median(ts))
-        out[name] = {"median_s": s, "texts_per_s": len(texts) / s, "all_s": ts}
-    out["bucketing_speedup"] = out["bucketed"]["texts_per_s"] / out["padded"]["texts_per_s"]
-    return out
+    return encode_benchmark(config, FLAGS.encode_texts, FLAGS.repeats, FLAGS.peer, FLAGS.peer_bf16)
 
 
 def _search(config) -> dict:

@@ -41,7 +41,8 @@ def _step(s: dict, peak: dict | None) -> list[str]:
     peer = s.get("peer", {})
     has_peer = "step_s" in peer
     lines = ["## Training step", "",
-             f"Model config: batch {s['batch']}, query {s['query_len']} / passage "
+             f"Model config: batch {s['batch']} with {s.get('hard_negatives', 0)} hard negative(s) "
+             f"per pair, query {s['query_len']} / passage "
              f"{s['passage_len']} tokens (padded; {s['real_tokens_per_step']:.0f} of "
              f"{s['padded_tokens_per_step']} tokens per step are real), {s['rounds']} timed steps "
              f"each, JAX and PyTorch alternating; devices {', '.join(s['devices'])}.", "",
@@ -60,9 +61,11 @@ def _step(s: dict, peak: dict | None) -> list[str]:
     lines += ["Model FLOPs per step = 3 x (forward matmul FLOPs of both towers on the padded "
               f"tokens: Q/K/V/output and feed-forward projections, attention scores and context) "
               f"= {_g(s['model_flops_per_step'])}; the PyTorch peer trains the same weights (our "
-              "Hugging Face export) on the same batches with the same loss, clipping, AdamW and "
-              "frozen word embeddings, in its own process (hybrid_jax/bench/torch_peer.py) "
-              "under the same host-memory set-up (hybrid_jax/host_memory.py).", ""]
+              "Hugging Face export) on the same batches with the same loss (their hard negatives "
+              "included), clipping, AdamW and frozen word embeddings, accumulating over the same "
+              "micro-batches GradCache-style when the step does, in its own process "
+              "(hybrid_jax/bench/torch_peer.py) under the same host-memory set-up "
+              f"(hybrid_jax/host_memory.py){_peer_shape(s)}.", ""]
     if has_peer:
         lines.append(f"Speed-up over the PyTorch peer (median of per-round ratios): "
                      f"**{s['speedup_vs_peer']:.2f}x** (target >= 1.0: "
@@ -153,17 +156,38 @@ def markdown(results: dict) -> str:
                          f"({_f(p['step_per_s'])} steps/s; target >= 10x: {_target(ratio >= 10)}).")
         lines += ["", _meta(p), ""]
     if "encode" in sec:
-        e = sec["encode"]
-        lines += ["## Encoding (evaluation encoder)", "",
-                  f"{e['texts']} XQuAD-R candidate sentences (tokens: median "
-                  f"{e['token_length_p50']:.0f}, 95th percentile {e['token_length_p95']:.0f}), "
-                  f"batch {e['batch_size']}, max length {e['max_length']}.", "",
-                  "| | texts/s | median s |", "|---|---|---|",
-                  f"| length buckets {e['buckets']} | {_f(e['bucketed']['texts_per_s'])} | "
-                  f"{_f(e['bucketed']['median_s'])} |",
-                  f"| one padded length ({e['max_length']}) | {_f(e['padded']['texts_per_s'])} | "
-                  f"{_f(e['padded']['median_s'])} |", "",
-                  f"Bucketing speed-up: {e['bucketing_speedup']:.2f}x.", "", _meta(e), ""]
+        lines += _encode(sec["encode"])
     if "search" in sec:
         lines += _search(sec["search"])
     return "\n".join(lines)
+
+
+def _encode(e: dict) -> list[str]:
+    lines = ["## Encoding (evaluation encoder)", "",
+             f"{e['texts']} XQuAD-R candidate sentences (tokens: median "
+             f"{e['token_length_p50']:.0f}, 95th percentile {e['token_length_p95']:.0f}), "
+             f"batch {e['batch_size']} rows, max length {e['max_length']}; every "
+             "variant and the peer once per round, alternating.", "",
+             "| | texts/s | median s | cosine to ours (float32), min |", "|---|---|---|---|"]
+    for name, v in e["variants"].items():
+        lines.append(f"| {name} | {_f(v['texts_per_s'])} | {_f(v['median_s'])} | "
+                     f"{v['cosine_min']:.6f} |")
+    lines += ["", f"Fastest of ours: {e['fastest']}, {e['fastest_over_baseline']:.2f}x the "
+              f"default-bucket float32 path (target >= 2x: "
+              f"{_target(e['fastest_over_baseline'] >= 2)})."]
+    if "fastest_over_peer" in e:
+        lines.append(f"Over the PyTorch peer (float32, sentence-transformers-style batches of "
+                     f"{e['batch_size']} padded to their longest text; median of per-round "
+                     f"ratios): ours with the default buckets {e['baseline_over_peer']:.2f}x, fastest "
+                     f"{e['fastest_over_peer']:.2f}x (target >= 1.5x: "
+                     f"{_target(e['fastest_over_peer'] >= 1.5)}).")
+    return lines + ["", _meta(e), ""]
+
+
+def _peer_shape(s: dict) -> str:
+    info = s.get("peer", {})
+    if "micro_batches" not in info:
+        return ""
+    return (f"; here {s.get('hard_negatives', 0)} hard negative(s) per pair, "
+            f"{info['micro_batches']} micro-batch(es), bfloat16 autocast "
+            f"{'on' if info.get('autocast') else 'off'}")

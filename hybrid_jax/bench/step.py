@@ -100,17 +100,11 @@ def train_step_flops(config, batch: int, query_len: int, passage_len: int,
                 + encoder_flops(config, passages, passage_len))
 
 
-class TorchPeer:
-    """The PyTorch worker process (bench/torch_peer.py), driven one step at a time."""
+class _PeerProcess:
+    """A bench/torch_peer.py worker process: one JSON reply per command line."""
 
-    def __init__(self, model_dir: str, batches_file: str, threads: int, config, dropout: float):
-        cmd = [sys.executable, "-m", "hybrid_jax.bench.torch_peer", "--model_dir", model_dir,
-               "--batches", batches_file, "--threads", str(threads),
-               "--learning_rate", str(config.optim.learning_rate),
-               "--weight_decay", str(config.optim.weight_decay),
-               "--temperature", str(config.loss.temperature),
-               "--max_grad_norm", str(config.optim.max_grad_norm),
-               "--dropout", str(dropout)]
+    def __init__(self, args: list):
+        cmd = [sys.executable, "-m", "hybrid_jax.bench.torch_peer", *args]
         # The glibc set-up our step loop trains under (hybrid_jax.host_memory), so the comparison
         # is of the frameworks, not of allocator settings (measured: the peer gains ~4% from it).
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -121,19 +115,69 @@ class TorchPeer:
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the PyTorch peer exited (see its stderr above)")
-        return json.loads(line)
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the PyTorch peer: {reply['error']}")
+        return reply
 
-    def step(self) -> dict:
-        self.proc.stdin.write("step\n")
+    def _command(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         return self._read()
 
     def close(self) -> dict:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.flush()
-        out = self._read()
+        out = self._command("quit")
         self.proc.wait(timeout=60)
         return out
+
+
+class TorchPeer(_PeerProcess):
+    """The PyTorch train worker (bench/torch_peer.py), driven one step at a time: same loss (hard
+    negatives included when the batches file has them), GradCache over `micro_batches`, bfloat16
+    autocast of the forward passes with `autocast`."""
+
+    def __init__(self, model_dir: str, batches_file: str, threads: int, config, dropout: float,
+                 autocast: bool = False, micro_batches: int = 1):
+        super().__init__([
+            "--model_dir", model_dir, "--batches", batches_file, "--threads", str(threads),
+            "--learning_rate", str(config.optim.learning_rate),
+            "--weight_decay", str(config.optim.weight_decay),
+            "--temperature", str(config.loss.temperature),
+            "--max_grad_norm", str(config.optim.max_grad_norm),
+            "--dropout", str(dropout), "--micro_batches", str(micro_batches)]
+            + (["--autocast"] if autocast else []))
+
+    def step(self) -> dict:
+        return self._command("step")
+
+
+class TorchEncodePeer(_PeerProcess):
+    """The PyTorch encode worker (torch_peer.py --encode_texts): sentence-transformers-style
+    encoding of pre-tokenised texts (write them with `write_ragged_ids`)."""
+
+    def __init__(self, model_dir: str, texts_file: str, threads: int, batch_size: int = 32,
+                 autocast: bool = False):
+        super().__init__(["--model_dir", model_dir, "--encode_texts", texts_file,
+                          "--threads", str(threads), "--encode_batch", str(batch_size)]
+                         + (["--autocast"] if autocast else []))
+
+    def encode(self) -> dict:
+        """One full pass over the texts -> {'seconds': s}."""
+        return self._command("encode")
+
+    def save(self, path: str) -> dict:
+        """The last pass's embeddings (float32 [n, D], input order) as .npy at `path`."""
+        return self._command(f"save {path}")
+
+
+def write_ragged_ids(path: str, id_lists, pad_id: int) -> None:
+    """Token id lists (special tokens included, truncated already) as the encode peer's .npz:
+    flat_ids int32, offsets int64 [n + 1], pad_id."""
+    lengths = [len(ids) for ids in id_lists]
+    flat = np.concatenate([np.asarray(ids, np.int32).reshape(-1) for ids in id_lists]
+                          + [np.zeros(0, np.int32)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    np.savez(path, flat_ids=flat, offsets=offsets, pad_id=np.int64(pad_id))
 
 
 def _setup_run(config, tmp: str):
@@ -169,10 +213,11 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
         b, lq = batches[0]["query_ids"].shape
         lp = batches[0]["passage_ids"].shape[1]
         hard = batches[0]["negative_ids"].shape[1] if "negative_ids" in batches[0] else 0
-        real_tokens = float(np.mean([batch["query_mask"].sum() + batch["passage_mask"].sum()
+        masks = ("query_mask", "passage_mask", "negative_mask")  # negatives are encoded too
+        real_tokens = float(np.mean([sum(batch[k].sum() for k in masks if k in batch)
                                      for batch in batches]))
         out.update(batch=b, query_len=lq, passage_len=lp, hard_negatives=hard,
-                   padded_tokens_per_step=b * (lq + lp),
+                   padded_tokens_per_step=b * (lq + lp * (1 + hard)),
                    real_tokens_per_step=real_tokens)
 
         state = run.state
@@ -191,12 +236,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
         out["compile_s"] = float(sum(compiles))
         n_before = len(compiles)
 
-        torch_peer = None
-        if peer and _torch_available():
-            torch_peer = _start_peer(config, pretrained, batches, tmp)
-            out["peer"] = dict(torch_peer.info)
-        elif peer:
-            out["peer"] = {"skipped": "torch/transformers not installed"}
+        torch_peer = _maybe_peer(config, pretrained, batches, tmp, peer, out)
 
         jax_s, torch_s, ratios, losses = [], [], [], {"jax": [first_loss], "torch": []}
         for r in range(rounds):
@@ -218,19 +258,37 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
     return out
 
 
-def _start_peer(config, pretrained, batches: list, tmp: str) -> TorchPeer:
-    """The PyTorch peer on the same weights (exported to HF format) and the same batches."""
+def _maybe_peer(config, pretrained, batches: list, tmp: str, peer: bool, out: dict):
+    """The started peer (its info in out['peer']), or None when off or torch is missing."""
+    if peer and _torch_available():
+        # bfloat16 runs: the peer's forward passes under its own bf16 path (CPU autocast)
+        autocast = config.model.get("compute_dtype", "float32") == "bfloat16"
+        torch_peer = _start_peer(config, pretrained, batches, tmp, autocast=autocast)
+        out["peer"] = dict(torch_peer.info)
+        return torch_peer
+    if peer:
+        out["peer"] = {"skipped": "torch/transformers not installed"}
+    return None
+
+
+def _start_peer(config, pretrained, batches: list, tmp: str,
+                autocast: bool = False) -> TorchPeer:
+    """The PyTorch peer on the same weights (exported to HF format) and the same batches (their
+    hard negatives included), accumulating over the run's `optim.grad_accum_steps` as ours does."""
     from hybrid_jax.models import export_hf
+    from hybrid_jax.steps import MODEL_INPUTS, NEGATIVE_INPUTS
 
     model_dir = os.path.join(tmp, "hf")
     export_hf(model_dir, pretrained.config, pretrained.encoder_params, pretrained.tokenizer,
               pretrained.prefixes)
     batch_file = os.path.join(tmp, "batches.npz")
-    np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in
-                            ("query_ids", "query_mask", "passage_ids", "passage_mask")})
+    keys = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS if k in batches[0]]
+    np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in keys})
+    micro_batches = int(config.optim.get("grad_accum_steps", 1) or 1)
     # the dropout our step trains with (the model's, or the config's override)
     peer = TorchPeer(model_dir, batch_file, os.cpu_count() or 1, config,
-                     float(pretrained.config.hidden_dropout))
+                     float(pretrained.config.hidden_dropout), autocast=autocast,
+                     micro_batches=micro_batches)
     peer.step()  # warm-up (allocator, thread pool)
     return peer
 
@@ -242,7 +300,7 @@ def _summarise(out: dict, model_config, jax_s: list, torch_s: list, ratios: list
     step_s = _median(jax_s)
     flops = train_step_flops(model_config, b, lq, lp, out["hard_negatives"])
     out.update(step_s=step_s, step_s_all=jax_s, steps_per_s=1 / step_s, examples_per_s=b / step_s,
-               padded_tokens_per_s=b * (lq + lp) / step_s,
+               padded_tokens_per_s=out["padded_tokens_per_step"] / step_s,
                real_tokens_per_s=out["real_tokens_per_step"] / step_s,
                model_flops_per_step=flops, model_flops_per_s=flops / step_s)
     if peak:

@@ -43,8 +43,10 @@ def default_config() -> ml_collections.ConfigDict:
         ndcg_k=10,
         search="auto",           # auto | exact | scann
         depth=100,               # candidates retrieved per query
-        batch_size=64,
+        batch_size=64,           # rows per batch when token_budget is 0
+        token_budget=0,          # >0: padded tokens per encoding batch (rows = budget // length)
         max_length=128,          # tokens per encoded text
+        compute_dtype="",        # '' = the model's; 'bfloat16': cast once for inference only
         buckets=DEFAULT_BUCKETS,
         save_embeddings=False,
         cache=True,              # reuse embeddings of unchanged params and texts
@@ -66,6 +68,9 @@ def resolve_config(eval_config=None) -> dict:
     cfg.update(given)
     if cfg["search"] not in ("auto", "exact", "scann"):
         raise InputError(f"eval.search must be 'auto', 'exact' or 'scann' (got {cfg['search']!r})")
+    if cfg["compute_dtype"] not in ("", "float32", "bfloat16"):
+        raise InputError("eval.compute_dtype must be '', 'float32' or 'bfloat16' "
+                         f"(got {cfg['compute_dtype']!r})")
     return cfg
 
 
@@ -101,11 +106,14 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool =
     datasets = list(datasets if datasets is not None else cfg["datasets"])
     if not datasets:
         raise InputError("eval.datasets is empty: nothing to evaluate")
+    if cfg["compute_dtype"]:
+        model_bundle = model_bundle.with_compute_dtype(str(cfg["compute_dtype"]))
     cache = EmbeddingCache(workdir) if cfg["cache"] and write else None
     fingerprint = params_fingerprint(model_bundle.params) if cache else None
     enc = dict(tokenizer=model_bundle.tokenizer, params=model_bundle.params,
                max_length=int(cfg["max_length"]), buckets=tuple(cfg["buckets"]),
-               batch_size=int(cfg["batch_size"]), progress=bool(cfg["progress"]))
+               batch_size=int(cfg["batch_size"]), token_budget=int(cfg["token_budget"]),
+               progress=bool(cfg["progress"]))
 
     def encode(texts, role, desc):
         return encode_cached(texts, cache=cache, model_id=str(model_bundle.name),

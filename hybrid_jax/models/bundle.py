@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from hybrid_jax.models.dual_encoder import DualEncoder
 from hybrid_jax.models.tokenizer import Tokenizer
@@ -25,6 +26,22 @@ class ModelBundle:
 
     def prefix(self, role: str) -> str:
         return self.prefixes.get(role, "")
+
+    def with_compute_dtype(self, dtype: str) -> "ModelBundle":
+        """The same model computing in `dtype` for inference ('' or its own dtype: itself).
+
+        Floating params are cast once here, not per step (bfloat16 halves the weights' memory
+        traffic); layer norms, softmax and pooling still run in float32 (see Encoder).  The
+        name carries the dtype, so embedding caches never mix the two precisions.
+        """
+        if not dtype or dtype == self.config.compute_dtype:
+            return self
+        module = self.module.clone(config=self.config.replace(compute_dtype=dtype))
+        params = jax.tree.map(
+            lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+            self.params)
+        return dataclasses.replace(self, name=f"{self.name}@{dtype}", module=module,
+                                   params=params)
 
     def apply_fn(self, role: str):
         """jitted (params, input_ids, attention_mask) -> L2-normalised embeddings [B, D]."""

@@ -42,13 +42,17 @@ class Tokenizer:
     def __call__(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """Ids and mask of shape [len(texts), max_length]; long texts are truncated keeping the
         closing special token, short ones right-padded with the pad id."""
+        return self.pack(self.token_ids(texts), max_length)
+
+    def pack(self, seqs: Sequence[Sequence[int]], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`__call__` on already tokenized texts (ids from `token_ids`)."""
         if max_length < 2:
             raise InputError(f"max_length must be >= 2 (got {max_length})")
-        ids = np.full((len(texts), max_length), self.pad_id, np.int32)
-        mask = np.zeros((len(texts), max_length), np.int32)
-        for row, seq in enumerate(self.token_ids(texts)):
+        ids = np.full((len(seqs), max_length), self.pad_id, np.int32)
+        mask = np.zeros((len(seqs), max_length), np.int32)
+        for row, seq in enumerate(seqs):
             if len(seq) > max_length:
-                seq = seq[:max_length - 1] + seq[-1:]
+                seq = list(seq[:max_length - 1]) + list(seq[-1:])
             ids[row, :len(seq)] = seq
             mask[row, :len(seq)] = 1
         return ids, mask

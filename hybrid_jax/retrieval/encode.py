@@ -1,7 +1,8 @@
 """Encode texts with a model in length buckets, sharded across the local devices.
 
-Texts are sorted by token length and grouped into a few fixed lengths (buckets) so that padding is
-small and XLA compiles once per (bucket, batch) shape. Each batch is split across
+Texts are tokenized once, sorted by token length and padded to a few fixed lengths (buckets) so
+that padding is small and XLA compiles once per (bucket, rows) shape; a token budget sets the rows
+of each bucket's batches, so short texts travel in large batches (see `plan_batches`).  Each batch is split across
 `jax.local_devices()` along a 1-D mesh. Rows come back in input order.
 """
 from __future__ import annotations
@@ -51,15 +52,55 @@ def assign_buckets(lengths: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     return np.minimum(idx, len(sizes) - 1)
 
 
+def plan_batches(lengths: np.ndarray, sizes: Sequence[int], rows_per_bucket: Sequence[int],
+                 n_dev: int) -> list[tuple[int, np.ndarray, int]]:
+    """[(bucket length, member indices, padded rows)] covering every text once, in length order.
+
+    Each bucket's texts fill batches of that bucket's row count; the bucket's last, partial batch
+    is padded only to the next power of two of rows (a multiple of `n_dev`), not to a full
+    batch: at most two compiled shapes per bucket, and little padding even when a bucket holds
+    fewer texts than one batch (measured: letting batches spill into the next bucket instead
+    padded a quarter of a 512-text sample to twice its length).
+    """
+    order = np.argsort(lengths, kind="stable")
+    bucket_of = assign_buckets(np.asarray(lengths)[order], sizes)
+    plan = []
+    for b, size in enumerate(sizes):
+        members = order[bucket_of == b]
+        full = rows_per_bucket[b]
+        for start in range(0, len(members), full):
+            chunk = members[start:start + full]
+            rows = full
+            if len(chunk) < full:
+                short = max(n_dev, 1 << int(len(chunk) - 1).bit_length())
+                rows = min(full, -(-short // n_dev) * n_dev)
+            plan.append((int(size), chunk, rows))
+    return plan
+
+
+def bucket_rows(sizes: Sequence[int], token_budget: int, batch_size: int, n_dev: int) -> list[int]:
+    """Rows per batch of each bucket: `token_budget // length` (0: `batch_size` for every
+    bucket), rounded down to a multiple of the device count and at least one row per device."""
+    rows = []
+    for size in sizes:
+        r = int(token_budget) // int(size) if token_budget > 0 else -(-int(batch_size) // n_dev) * n_dev
+        rows.append(max(n_dev, r // n_dev * n_dev))
+    return rows
+
+
 def encode_texts(texts: Sequence[str], *, tokenizer, apply_fn: ApplyFn, params: Any,
                  prefix: str = "", max_length: int = 512,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, batch_size: int = 64,
-                 progress: bool = True, desc: str = "encode") -> np.ndarray:
+                 token_budget: int = 0, progress: bool = True,
+                 desc: str = "encode") -> np.ndarray:
     """Embeddings [len(texts), D] float32 in input order.
 
-    Duplicate texts are encoded once. `batch_size` is rounded up to a multiple of the local device
-    count; the last batch of each bucket is padded (with copies of a real row, so that a model that
-    divides by the mask sum never sees an empty row) and the padding is dropped.
+    Duplicate texts are encoded once; each text is tokenized once.  Batches hold `token_budget`
+    padded tokens (rows = budget // bucket length; see `plan_batches`), or `batch_size` rows
+    when `token_budget` is 0; rows are a multiple of the local device count.  Padding rows are
+    copies of a real row, so a model that divides by the mask sum never sees an empty row.  The
+    next batch is packed and dispatched before the previous one is read back, so tokenization
+    and packing overlap the device's compute.
     """
     import jax
 
@@ -71,27 +112,32 @@ def encode_texts(texts: Sequence[str], *, tokenizer, apply_fn: ApplyFn, params: 
     unique = list(first)
     fn, replicated, rows = _mesh_and_fn(apply_fn)
     n_dev = len(jax.local_devices())
-    batch = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
     params = jax.device_put(params, replicated)
 
+    seqs = tokenizer.token_ids(unique)
     sizes = bucket_lengths(max_length, buckets)
-    which = assign_buckets(tokenizer.lengths(unique), sizes)
+    plan = plan_batches(np.fromiter(map(len, seqs), np.int64, len(seqs)), sizes,
+                        bucket_rows(sizes, token_budget, batch_size, n_dev), n_dev)
     out: np.ndarray | None = None
     bar = _progress(len(unique), desc, progress)
-    for b, size in enumerate(sizes):
-        members = np.flatnonzero(which == b)
-        for start in range(0, len(members), batch):
-            chunk = members[start:start + batch]
-            ids, mask = tokenizer([unique[i] for i in chunk], size)
-            if len(chunk) < batch:
-                fill = batch - len(chunk)
+    in_flight = None
+    for size, chunk, n_rows in plan + [(0, None, 0)]:  # a last turn reads the last batch
+        launched = None
+        if chunk is not None:
+            ids, mask = tokenizer.pack([seqs[i] for i in chunk], size)
+            fill = n_rows - len(chunk)
+            if fill:
                 ids = np.concatenate([ids, np.repeat(ids[:1], fill, 0)])
                 mask = np.concatenate([mask, np.repeat(mask[:1], fill, 0)])
-            emb = np.asarray(jax.device_get(fn(params, ids, mask)), np.float32)[:len(chunk)]
+            launched = (chunk, fn(params, ids, mask))  # asynchronous: returns before it is done
+        if in_flight is not None:
+            done, device_emb = in_flight
+            emb = np.asarray(jax.device_get(device_emb), np.float32)[:len(done)]
             if out is None:
                 out = np.empty((len(unique), emb.shape[-1]), np.float32)
-            out[chunk] = emb
-            bar.update(len(chunk))
+            out[done] = emb
+            bar.update(len(done))
+        in_flight = launched
     bar.close()
     return out[inverse]
 
