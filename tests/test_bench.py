@@ -79,10 +79,12 @@ def test_step_flops_count_hard_negatives_in_the_passage_tower():
     assert plain == 3 * (encoder_flops(cfg, 8, 16) + encoder_flops(cfg, 8, 32))
     assert encoder_flops(cfg, 16, 32) == 2 * encoder_flops(cfg, 8, 32)
     # what the step benchmark reports for a batch with 2 negatives per pair: 16 more passages
-    out = dict(batch=8, query_len=16, passage_len=32, hard_negatives=2, real_tokens_per_step=100)
+    out = dict(batch=8, query_len=16, passage_len=32, hard_negatives=2, real_tokens_per_step=100,
+               padded_tokens_per_step=8 * (16 + 32 * 3))
     _summarise(out, cfg, [0.5], [], [], None)
     assert out["model_flops_per_step"] == plain + 3 * encoder_flops(cfg, 16, 32)
     assert out["model_flops_per_s"] == 2 * out["model_flops_per_step"]
+    assert out["padded_tokens_per_s"] == 2 * 8 * (16 + 32 * 3)  # negatives are tokens too
 
 
 def test_best_operating_point_needs_the_recall():

@@ -91,7 +91,8 @@ def encode_benchmark(config, n_texts: int = 512, repeats: int = 3, peer: bool = 
         if peer and _torch_available():
             for tag, autocast in [("float32", False)] + ([("bfloat16", True)] if peer_bf16 else []):
                 peers[f"PyTorch peer, {tag}"] = _start_peer(
-                    bundle, pretrained, texts, max_length, int(config.eval.batch_size), autocast, tmp)
+                    bundle, pretrained, texts, max_length, int(config.eval.batch_size),
+                    autocast, tmp)
         elif peer:
             out["peer"] = {"skipped": "torch/transformers not installed"}
         times = {name: [] for name in list(runs) + list(peers)}

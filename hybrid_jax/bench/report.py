@@ -178,7 +178,8 @@ def _encode(e: dict) -> list[str]:
     if "fastest_over_peer" in e:
         lines.append(f"Over the PyTorch peer (float32, sentence-transformers-style batches of "
                      f"{e['batch_size']} padded to their longest text; median of per-round "
-                     f"ratios): ours with the default buckets {e['baseline_over_peer']:.2f}x, fastest "
+                     f"ratios): ours with the default buckets {e['baseline_over_peer']:.2f}x, "
+                     "fastest "
                      f"{e['fastest_over_peer']:.2f}x (target >= 1.5x: "
                      f"{_target(e['fastest_over_peer'] >= 1.5)}).")
     return lines + ["", _meta(e), ""]
