@@ -97,6 +97,9 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
     require(float(config.model.dropout) < 1.0, "model.dropout", "must be < 1")
     for spec in config.eval.datasets:
         check_spec(spec)
+    names = {str(dict(d).get("name")) for d in config.eval.datasets}
+    unknown = sorted(set(map(str, config.eval.get("every_datasets") or ())) - names)
+    require(not unknown, "eval.every_datasets", f"{unknown} not in eval.datasets ({sorted(names)})")
     selection.check_config(config)
     optim.make_schedule(config.optim, int(config.train.num_steps))  # schedule name
     optim.frozen_predicate(config.optim)                            # frozen_params regex

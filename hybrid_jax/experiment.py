@@ -8,6 +8,10 @@ Runs, in order (zero-shot first, then seed by seed so a partial grid has whole s
   W/runs/zero-shot/            the starting model evaluated (train.evaluate_checkpoint)
   W/runs/<condition>-s<seed>/  train.train_and_evaluate with data.sampling, data.alpha, data.seed
                                and seed set; conditions: mono, cross, hybrid-a<alpha>
+Optional experiment fields (configs/tradeoff2.py): `sweep_alphas` / `sweep_seeds` add hybrid runs
+for the alpha sweep after the whole grid, evaluated only on `sweep_datasets` (their run configs
+carry that eval.datasets); `protocol` / `protocol_sha256` pin a pre-registered protocol file:
+nothing trains while the file hashes otherwise.
 Each run's workdir is an ordinary training workdir (config.json, metrics.jsonl, checkpoints/,
 eval/<dataset>/) plus timing.json (wall time, status and code version of every invocation that
 worked on it: finished, preempted, failed, interrupted) and code_version.json (the distinct code
@@ -67,6 +71,7 @@ class RunSpec:
     sampler: str              # 'zero-shot' | 'mono' | 'cross' | 'hybrid'
     alpha: Optional[float]    # share of monolingual batches (mono 1, cross 0); None: zero-shot
     seed: Optional[int]
+    sweep: bool = False       # an alpha-sweep-only run (experiment.sweep_alphas)
 
     @property
     def condition(self) -> str:
@@ -104,6 +109,43 @@ def eval_dir_name(spec: dict) -> str:
 def dataset_names(config) -> list[str]:
     """Evaluation folder names of every eval dataset (what makes a run finished)."""
     return [eval_dir_name(s) for s in _eval_specs(config)]
+
+
+def sweep_dataset_names(config) -> list[str]:
+    """The eval datasets of the sweep-only runs: experiment.sweep_datasets (all when empty)."""
+    names = dataset_names(config)
+    wanted = [str(n) for n in (_exp(config).get("sweep_datasets") or ())]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise InputError(f"experiment.sweep_datasets: {unknown} not in eval.datasets "
+                         f"({', '.join(names)})")
+    return [n for n in names if not wanted or n in wanted]
+
+
+def run_datasets(config, specs) -> dict[str, list[str]]:
+    """run name -> the eval folders that make it finished."""
+    everything, sweep = dataset_names(config), sweep_dataset_names(config)
+    return {s.name: sweep if s.sweep else everything for s in specs}
+
+
+def check_protocol(config) -> None:
+    """experiment.protocol (a pre-registered protocol file) must still hash to
+    experiment.protocol_sha256: a grid never runs under an edited protocol."""
+    import hashlib
+
+    e = _exp(config)
+    path = str(e.get("protocol") or "")
+    if not path:
+        return
+    try:
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise InputError(f"experiment.protocol: {path}: unreadable ({err})") from err
+    if digest != str(e.get("protocol_sha256") or ""):
+        raise InputError(f"experiment.protocol: {path} hashes to {digest}, not the registered "
+                         f"experiment.protocol_sha256 {e.get('protocol_sha256')!r}: the "
+                         f"protocol was edited after registration (restore it; a new protocol "
+                         f"needs a new experiment config and workdir)")
 
 
 def analysed_dataset(config) -> str:
@@ -144,6 +186,16 @@ def plan(config) -> list[RunSpec]:
                     spec = RunSpec(f"hybrid-a{a:g}-s{seed}", "hybrid", a, seed)
                 if spec not in runs:
                     runs.append(spec)
+    # Sweep-only alphas after the whole grid: a partial sweep never delays the main comparison.
+    sweep_alphas = [float(a) for a in (e.get("sweep_alphas") or ())]
+    if any(not 0.0 < a < 1.0 for a in sweep_alphas):
+        raise InputError(f"experiment.sweep_alphas: must lie in (0, 1) (alphas 0 and 1 are the "
+                         f"cross and mono runs), got {sweep_alphas}")
+    for seed in [int(s) for s in (e.get("sweep_seeds") or e.seeds)]:
+        for a in sweep_alphas:
+            spec = RunSpec(f"hybrid-a{a:g}-s{seed}", "hybrid", a, seed, sweep=True)
+            if all(r.name != spec.name for r in runs):
+                runs.append(spec)
     return runs
 
 
@@ -153,6 +205,11 @@ def run_config(config, spec: RunSpec) -> ml_collections.ConfigDict:
     d = config.to_dict()
     d.pop("experiment", None)
     c = ml_collections.ConfigDict(d)
+    if spec.sweep:
+        keep = set(sweep_dataset_names(config))
+        c.eval.datasets = tuple(d for d in _eval_specs(config) if eval_dir_name(d) in keep)
+        c.eval.every_datasets = tuple(n for n in (c.eval.get("every_datasets") or ())
+                                      if n in keep)
     if spec.sampler != ZERO_SHOT:
         c.seed = spec.seed
         c.data.seed = spec.seed
@@ -232,13 +289,14 @@ def _run_all(todo: list, configs: dict, workdir: pathlib.Path, num_steps: int) -
     return True
 
 
-def _write_report(config, workdir: pathlib.Path, specs: list, datasets: list[str],
+def _write_report(config, workdir: pathlib.Path, specs: list, datasets: dict,
                   publish: Optional[str]) -> Optional[pathlib.Path]:
     """The report on every finished run (None when none has finished)."""
     from hybrid_jax.evaluation import tradeoff
 
     e = _exp(config)
-    finished = [s for s in specs if grid_checks.is_finished(workdir / "runs" / s.name, datasets)]
+    finished = [s for s in specs
+                if grid_checks.is_finished(workdir / "runs" / s.name, datasets[s.name])]
     if not finished:
         _log("no finished run yet: no report")
         return None
@@ -270,12 +328,15 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
     from hybrid_jax import config_checks
 
     workdir = pathlib.Path(config_checks.check_workdir(workdir))
-    datasets = dataset_names(config)
     analysed_dataset(config)  # a wrong experiment.dataset stops before anything runs
     specs = plan(config)
+    datasets = run_datasets(config, specs)
     configs = {s.name: run_config(config, s) for s in specs}
     grid_checks.check_configs(workdir, specs, configs)
-    todo = [s for s in specs if not grid_checks.is_finished(workdir / "runs" / s.name, datasets)]
+    todo = [s for s in specs
+            if not grid_checks.is_finished(workdir / "runs" / s.name, datasets[s.name])]
+    if todo and not report_only and not dry_run:
+        check_protocol(config)
     current = code_version.current() if todo and not report_only else None
     made = grid_checks.recorded_code_versions(workdir, specs, datasets)
     if not allow_mixed_code:
@@ -285,7 +346,7 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
              "code_version.json says which")
     if dry_run:
         for s in specs:
-            state = grid_checks.run_state(workdir / "runs" / s.name, datasets)
+            state = grid_checks.run_state(workdir / "runs" / s.name, datasets[s.name])
             code = f" ({grid_checks.made_by(made[s.name])})" if state != "to do" else ""
             _log(f"{s.name}: {state}{code}")
         return None
@@ -293,7 +354,8 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
          + (" (--report_only: running none)" if report_only and todo else ""))
     for s in specs:
         if s not in todo:
-            _log(f"skip {s.name}: finished (runs/{s.name}/eval/{datasets[0]}/metrics.json)")
+            _log(f"skip {s.name}: finished (runs/{s.name}/eval/{datasets[s.name][0]}/"
+                 f"metrics.json)")
     todo = [] if report_only else (todo[:max_runs] if max_runs > 0 else todo)
     if not _run_all(todo, configs, workdir, int(config.train.num_steps)):
         return None

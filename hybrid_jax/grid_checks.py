@@ -23,7 +23,7 @@ IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
 
 
 # Keys added since runs were saved, at the default that reproduces those runs: absent == default.
-ADDED_KEY_DEFAULTS = {"eval.compute_dtype": ""}
+ADDED_KEY_DEFAULTS = {"eval.compute_dtype": "", "eval.every_datasets": []}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -70,11 +70,11 @@ def made_by(versions: list[dict]) -> str:
 
 
 def recorded_code_versions(workdir: pathlib.Path, specs: list,
-                           datasets: list[str]) -> dict[str, list[dict]]:
+                           datasets: dict[str, list[str]]) -> dict[str, list[dict]]:
     """run name -> the code versions recorded for it, for the runs with results (finished, or
-    a checkpoint to resume from)."""
+    a checkpoint to resume from); `datasets`: run name -> the eval folders it needs."""
     return {s.name: code_version.recorded(workdir / "runs" / s.name) for s in specs
-            if run_state(workdir / "runs" / s.name, datasets) != "to do"}
+            if run_state(workdir / "runs" / s.name, datasets[s.name]) != "to do"}
 
 
 def check_code_versions(workdir: pathlib.Path, made: dict[str, list[dict]],

@@ -149,11 +149,25 @@ def eval_datasets(config) -> list:
     return [d.to_dict() if hasattr(d, "to_dict") else d for d in (config.eval.datasets or [])]
 
 
-def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
-                   writer: Optional[metrics_writer.MetricsWriter] = None) -> dict:
-    """Evaluation hook: hybrid_jax.evaluation.run.evaluate on config.eval.datasets; reports go to
-    `eval_dir`/eval/<dataset>/ and headline scalars to metrics.jsonl (as eval/<name>)."""
+def cadence_datasets(config) -> list:
+    """The datasets evaluated every eval.every_steps: those named in eval.every_datasets (all of
+    eval.datasets when empty)."""
     datasets = eval_datasets(config)
+    names = [str(n) for n in (config.eval.get("every_datasets") or ())]
+    unknown = sorted(set(names) - {str(d.get("name")) for d in datasets})
+    if unknown:
+        raise InputError(f"eval.every_datasets: {unknown} not in eval.datasets "
+                         f"({', '.join(str(d.get('name')) for d in datasets)})")
+    return [d for d in datasets if not names or str(d.get("name")) in names]
+
+
+def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
+                   writer: Optional[metrics_writer.MetricsWriter] = None,
+                   datasets: Optional[list] = None, cache_dir: Optional[str] = None) -> dict:
+    """Evaluation hook: hybrid_jax.evaluation.run.evaluate on `datasets` (default
+    config.eval.datasets); reports go to `eval_dir`/eval/<dataset>/, the embedding cache to
+    `cache_dir` (default `eval_dir`) and headline scalars to metrics.jsonl (as eval/<name>)."""
+    datasets = eval_datasets(config) if datasets is None else datasets
     if not datasets:
         return {}
     from hybrid_jax.data.splits import FoldRule
@@ -168,7 +182,7 @@ def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
     # Every process evaluates (they stay in step; local devices only), process 0 writes.
     results = eval_run.evaluate(bundle, datasets, eval_dir, config.eval,
                                 write=jax.process_index() == 0,
-                                folds=FoldRule.from_config(config.data))
+                                folds=FoldRule.from_config(config.data), cache_dir=cache_dir)
     scalars = results.get("scalars", {})
     if writer is not None and scalars:
         writer.write(step, {f"eval/{k}": v for k, v in scalars.items()
@@ -225,9 +239,15 @@ class _Loop:
             self.select(step)
 
     def finish(self, step: int) -> None:
+        c = self.run.config
         if self.selector:  # the last step is a candidate too
             self.select(step)
         self.save(step, force=True)
+        # The end of the schedule is a point of the evaluation curve too (eval_steps/): the
+        # final evaluation may score a dev-selected earlier step instead.
+        if (self.evaluate_every and step == int(c.train.num_steps)
+                and step % self.evaluate_every == 0):
+            self.evaluate(step)
 
     def save(self, at: int, force: bool = False) -> None:
         self.pending.fetch_and_check()
@@ -242,8 +262,11 @@ class _Loop:
         self.pending.fetch_and_check()
         run.checkpointer.wait()
         t = time.time()
+        # One embedding cache per run: the final evaluation of a selected step that was also
+        # evaluated here re-reads its embeddings instead of encoding again.
         run_evaluation(run, run.config, os.path.join(run.workdir, "eval_steps", f"step_{step}"),
-                       step, f"{run.workdir}@{step}", self.writer)
+                       step, f"{run.workdir}@{step}", self.writer,
+                       datasets=cadence_datasets(run.config), cache_dir=run.workdir)
         self.progress.pause(time.time() - t)
 
     def select(self, step: int) -> None:

@@ -189,9 +189,11 @@ def test_evaluation_hook_cadence(tmp_path, monkeypatch):
     from hybrid_jax.evaluation import run as eval_run
     calls = []
 
-    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True, folds=None):
+    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True, folds=None,
+                      cache_dir=None):
         assert write  # one process: it writes the reports
         assert folds == splits.FoldRule.from_config(config.data)  # the run's own article folds
+        assert cache_dir in (None, str(tmp_path))  # one embedding cache for the whole run
         calls.append((bundle.name, [d["name"] for d in datasets], str(workdir)))
         assert set(bundle.params) == {"encoder"}
         return {"datasets": {}, "scalars": {"toy/map@20": 0.25 * len(calls)}}
@@ -200,11 +202,35 @@ def test_evaluation_hook_cadence(tmp_path, monkeypatch):
     config = _config(**{"eval.every_steps": 4, "train.checkpoint_every": 0})
     config.eval.datasets = [dict(name="toy", type="xquad-r", path="nowhere")]
     out = train.train_and_evaluate(config, tmp_path)
-    assert [c[0] for c in calls] == [f"{tmp_path}@4", f"{tmp_path}@8"]
-    assert calls[0][2].endswith("eval_steps/step_4") and calls[1][2] == str(tmp_path)
-    assert out["eval"]["scalars"] == {"toy/map@20": 0.5}
+    # The curve at 4 and at the end of the schedule (8), then the final evaluation.
+    assert [c[0] for c in calls] == [f"{tmp_path}@4", f"{tmp_path}@8", f"{tmp_path}@8"]
+    assert calls[0][2].endswith("eval_steps/step_4") and calls[1][2].endswith("eval_steps/step_8")
+    assert calls[2][2] == str(tmp_path)
+    assert out["eval"]["scalars"] == {"toy/map@20": 0.75}
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["eval/toy/map@20"] for r in rows if "eval/toy/map@20" in r] == [0.25, 0.5]
+    assert [r["eval/toy/map@20"] for r in rows if "eval/toy/map@20" in r] == [0.25, 0.5, 0.75]
     calls.clear()
     train.train_and_evaluate(config, tmp_path, evaluate=False)  # --mode train: no evaluation
     assert calls == []
+
+
+def test_cadence_evaluates_the_named_datasets(tmp_path, monkeypatch):
+    """eval.every_datasets: the curve scores one benchmark, the final evaluation both."""
+    from hybrid_jax.evaluation import run as eval_run
+    calls = []
+
+    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True, folds=None,
+                      cache_dir=None):
+        calls.append(([d["name"] for d in datasets], pathlib.Path(workdir).name))
+        return {"datasets": {}, "scalars": {}}
+
+    monkeypatch.setattr(eval_run, "evaluate", fake_evaluate)
+    config = _config(**{"eval.every_steps": 4, "train.checkpoint_every": 0})
+    config.eval.datasets = [dict(name="a", type="xquad-r", path="nowhere"),
+                            dict(name="b", type="mlqa-r", path="nowhere")]
+    config.eval.every_datasets = ("a",)
+    train.train_and_evaluate(config, tmp_path)
+    assert calls == [(["a"], "step_4"), (["a"], "step_8"), (["a", "b"], tmp_path.name)]
+    config.eval.every_datasets = ("c",)
+    with pytest.raises(InputError, match="eval.every_datasets"):
+        config_checks.validate_config(config)

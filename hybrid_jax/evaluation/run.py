@@ -53,6 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
         plots=True,
         progress=False,
         every_steps=0,           # during training; 0: evaluate at the end only
+        every_datasets=(),       # names of the datasets evaluated every_steps (): all of them
     ))
 
 
@@ -97,18 +98,19 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 
 
 def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool = True,
-             folds: Optional[FoldRule] = None) -> dict:
+             folds: Optional[FoldRule] = None, cache_dir=None) -> dict:
     """Evaluate on every dataset; returns {"datasets": {name: metrics}, "scalars": {flat}}.
     `write=False` computes the same results but writes nothing under `workdir` (no reports, no
     embedding cache): the other processes of a multi-host run, whose process 0 writes.
-    `folds`: the training run's article folds (see load_dataset)."""
+    `folds`: the training run's article folds (see load_dataset). `cache_dir`: where the
+    embedding cache lives (default `workdir`)."""
     cfg = resolve_config(eval_config)
     datasets = list(datasets if datasets is not None else cfg["datasets"])
     if not datasets:
         raise InputError("eval.datasets is empty: nothing to evaluate")
     if cfg["compute_dtype"]:
         model_bundle = model_bundle.with_compute_dtype(str(cfg["compute_dtype"]))
-    cache = EmbeddingCache(workdir) if cfg["cache"] and write else None
+    cache = EmbeddingCache(cache_dir or workdir) if cfg["cache"] and write else None
     fingerprint = params_fingerprint(model_bundle.params) if cache else None
     enc = dict(tokenizer=model_bundle.tokenizer, params=model_bundle.params,
                max_length=int(cfg["max_length"]), buckets=tuple(cfg["buckets"]),
