@@ -16,7 +16,7 @@ test only), plus the zero-shot row.
 
 Variants:
   ''      the registered grid.
-  'tiny'  random tiny model, en + de on both benchmarks, hybrid and mono x 1 seed + one sweep
+  'tiny'  random tiny model, en + de on both benchmarks, X-X-mono, X-Y and hybrid x 1 seed + one sweep
           alpha, 4 steps with the curve at 2 and 4 (tests; seconds).
 """
 import ml_collections
@@ -91,7 +91,7 @@ def _tiny(c) -> None:
     c.eval.max_length = 32
     c.eval.buckets = (32,)
     e = c.experiment
-    e.samplers = ("mono", "hybrid")
+    e.samplers = ("mono", "cross", "hybrid")
     e.seeds = (0,)
     e.sweep_alphas = (0.25,)
     e.sweep_seeds = (0,)

@@ -128,26 +128,6 @@ def run_datasets(config, specs) -> dict[str, list[str]]:
     return {s.name: sweep if s.sweep else everything for s in specs}
 
 
-def check_protocol(config) -> None:
-    """experiment.protocol (a pre-registered protocol file) must still hash to
-    experiment.protocol_sha256: a grid never runs under an edited protocol."""
-    import hashlib
-
-    e = _exp(config)
-    path = str(e.get("protocol") or "")
-    if not path:
-        return
-    try:
-        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-    except OSError as err:
-        raise InputError(f"experiment.protocol: {path}: unreadable ({err})") from err
-    if digest != str(e.get("protocol_sha256") or ""):
-        raise InputError(f"experiment.protocol: {path} hashes to {digest}, not the registered "
-                         f"experiment.protocol_sha256 {e.get('protocol_sha256')!r}: the "
-                         f"protocol was edited after registration (restore it; a new protocol "
-                         f"needs a new experiment config and workdir)")
-
-
 def analysed_dataset(config) -> str:
     """Evaluation folder of experiment.dataset (a spec name; '' = the first eval dataset)."""
     specs = _eval_specs(config)
@@ -301,6 +281,8 @@ def _write_report(config, workdir: pathlib.Path, specs: list, datasets: dict,
         _log("no finished run yet: no report")
         return None
     out_dir = workdir / str(e.report_dir)
+    if e.get("protocol"):  # the second edition: both benchmarks, seed-aware verdicts
+        return _write_second_edition(config, workdir, specs, finished, out_dir, publish)
     records = [tradeoff.RunRecord(name=s.name, condition=s.condition, sampler=s.sampler,
                                   alpha=s.alpha, seed=s.seed, run_dir=workdir / "runs" / s.name)
                for s in finished]
@@ -320,6 +302,25 @@ def _write_report(config, workdir: pathlib.Path, specs: list, datasets: dict,
     return path
 
 
+def _write_second_edition(config, workdir: pathlib.Path, specs: list, finished: list,
+                          out_dir: pathlib.Path, publish: Optional[str]) -> pathlib.Path:
+    from hybrid_jax.evaluation import tradeoff, tradeoff2
+
+    e = _exp(config)
+    runs = [tradeoff2.Run(s.name, s.condition, s.seed, s.alpha, workdir / "runs" / s.name)
+            for s in finished]
+    path = tradeoff2.write_report(
+        runs, benchmarks=dataset_names(config), out_dir=out_dir, planned=len(specs),
+        report_name=str(e.report_name), high_resource=[str(x) for x in e.high_resource],
+        primary=f"hybrid-a{float(e.alpha):g}", k=int(config.eval.k), delta=float(e.delta),
+        n_resamples=int(e.n_bootstrap), bootstrap_seed=int(e.bootstrap_seed),
+        sweep_seeds=[int(s) for s in (e.get("sweep_seeds") or e.seeds)])
+    _log(f"report: {path} ({len(finished)} of {len(specs)} runs finished)")
+    if publish:
+        _log(f"published to {tradeoff.publish(out_dir, str(e.report_name), publish)}")
+    return path
+
+
 def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = False,
                    publish: Optional[str] = None, dry_run: bool = False,
                    allow_mixed_code: bool = False) -> Optional[pathlib.Path]:
@@ -336,7 +337,7 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
     todo = [s for s in specs
             if not grid_checks.is_finished(workdir / "runs" / s.name, datasets[s.name])]
     if todo and not report_only and not dry_run:
-        check_protocol(config)
+        grid_checks.check_protocol(_exp(config))
     current = code_version.current() if todo and not report_only else None
     made = grid_checks.recorded_code_versions(workdir, specs, datasets)
     if not allow_mixed_code:

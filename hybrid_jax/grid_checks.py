@@ -6,6 +6,7 @@ has a checkpoint to resume from.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 from typing import Optional
@@ -111,3 +112,21 @@ def check_configs(workdir: pathlib.Path, specs: list, configs: dict) -> None:
                 f"{workdir / 'runs' / s.name}/config.json differs from this experiment's config "
                 f"({'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}): use another "
                 f"--workdir, or delete that run to redo it")
+
+
+def check_protocol(experiment) -> None:
+    """experiment.protocol (a pre-registered protocol file) must still hash to
+    experiment.protocol_sha256: a grid never runs under an edited protocol."""
+    e = experiment
+    path = str(e.get("protocol") or "")
+    if not path:
+        return
+    try:
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise InputError(f"experiment.protocol: {path}: unreadable ({err})") from err
+    if digest != str(e.get("protocol_sha256") or ""):
+        raise InputError(f"experiment.protocol: {path} hashes to {digest}, not the registered "
+                         f"experiment.protocol_sha256 {e.get('protocol_sha256')!r}: the "
+                         f"protocol was edited after registration (restore it; a new protocol "
+                         f"needs a new experiment config and workdir)")

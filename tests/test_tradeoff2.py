@@ -81,8 +81,9 @@ def test_tiny_grid_two_benchmarks_and_a_budget_curve(tmp_path, shared_data, monk
     with contextlib.redirect_stdout(out):
         report = experiment.run_experiment(config, workdir)
     runs = workdir / "runs"
-    assert _files(runs) == ["hybrid-a0.25-s0", "hybrid-a0.5-s0", "mono-s0", "zero-shot"]
-    for name in ("mono-s0", "hybrid-a0.5-s0"):
+    assert _files(runs) == ["cross-s0", "hybrid-a0.25-s0", "hybrid-a0.5-s0", "mono-s0",
+                            "zero-shot"]
+    for name in ("mono-s0", "cross-s0", "hybrid-a0.5-s0"):
         run = runs / name
         assert _files(run / "eval") == ["mlqa-r", "xquad-r-test"]
         # The curve: XQuAD-R test at both budgets, MLQA-R never.
@@ -105,6 +106,21 @@ def test_tiny_grid_two_benchmarks_and_a_budget_curve(tmp_path, shared_data, monk
     assert _files(sweep / "eval") == ["xquad-r-test"]
     assert json.loads((sweep / "config.json").read_text())["data"]["alpha"] == 0.25
     assert report is not None and report.is_file()
+    text = report.read_text()
+    assert "not complete" not in text and "tradeoff_protocol.md" in text
+    for title in ("Primary endpoint", "S1:", "S2:", "S3:", "Budget curve on xquad-r-test",
+                  "The alpha sweep", "Side by side with the paper", "Precision reached"):
+        assert title in text, title
+    assets = report.parent / "tradeoff"
+    data = json.loads((assets / "analysis.json").read_text())
+    xq, ml = data["analysis"]["benchmarks"]["xquad-r-test"], data["analysis"]["benchmarks"]["mlqa-r"]
+    assert [r["scope"] for r in xq["families"]["primary"]] == ["en"]
+    assert [r["family"] for r in ml["families"]["S1"]] == ["S1"]
+    assert sorted({r["step"] for r in xq["curves"]}) == [2, 4] and not ml["curves"]
+    assert [r["alpha"] for r in data["analysis"]["sweep"]] == [0.0, 0.25, 0.5, 1.0]
+    assert {p.name for p in assets.glob("*.png")} >= {
+        "answer_xquad-r-test.png", "answer_mlqa-r.png", "budget_curves_xquad-r-test.png",
+        "alpha_sweep.png"}
     # A rerun has nothing left to do.
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

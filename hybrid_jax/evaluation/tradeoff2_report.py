@@ -1,0 +1,189 @@
+"""The second edition's markdown, one function per section, each a pure function of the analysis
+(tradeoff2_analysis.analyse) and the run list: every number comes from the runs or from the
+paper's published deltas below (labelled as theirs)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from hybrid_jax.evaluation import tradeoff2_plots
+from hybrid_jax.evaluation.report import table
+from hybrid_jax.evaluation.tradeoff_analysis import label
+from hybrid_jax.evaluation.tradeoff_report import _fmt_s
+
+# arXiv 2408.10536, hybrid minus X-X-mono, mono mAP per high-resource language, as published
+# (../shared/DESIGN.md): their models, training data and batch 100; no intervals, no seeds.
+PAPER_DELTAS = {
+    "xquad-r-test": {"XLM-R": dict(en=.006, de=.014, es=.007, ru=.011, zh=-.003),
+                     "LaBSE": dict(en=.007, de=.007, es=.021, ru=.007, zh=.004)},
+    "mlqa-r": {"XLM-R": dict(en=-.006, de=.008, es=-.002, zh=.004),
+               "LaBSE": dict(en=.016, de=.007, es=-.008, zh=-.009)},
+}
+FAMILY_TITLES = {
+    "primary": "Primary endpoint: hybrid - X-X-mono, monolingual mAP@20",
+    "S1": "S1: hybrid - X-X-mono, monolingual mAP@20 (zero-shot benchmark)",
+    "S2": "S2: hybrid - X-Y, cross-lingual mAP@20",
+    "S3": "S3: each trained condition - the zero-shot model, monolingual mAP@20",
+}
+Link = Callable[[str], str]
+
+
+def _d(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:+.{digits}f}"
+
+
+def _ms(t, digits: int = 3) -> str:
+    mean, std, n = t
+    if mean is None:
+        return "-"
+    digits = 1 if abs(mean) >= 10 else digits
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def _row_cells(r: dict) -> list:
+    return [_d(r["diff"]), f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", f"{r['half_width']:.4f}",
+            f"{r['mde']:.4f}", f"{r['p_holm']:.4f}", f"{r['p_tost_holm']:.4f}",
+            f"**{r['verdict']}**"]
+
+
+def status(a: dict, runs: list[dict], planned: int) -> list[str]:
+    done = len(runs)
+    L = ["# Does hybrid training cost high-resource accuracy? Second edition", ""]
+    if done < planned:
+        L += [f"**The grid is not complete: {done} of {planned} runs have finished.** Every "
+              f"table below is computed on the finished runs only and will change; no verdict "
+              f"here is the study's answer yet.", ""]
+    L += ["The protocol was registered before the grid ran: "
+          "[tradeoff_protocol.md](tradeoff_protocol.md) (endpoints, margin, Holm families, "
+          "seeds, budget, selection rule). Intervals come from a two-level bootstrap (seeds, "
+          f"then question clusters; {a['n_resamples']:,} resamples): they include seed-to-seed "
+          f"variance. Equivalence: TOST at ±{a['delta']:g}. p (Holm) and TOST p (Holm) are "
+          f"adjusted within each family; MDE: the effect detectable at alpha {a['alpha']:g} "
+          f"with 80% power.", ""]
+    return L
+
+
+def family_section(a: dict, ds: str, name: str) -> list[str]:
+    rows = a["benchmarks"][ds]["families"].get(name) or []
+    if not rows:
+        return []
+    head = (["condition"] if name == "S3" else []) + [
+        "language", "difference", "95% interval", "half-width", "MDE", "p (Holm)",
+        "TOST p (Holm)", "verdict"]
+    body = [([label(r["a"])] if name == "S3" else []) + [r["scope"]] + _row_cells(r)
+            for r in rows]
+    means = ""
+    if name in ("primary", "S1"):
+        means = " Means over seeds: " + "; ".join(
+            f"{r['scope']} {r['mean_a']:.3f} vs {r['mean_b']:.3f}" for r in rows
+            if r.get("mean_a") is not None) + "."
+    return [f"### {FAMILY_TITLES[name]} ({ds})", "",
+            f"Seeds: {rows[0]['n_seeds_a']} vs {rows[0]['n_seeds_b']}; questions per language "
+            f"and their clusters as resampled.{means}", "", table(head, body), ""]
+
+
+def summary_section(a: dict, ds: str) -> list[str]:
+    b = a["benchmarks"][ds]
+    metrics = list(next(iter(b["summary"].values())))
+    head = ["condition", "seeds"] + [f"{m} (HR)" for m in metrics]
+    body = [[label(c), len(b["runs"][c])] + [_ms(row[m]["macro_hr"]) for m in metrics]
+            for c, row in b["summary"].items()]
+    langs = b["languages"]
+    per_lang = [[label(c)] + [_ms(row["mono map@20"][x]) for x in langs]
+                for c, row in b["summary"].items()]
+    return [f"### Scores on {ds} (mean ± std over seeds)", "",
+            "Macro over the high-resource languages "
+            f"({', '.join(b['high_resource'])}); rank distance: lower = less language bias.", "",
+            table(head, body), "", "Monolingual mAP@20 per language:", "",
+            table(["condition"] + langs, per_lang), ""]
+
+
+def curve_section(a: dict, ds: str, link: Link) -> list[str]:
+    b = a["benchmarks"][ds]
+    rows = [r for r in b["curves"] if r["scope"] == "macro"]
+    if not rows:
+        return []
+    body = [[r["step"], f"hybrid - {tradeoff2_plots.REFERENCE_LABEL[r['b']]} ({r['setting']})",
+             _d(r["diff"]), f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"] for r in rows]
+    name = tradeoff2_plots.files(a).get(f"curves:{ds}")
+    return [f"### Budget curve on {ds}", "",
+            "Checkpoints of one schedule (not separately scheduled budgets); macro over the "
+            "high-resource languages, 95% two-level bootstrap intervals, uncorrected.", "",
+            table(["step", "comparison", "difference", "95% interval"], body), "",
+            *([f"![curves]({link(name)})", ""] if name else [])]
+
+
+def sweep_section(a: dict, link: Link) -> list[str]:
+    rows = a.get("sweep") or []
+    if not rows:
+        return []
+    body = [[f"{r['alpha']:g}", label(r["condition"]), r["n_seeds"]]
+            + [_ms((r[m], r[f"{m}_std"], r["n_seeds"])) for m in ("mono", "cross", "multi",
+                                                                 "rank_distance")]
+            for r in rows]
+    name = tradeoff2_plots.files(a).get("sweep")
+    return ["## The alpha sweep", "",
+            "Macro over the high-resource languages on the primary benchmark, mean ± std over "
+            "the sweep's seeds.", "",
+            table(["alpha", "condition", "seeds", "mono", "cross", "multi", "rank distance"],
+                  body), "", *([f"![sweep]({link(name)})", ""] if name else [])]
+
+
+def paper_section(a: dict) -> list[str]:
+    L = ["## Side by side with the paper (theirs: XLM-R and LaBSE; ours: multilingual-e5-small)",
+         "", "Their numbers are as published (no intervals, no seeds, their training data and "
+         "models); ours are hybrid - X-X-mono on mono mAP@20 with 95% intervals.", ""]
+    for ds, theirs in PAPER_DELTAS.items():
+        if ds not in a["benchmarks"]:
+            continue
+        fam = a["benchmarks"][ds]["families"]
+        ours = {r["scope"]: r for r in fam.get("primary") or fam.get("S1") or []}
+        langs = list(next(iter(theirs.values())))
+        body = [[f"paper: {m}"] + [f"{v[x]:+.3f}" for x in langs] for m, v in theirs.items()]
+        body.append(["ours"] + [f"{ours[x]['diff']:+.3f} [{ours[x]['ci_low']:+.3f}, "
+                                f"{ours[x]['ci_high']:+.3f}]" if x in ours else "-"
+                                for x in langs])
+        L += [f"{ds}:", "", table(["source"] + langs, body), ""]
+    return L
+
+
+def design_section(a: dict) -> list[str]:
+    L = ["## Precision reached", ""]
+    for ds, b in a["benchmarks"].items():
+        body = [[d["language"], f"{d['for_half_width']['half_width']:.4f}",
+                 f"{d['for_half_width']['seed_half_width']:.4f}",
+                 f"{d['for_half_width']['question_half_width']:.4f}",
+                 d["for_half_width"]["seeds_needed_a"], d["for_half_width"]["clusters_needed"]]
+                for d in b["design"]]
+        if body:
+            L += [f"{ds}, primary comparison (normal approximation from the variance "
+                  f"components; target half-width {a['delta']:g}):", "",
+                  table(["language", "half-width", "from seeds", "from questions",
+                         "seeds per condition for the target", "question clusters for the "
+                         "target"], body), ""]
+    return L
+
+
+def runs_section(runs: list[dict]) -> list[str]:
+    body = [[r["name"], label(r["condition"]), "-" if r["seed"] is None else r["seed"],
+             _fmt_s(r["wall_seconds"]), r["sessions"], r["code"]] for r in runs]
+    total = sum(r["wall_seconds"] or 0 for r in runs)
+    return ["## Runs", "", f"Wall time of the finished runs on this 2-core machine: "
+            f"**{total / 3600:.2f} h** ({2 * total / 3600:.2f} CPU-hours).", "",
+            table(["run", "condition", "seed", "wall time", "sessions", "code"], body), ""]
+
+
+def render(a: dict, runs: list[dict], planned: int, stem: str,
+           deviations: Optional[list[str]] = None) -> str:
+    link = lambda f: f"{stem}/{f}"  # noqa: E731
+    L = status(a, runs, planned)
+    for ds in a["benchmarks"]:
+        L += [f"## {ds}", ""]
+        for name in ("primary", "S1", "S2", "S3"):
+            L += family_section(a, ds, name)
+        answer = tradeoff2_plots.files(a).get(f"answer:{ds}")
+        if answer:
+            L += [f"![answer]({link(answer)})", ""]
+        L += summary_section(a, ds) + curve_section(a, ds, link)
+    L += sweep_section(a, link) + paper_section(a) + design_section(a)
+    L += ["## Deviations from the protocol", ""] + (deviations or ["None."]) + [""]
+    return "\n".join(L + runs_section(runs))

@@ -1,0 +1,148 @@
+"""The second edition's analysis on synthetic runs with known effects: per-language verdicts
+after Holm, the zero-shot family, the budget curve and the alpha sweep."""
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from hybrid_jax.evaluation import per_query
+from hybrid_jax.evaluation import tradeoff2_analysis as ta
+
+LANGS = ("de", "en")
+KEY = "map@20"
+N_Q = 120  # questions per language (clusters: a question and its translation)
+
+
+def _groups(rng, mono_shift: dict, cross_shift: float, noise: float) -> dict:
+    """pool=Y for each language (mono rows: lang Y; cross rows: the other) and multi; scores
+    are a per-question base (shared by every run) plus the run's shift plus noise."""
+    base = np.random.default_rng(7).uniform(0.3, 0.9, N_Q)
+    qid = np.array([f"{x}-{i}" for x in LANGS for i in range(N_Q)])
+    lang = np.array([x for x in LANGS for _ in range(N_Q)])
+    cluster = np.array([str(i) for _ in LANGS for i in range(N_Q)])
+    out = {}
+    for y in LANGS:
+        shift = np.where(lang == y, [mono_shift.get(y, 0.0) for y in lang], cross_shift)
+        out[f"pool={y}"] = {"qid": qid, "lang": lang, "cluster": cluster,
+                            KEY: np.tile(base, 2) + shift + rng.normal(0, noise, 2 * N_Q)}
+    out["multi"] = {"qid": qid, "lang": lang, "cluster": cluster,
+                    KEY: np.tile(base, 2) - 0.2 + rng.normal(0, noise, 2 * N_Q),
+                    "rank_distance": np.tile(base, 2) * 100}
+    return out
+
+
+def _metrics(groups: dict) -> dict:
+    def mean(g, x):
+        t = groups[g]
+        v = float(t[KEY][t["lang"] == x].mean())
+        return {KEY: v, "recall@1": v / 2, "recall@10": min(1.0, 2 * v)}
+
+    rd = groups["multi"]["rank_distance"]
+    lang = groups["multi"]["lang"]
+
+    other = {"de": "en", "en": "de"}
+    return {"type": "lareqa", "languages": list(LANGS),
+            "mono": {"per_language": {x: mean(f"pool={x}", x) for x in LANGS}},
+            "cross": {"per_query_language": {x: mean(f"pool={other[x]}", x) for x in LANGS}},
+            "multi": {"per_language": {x: mean("multi", x) for x in LANGS}},
+            "rank_distance": {"macro": float(rd.mean()), "per_language": {
+                x: {"rank_distance": float(rd[lang == x].mean())} for x in LANGS}}}
+
+
+def _write(folder, groups):
+    folder.mkdir(parents=True)
+    per_query.save(folder / "per_query.npz", groups)
+    (folder / "metrics.json").write_text(json.dumps(_metrics(groups)))
+
+
+def _run(tmp_path, condition, seed, alpha, mono_shift, cross_shift, noise=0.002,
+         steps=(2, 4)):
+    rng = np.random.default_rng(zlib.crc32(f"{condition}-{seed}".encode()))
+    d = tmp_path / f"{condition}-s{seed}"
+    _write(d / "eval" / "b", _groups(rng, mono_shift, cross_shift, noise))
+    for i, s in enumerate(steps):  # the curve: the effect grows with the steps
+        scale = (i + 1) / len(steps)
+        _write(d / "eval_steps" / f"step_{s}" / "eval" / "b",
+               _groups(rng, {k: v * scale for k, v in mono_shift.items()}, cross_shift * scale,
+                       noise))
+    return ta.Run(d.name, condition, seed, alpha, d)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    runs = [ta.Run("zero-shot", "zero-shot", None, None, tmp / "zs")]
+    _write(tmp / "zs" / "eval" / "b", _groups(np.random.default_rng(1), {}, 0.0, 0.002))
+    for seed in range(3):
+        # X-X-mono: +0.03 mono on both; X-Y: +0.03 cross; hybrid: mono +0.03 on de (same as
+        # X-X-mono: equivalent), +0.08 on en (a gain over X-X-mono), cross +0.03 (= X-Y).
+        runs.append(_run(tmp, "mono", seed, 1.0, {"de": 0.03, "en": 0.03}, 0.0))
+        runs.append(_run(tmp, "cross", seed, 0.0, {}, 0.03))
+        runs.append(_run(tmp, "hybrid-a0.5", seed, 0.5, {"de": 0.03, "en": 0.08}, 0.03))
+    return ta.group(runs)
+
+
+KW = dict(delta=0.01, n_resamples=2000)
+
+
+def test_families_verdicts(grid):
+    fams = ta.families(grid, "b", LANGS, KEY, "hybrid-a0.5", "primary", **KW)
+    primary = {r["scope"]: r for r in fams["primary"]}
+    assert primary["en"]["verdict"] == "significant gain"
+    assert primary["en"]["ci_low"] < 0.05 < primary["en"]["ci_high"]
+    assert primary["de"]["verdict"] == "equivalent within ±delta"
+    assert abs(primary["de"]["diff"]) < 0.005 and primary["de"]["mde"] < 0.01
+    assert all(r["p_holm"] >= r["p"] for r in fams["primary"])
+    cross = {r["scope"]: r for r in fams["S2"]}
+    assert cross["de"]["verdict"] == "equivalent within ±delta"
+    # Every trained condition against the zero-shot model: 3 conditions x 2 languages.
+    s3 = fams["S3"]
+    assert [(r["a"], r["scope"]) for r in s3] == [
+        (c, x) for c in ("mono", "cross", "hybrid-a0.5") for x in LANGS]
+    by = {(r["a"], r["scope"]): r for r in s3}
+    assert by[("mono", "en")]["verdict"] == "significant gain"
+    assert abs(by[("mono", "en")]["diff"] - 0.03) < 0.005
+    assert by[("cross", "en")]["n_seeds_b"] == 1
+
+
+def test_descriptive_rows_are_uncorrected(grid):
+    rows = ta.descriptive(grid, "b", ["en"], LANGS, KEY, "hybrid-a0.5", **KW)
+    assert {(r["b"], r["setting"], r["metric"], r["scope"]) for r in rows} == {
+        (ref, s, m, sc) for ref in ("mono", "cross")
+        for s, m in (("mono", KEY), ("cross", KEY), ("multi", KEY), ("multi", "rank_distance"))
+        for sc in ("macro_hr", "macro_all")}
+    assert all("uncorrected" in r["verdict"] for r in rows)
+
+
+def test_budget_curve_grows_with_the_steps(grid):
+    rows = ta.curves(grid, "b", LANGS, KEY, "hybrid-a0.5", **KW)
+    en = {r["step"]: r["diff"] for r in rows if r["b"] == "mono" and r["scope"] == "en"}
+    assert sorted(en) == [2, 4]
+    assert en[2] == pytest.approx(0.025, abs=0.004) and en[4] == pytest.approx(0.05, abs=0.004)
+    macro = [r for r in rows if r["scope"] == "macro"]
+    assert {(r["b"], r["step"]) for r in macro} == {(b, s) for b in ("mono", "cross")
+                                                      for s in (2, 4)}
+
+
+def test_sweep_and_design(grid):
+    rows = ta.sweep(grid, "b", LANGS, KEY, seeds=(0, 1))
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    assert all(r["n_seeds"] == 2 for r in rows)
+    by = {r["alpha"]: r for r in rows}
+    assert by[0.5]["mono"] - by[1.0]["mono"] == pytest.approx(0.025, abs=0.003)
+    d = ta.design(grid, "b", LANGS, KEY, "hybrid-a0.5")
+    assert [x["language"] for x in d] == list(LANGS)
+    assert all(x["for_half_width"]["half_width"] < 0.01 for x in d)
+
+
+def test_analyse_the_whole_grid(grid):
+    runs = [r for rs in grid.values() for r in rs]
+    out = ta.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=500)
+    b = out["benchmarks"]["b"]
+    assert b["high_resource"] == ["en", "de"] and set(b["families"]) == {"primary", "S2", "S3"}
+    mono = b["summary"]["mono"]["mono map@20"]
+    assert mono["en"][2] == 3 and b["summary"]["zero-shot"]["mono map@20"]["en"][2] == 1
+    assert mono["macro_hr"][0] == pytest.approx(np.mean([mono["en"][0], mono["de"][0]]))
+    assert [r["alpha"] for r in out["sweep"]] == [0.0, 0.5, 1.0]
+    json.dumps(out)  # the report's data file
