@@ -146,3 +146,18 @@ def test_analyse_the_whole_grid(grid):
     assert mono["macro_hr"][0] == pytest.approx(np.mean([mono["en"][0], mono["de"][0]]))
     assert [r["alpha"] for r in out["sweep"]] == [0.0, 0.5, 1.0]
     json.dumps(out)  # the report's data file
+
+
+def test_a_partial_grid_says_so(grid):
+    from hybrid_jax.evaluation import tradeoff2_report
+
+    runs = [r for rs in grid.values() for r in rs]
+    a = ta.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=200)
+    info = [{"name": r.name, "condition": r.condition, "seed": r.seed, "wall_seconds": 60.0,
+             "sessions": 1, "code": "git abc"} for r in runs]
+    text = tradeoff2_report.render(a, info, planned=len(runs) + 3, stem="t")
+    assert f"not complete: {len(runs)} of {len(runs) + 3} runs" in text
+    assert "significant gain" in text and "equivalent within ±delta" in text
+    full = tradeoff2_report.render(a, info, planned=len(runs), stem="t")
+    assert "not complete" not in full
+    assert f"{len(runs) * 60 / 3600:.2f} h" in full
