@@ -9,6 +9,7 @@ guards.py.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import time
 from typing import Any, Optional
@@ -346,9 +347,10 @@ def train_and_evaluate(config, workdir, *, evaluate: bool = True,
         every = int(config.eval.every_steps) if evaluate else 0
         metrics = train(run, writer, evaluate_every=every, stop_at=stop_at)
         step = int(jax.device_get(run.runner.unreplicate(run.state.step)))
-        if evaluate and step >= int(config.train.num_steps):
-            results = run_evaluation(_final_model(run, step), config, workdir, step,
-                                     f"{workdir}@{step}", writer)
+        if evaluate and step >= int(config.train.num_steps) and eval_datasets(config):
+            bundle = _final_model(run, step)
+            _release_training(run)
+            results = run_evaluation(bundle, config, workdir, step, f"{workdir}@{step}", writer)
             if results:
                 metrics = dict(metrics, eval=results)
         return metrics
@@ -362,13 +364,22 @@ def _final_model(run: Run, step: int):
     last step's params."""
     best = run_checkpoint.best_step(run.workdir) if run.config.train.select != "none" else None
     if best is None:
-        return run
+        bundle = run.pretrained.bundle(tied=bool(run.config.model.tied), params=model_params(run))
+        bundle.name = f"{run.workdir}@{step}"
+        return bundle
     log(f"final evaluation on the dev-selected step {best} (of {step})")
     params, _ = run_checkpoint.restore_params(run.workdir, run_checkpoint.BEST)
     bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
                                    params=jax.device_put(params))
     bundle.name = f"{run.workdir}@{best}"
     return bundle
+
+
+def _release_training(run: Run) -> None:
+    """The final evaluation needs only its bundle: the training state, the frozen copies, the
+    data iterator and the dev scorer go first, so that their memory is free while it encodes."""
+    run.state = run.frozen = run.frozen_host = run.iterator = run.selector = None
+    gc.collect()
 
 
 def evaluate_checkpoint(config, workdir) -> dict:

@@ -234,3 +234,30 @@ def test_cadence_evaluates_the_named_datasets(tmp_path, monkeypatch):
     config.eval.every_datasets = ("c",)
     with pytest.raises(InputError, match="eval.every_datasets"):
         config_checks.validate_config(config)
+
+
+def test_final_evaluation_runs_after_the_training_state_is_released(tmp_path, monkeypatch):
+    """The final evaluation holds the bundle only: the training state, frozen copies and the
+    iterator are gone (their memory is free) before it encodes."""
+    from hybrid_jax.evaluation import run as eval_run
+    seen = {}
+    release = train._release_training
+
+    def spy(run):
+        release(run)
+        seen["run"] = run
+
+    def fake_evaluate(bundle, datasets, workdir, eval_config, write=True, folds=None,
+                      cache_dir=None):
+        run = seen.get("run")
+        seen["at_final"] = None if run is None else (run.state, run.frozen, run.iterator)
+        seen["name"] = bundle.name
+        return {"datasets": {}, "scalars": {}}
+
+    monkeypatch.setattr(train, "_release_training", spy)
+    monkeypatch.setattr(eval_run, "evaluate", fake_evaluate)
+    config = _config(**{"train.checkpoint_every": 0})
+    config.eval.datasets = [dict(name="toy", type="xquad-r", path="nowhere")]
+    train.train_and_evaluate(config, tmp_path)
+    assert seen["at_final"] == (None, None, None)
+    assert seen["name"] == f"{tmp_path}@{config.train.num_steps}"
