@@ -161,3 +161,17 @@ def test_a_partial_grid_says_so(grid):
     full = tradeoff2_report.render(a, info, planned=len(runs), stem="t")
     assert "not complete" not in full
     assert f"{len(runs) * 60 / 3600:.2f} h" in full
+
+
+def test_report_of_a_grid_without_hybrid_runs_yet(grid, tmp_path):
+    """Early in the grid (zero-shot and X-X-mono only): the families that exist, no figure for
+    the ones that do not."""
+    from hybrid_jax.evaluation import tradeoff2
+
+    runs = grid["zero-shot"] + grid["mono"][:1]
+    path = tradeoff2.write_report(runs, benchmarks=["b"], out_dir=tmp_path, planned=10,
+                                  high_resource=("en", "de"), n_resamples=200)
+    text = path.read_text()
+    assert "not complete: 2 of 10 runs" in text and "S3:" in text and "Primary" not in text
+    assert "one seed so far" in text  # a single trained seed: no seed variance in the interval
+    assert not list((tmp_path / "tradeoff").glob("answer_*.png"))

@@ -25,6 +25,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, seed_stats, stats
+from hybrid_jax.evaluation.tradeoff_analysis import _order
 
 ALPHA = 0.05
 TARGET_HALF_WIDTH = 0.010
@@ -72,7 +73,7 @@ class Run:
 
 def group(runs: Sequence[Run]) -> dict[str, list[Run]]:
     out: dict[str, list[Run]] = {}
-    for r in sorted(runs, key=lambda r: (r.condition, r.seed or 0)):
+    for r in sorted(runs, key=lambda r: (_order(r.condition), r.seed or 0)):
         out.setdefault(r.condition, []).append(r)
     return out
 

@@ -76,9 +76,12 @@ def family_section(a: dict, ds: str, name: str) -> list[str]:
         means = " Means over seeds: " + "; ".join(
             f"{r['scope']} {r['mean_a']:.3f} vs {r['mean_b']:.3f}" for r in rows
             if r.get("mean_a") is not None) + "."
+    single = [label(r["a"]) for r in rows if r["n_seeds_a"] < 2]
+    caveat = (f" {', '.join(dict.fromkeys(single))}: one seed so far, so these intervals leave "
+              f"seed-to-seed variance out." if single else "")
     return [f"### {FAMILY_TITLES[name]} ({ds})", "",
             f"Seeds: {rows[0]['n_seeds_a']} vs {rows[0]['n_seeds_b']}; questions per language "
-            f"and their clusters as resampled.{means}", "", table(head, body), ""]
+            f"and their clusters as resampled.{means}{caveat}", "", table(head, body), ""]
 
 
 def summary_section(a: dict, ds: str) -> list[str]:
