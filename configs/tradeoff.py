@@ -86,28 +86,37 @@ def get_config(arg=None):
         c.experiment.report_dir = "report_alpha_sweep"
         c.experiment.report_name = "tradeoff_alpha_sweep.md"
     elif arg == "tiny":
-        c.model.spec = "random:tiny"
-        c.model.dropout = 0.0
-        c.num_devices = 1
-        c.loss.temperature = 0.1
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 1
+        tiny_model(c)
         c.train.num_steps = 3
-        c.train.log_every = 1
-        c.train.checkpoint_every = 0
-        c.data.languages = ("en", "de")
-        c.data.global_batch_size = 8
-        c.data.query_max_length = 16
-        c.data.passage_max_length = 24
         c.eval.datasets = (dict(name="xquad-r-test-en-de", type="xquad-r",
                                 path="../shared/data/xquad-r", fold="test",
-                                languages=("en", "de")),)
-        c.eval.batch_size = 64
-        c.eval.max_length = 32
-        c.eval.buckets = (32,)
+                                languages=TINY_LANGUAGES),)
         c.eval.cache = False
         c.experiment.samplers = ("mono", "hybrid")
-        c.experiment.seeds = (0,)
-        c.experiment.high_resource = ("en",)
-        c.experiment.n_bootstrap = 200
     return c
+
+
+TINY_LANGUAGES = ("en", "de")
+
+
+def tiny_model(c) -> None:
+    """The tiny variants' shared part (tests; seconds): a random tiny model on one device, en +
+    de, small batches and lengths, one seed, few bootstrap resamples."""
+    c.model.spec = "random:tiny"
+    c.model.dropout = 0.0
+    c.num_devices = 1
+    c.loss.temperature = 0.1
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 1
+    c.train.log_every = 1
+    c.train.checkpoint_every = 0
+    c.data.languages = TINY_LANGUAGES
+    c.data.global_batch_size = 8
+    c.data.query_max_length = 16
+    c.data.passage_max_length = 24
+    c.eval.batch_size = 64
+    c.eval.max_length = 32
+    c.eval.buckets = (32,)
+    c.experiment.seeds = (0,)
+    c.experiment.high_resource = ("en",)
+    c.experiment.n_bootstrap = 200

@@ -69,31 +69,15 @@ def get_config(arg=None):
 
 
 def _tiny(c) -> None:
-    c.model.spec = "random:tiny"
-    c.model.dropout = 0.0
-    c.loss.temperature = 0.1
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 1
+    tradeoff.tiny_model(c)
     c.optim.grad_accum_steps = 2
     c.train.num_steps = 4
-    c.train.checkpoint_every = 0
     c.train.select_every = 2
     c.train.select_batches = 1
     c.train.select_batch_size = 8
     c.eval.every_steps = 2
-    c.data.languages = ("en", "de")
-    c.data.global_batch_size = 8
-    c.data.query_max_length = 16
-    c.data.passage_max_length = 24
-    langs = ("en", "de")
-    c.eval.datasets = tuple(dict(d, languages=langs) for d in c.eval.datasets)
-    c.eval.batch_size = 64
-    c.eval.max_length = 32
-    c.eval.buckets = (32,)
+    c.eval.datasets = tuple(dict(d, languages=tradeoff.TINY_LANGUAGES) for d in c.eval.datasets)
     e = c.experiment
     e.samplers = ("mono", "cross", "hybrid")
-    e.seeds = (0,)
     e.sweep_alphas = (0.25,)
     e.sweep_seeds = (0,)
-    e.high_resource = ("en",)
-    e.n_bootstrap = 200

@@ -187,21 +187,31 @@ def language_views(lang: str, setting: str, views: Sequence[str]) -> list[str]:
     raise ValueError(f"setting {setting!r}: expected 'mono' or 'cross'")
 
 
-def paired_row(runs_a, runs_b, views: list[str], stratify: str | None, **kw):
-    """compare_runs(...).as_dict() over the queries of `views` present (finite) in every run of
-    both sides (per_question_scores tables), or None when none is. stratify: None, 'view' (macro
-    over views) or 'lang' (macro over query languages); kw goes to compare_runs."""
-    tables = runs_a + runs_b
+def aligned_cells(runs_a, runs_b, views: Sequence[str]):
+    """The (view, query) cells of `views` finite in every run of both sides (per_question_scores
+    tables), sorted: (a [runs_a x cells], b, clusters, views, query languages) as lists, or None
+    when there is no such cell."""
     keys = None
-    for t in tables:
+    for t in list(runs_a) + list(runs_b):
         ks = {(v, q) for v in views for q, val in t.get(v, {}).items() if np.isfinite(val[0])}
         keys = ks if keys is None else keys & ks
     keys = sorted(keys or ())
     if not keys:
         return None
-    ref = tables[0]
-    clusters = [ref[v][q][1] for v, q in keys]
-    strata = [v if stratify == "view" else ref[v][q][2] for v, q in keys] if stratify else None
+    ref = runs_a[0]
     a = [[t[v][q][0] for v, q in keys] for t in runs_a]
     b = [[t[v][q][0] for v, q in keys] for t in runs_b]
+    return (a, b, [ref[v][q][1] for v, q in keys], [v for v, _ in keys],
+            [ref[v][q][2] for v, q in keys])
+
+
+def paired_row(runs_a, runs_b, views: list[str], stratify: str | None, **kw):
+    """compare_runs(...).as_dict() over the queries of `views` present (finite) in every run of
+    both sides (per_question_scores tables), or None when none is. stratify: None, 'view' (macro
+    over views) or 'lang' (macro over query languages); kw goes to compare_runs."""
+    cells = aligned_cells(runs_a, runs_b, views)
+    if cells is None:
+        return None
+    a, b, clusters, cell_views, langs = cells
+    strata = {"view": cell_views, "lang": langs}[stratify] if stratify else None
     return compare_runs(a, b, clusters=clusters, strata=strata, **kw).as_dict()

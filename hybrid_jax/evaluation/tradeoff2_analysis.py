@@ -89,19 +89,13 @@ def scope_views(setting: str, langs: Sequence[str], views: Sequence[str]) -> lis
 
 
 def aligned(tables_a: list[dict], tables_b: list[dict], views: Sequence[str]):
-    """(A [S_a, Q], B [S_b, Q], clusters, view of each column) over the (view, query) cells
-    finite in every run of both sides; None when there is none."""
-    keys = None
-    for t in tables_a + tables_b:
-        ks = {(v, q) for v in views for q, val in t.get(v, {}).items() if np.isfinite(val[0])}
-        keys = ks if keys is None else keys & ks
-    keys = sorted(keys or ())
-    if not keys:
+    """(A [S_a, Q], B [S_b, Q], clusters, view of each column) over the cells finite in every
+    run of both sides (stats.aligned_cells); None when there is none."""
+    cells = stats.aligned_cells(tables_a, tables_b, views)
+    if cells is None:
         return None
-    ref = tables_a[0]
-    A = np.array([[t[v][q][0] for v, q in keys] for t in tables_a], np.float64)
-    B = np.array([[t[v][q][0] for v, q in keys] for t in tables_b], np.float64)
-    return A, B, [ref[v][q][1] for v, q in keys], [v for v, _ in keys]
+    a, b, clusters, cell_views, _ = cells
+    return np.array(a, np.float64), np.array(b, np.float64), clusters, cell_views
 
 
 def compare(a: list[Run], b: list[Run], dataset: str, setting: str, langs: Sequence[str],
