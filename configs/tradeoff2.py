@@ -16,8 +16,8 @@ test only), plus the zero-shot row.
 
 Variants:
   ''      the registered grid.
-  'tiny'  random tiny model, en + de on both benchmarks, X-X-mono, X-Y and hybrid x 1 seed + one sweep
-          alpha, 4 steps with the curve at 2 and 4 (tests; seconds).
+  'tiny'  random tiny model, en + de on both benchmarks, X-X-mono, X-Y and hybrid x 1 seed +
+          one sweep alpha, 4 steps with the curve at 2 and 4 (tests; seconds).
 """
 import ml_collections
 
@@ -35,12 +35,9 @@ def _experiment() -> ml_collections.ConfigDict:
     e.sweep_alphas = (0.25, 0.75)
     e.sweep_seeds = (0, 1, 2)
     e.sweep_datasets = (CURVE_DATASET,)
-    e.resample_seeds = True
     e.delta = 0.010
     e.protocol = PROTOCOL
     e.protocol_sha256 = PROTOCOL_SHA256
-    e.report_dir = "report"
-    e.report_name = "tradeoff.md"
     return e
 
 

@@ -188,8 +188,10 @@ def run_config(config, spec: RunSpec) -> ml_collections.ConfigDict:
     if spec.sweep:
         keep = set(sweep_dataset_names(config))
         c.eval.datasets = tuple(d for d in _eval_specs(config) if eval_dir_name(d) in keep)
-        c.eval.every_datasets = tuple(n for n in (c.eval.get("every_datasets") or ())
-                                      if n in keep)
+        named = tuple(c.eval.get("every_datasets") or ())
+        c.eval.every_datasets = tuple(n for n in named if n in keep)
+        if named and not c.eval.every_datasets:  # its curve datasets are all left out
+            c.eval.every_steps = 0
     if spec.sampler != ZERO_SHOT:
         c.seed = spec.seed
         c.data.seed = spec.seed

@@ -146,6 +146,15 @@ def model_params(run: Run, trainable=None):
     return jax.device_put(optim.merge_params(trainable, run.frozen_host)["model"])
 
 
+def current_bundle(run: Run, name: Optional[str] = None, trainable=None):
+    """The run's current params as an encoding bundle (named `name` when given)."""
+    bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
+                                   params=model_params(run, trainable))
+    if name is not None:
+        bundle.name = name
+    return bundle
+
+
 def eval_datasets(config) -> list:
     return [d.to_dict() if hasattr(d, "to_dict") else d for d in (config.eval.datasets or [])]
 
@@ -171,9 +180,7 @@ def run_evaluation(run_or_bundle, config, eval_dir: str, step: int, name: str,
 
     bundle = run_or_bundle
     if isinstance(run_or_bundle, Run):
-        bundle = run_or_bundle.pretrained.bundle(tied=bool(config.model.tied),
-                                                 params=model_params(run_or_bundle))
-        bundle.name = name
+        bundle = current_bundle(run_or_bundle, name)
     t = time.time()
     # Every process evaluates (they stay in step; local devices only), process 0 writes.
     results = eval_run.evaluate(bundle, datasets, eval_dir, config.eval,
@@ -270,9 +277,8 @@ class _Loop:
         self.pending.fetch_and_check()
         t = time.time()
         trainable = run.runner.unreplicate(run.state.params)
-        bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
-                                       params=model_params(run, trainable))
-        self.selector.offer(step, bundle, trainable, self.writer)
+        self.selector.offer(step, current_bundle(run, trainable=trainable), trainable,
+                            self.writer)
         self.progress.pause(time.time() - t)
 
 
@@ -364,9 +370,7 @@ def _final_model(run: Run, step: int):
     last step's params."""
     best = run_checkpoint.best_step(run.workdir) if run.config.train.select != "none" else None
     if best is None:
-        bundle = run.pretrained.bundle(tied=bool(run.config.model.tied), params=model_params(run))
-        bundle.name = f"{run.workdir}@{step}"
-        return bundle
+        return current_bundle(run, f"{run.workdir}@{step}")
     log(f"final evaluation on the dev-selected step {best} (of {step})")
     params, _ = run_checkpoint.restore_params(run.workdir, run_checkpoint.BEST)
     bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),

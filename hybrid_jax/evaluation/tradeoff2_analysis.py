@@ -25,7 +25,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, seed_stats, stats
-from hybrid_jax.evaluation.tradeoff_analysis import _order
+from hybrid_jax.evaluation.tradeoff_analysis import _order, language_value
 
 ALPHA = 0.05
 TARGET_HALF_WIDTH = 0.010
@@ -219,12 +219,8 @@ def sweep(groups: dict, dataset: str, hr: Sequence[str], key: str,
 
 
 def _macros(m: dict, hr: Sequence[str], key: str) -> dict:
-    def lang(setting, x):
-        per = {"mono": m["mono"]["per_language"], "cross": m["cross"]["per_query_language"],
-               "multi": m["multi"]["per_language"]}[setting]
-        return float(per[x][key])
-
-    out = {s: float(np.mean([lang(s, x) for x in hr])) for s in ("mono", "cross", "multi")}
+    out = {s: float(np.mean([language_value(m, s, x, key) for x in hr]))
+           for s in ("mono", "cross", "multi")}
     out["rank_distance"] = float(m["rank_distance"]["macro"])
     return out
 
@@ -236,9 +232,9 @@ def design(groups: dict, dataset: str, hr: Sequence[str], key: str, primary: str
     hyb, mono = groups.get(primary), groups.get("mono")
     if not hyb or not mono:
         return out
+    ta = [r.tables(dataset, key) for r in hyb]
+    tb = [r.tables(dataset, key) for r in mono]
     for x in hr:
-        ta = [r.tables(dataset, key) for r in hyb]
-        tb = [r.tables(dataset, key) for r in mono]
         cells = aligned(ta, tb, scope_views("mono", [x], sorted(ta[0])))
         if cells is None:
             continue
@@ -262,24 +258,16 @@ def summary(groups: dict, dataset: str, hr: Sequence[str], languages: Sequence[s
     for cond, runs in groups.items():
         ms = [r.metrics(dataset) for r in runs]
         row = {}
-        for setting, metric in SUMMARY_METRICS:
-            per = [_language_values(m, setting, metric, languages) for m in ms]
-            row[f"{setting} {metric}"] = _scopes(per, hr, languages)
-        rd = [{x: (m["rank_distance"]["per_language"].get(x) or {}).get("rank_distance")
-               for x in languages} for m in ms]
-        row["rank_distance"] = _scopes(rd, hr, languages)
+        for setting, metric in SUMMARY_METRICS + (("rank_distance", None),):
+            per = [{x: language_value(m, setting, x, metric) for x in languages} for m in ms]
+            row[f"{setting} {metric}" if metric else setting] = _scopes(per, hr, languages)
         out[cond] = row
     return out
 
 
-def _language_values(m: dict, setting: str, metric: str, languages) -> dict:
-    per = {"mono": m["mono"]["per_language"], "cross": m["cross"]["per_query_language"],
-           "multi": m["multi"]["per_language"]}[setting]
-    return {x: (per.get(x) or {}).get(metric) for x in languages}
-
-
 def _mean_std(values) -> tuple:
-    v = np.array([x for x in values if x is not None], np.float64)
+    """(mean, sample std or None, n) over the finite values; (None, None, 0) without any."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], np.float64)
     if not len(v):
         return (None, None, 0)
     return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None, len(v))
@@ -288,9 +276,7 @@ def _mean_std(values) -> tuple:
 def _scopes(per_run: list[dict], hr, languages) -> dict:
     out = {x: _mean_std([p[x] for p in per_run]) for x in languages}
     for scope, langs in (("macro_hr", hr), ("macro_all", languages)):
-        out[scope] = _mean_std([float(np.mean([p[x] for x in langs]))
-                                if all(p[x] is not None for x in langs) else None
-                                for p in per_run])
+        out[scope] = _mean_std([float(np.mean([p[x] for x in langs])) for p in per_run])
     return out
 
 
