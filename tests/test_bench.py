@@ -18,7 +18,11 @@ def bench_run(tmp_path_factory, shared_data):
            "--config.num_devices=1", "--config.data.synthetic=False",
            f"--config.data.dataset_dir={shared_data / 'xquad-r'}",
            "--rounds", "3", "--repeats", "1", "--search_sizes", "3000", "--search_queries", "64",
-           "--encode_texts", "48", "--pipeline_batches", "5",
+           "--encode_texts", "48", "--pipeline_batches", "5", "--study_rounds", "2",
+           "--study_config=configs/tradeoff2.py:tiny",
+           "--config.eval.datasets=" + json.dumps([dict(
+               name="xquad-r-test", type="xquad-r", path=str(shared_data / "xquad-r"),
+               fold="test", languages=["en", "de"])]),
            "--out", str(out / "results.json"), "--markdown", str(out / "BENCHMARKS.md")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -28,7 +32,25 @@ def bench_run(tmp_path_factory, shared_data):
 def test_every_section_reports_its_figures(bench_run):
     _, results = bench_run
     sec = results["sections"]
-    assert set(sec) == {"peak", "step", "profile", "pipeline", "encode", "search"}
+    assert set(sec) == {"peak", "step", "study_step", "profile", "pipeline", "encode",
+                        "whole_eval", "search"}
+    whole = sec["whole_eval"]["dtypes"]
+    assert set(whole) == {"bfloat16", "float32"}
+    for r in whole.values():  # each child evaluated every dataset of the config from scratch
+        assert r["datasets"] and r["process_wall_s"] > r["evaluate_s"] > 0 and r["max_rss_mb"] > 0
+        assert all(set(d["map"]) == {"mono", "cross", "multi"} for d in r["datasets"].values())
+    diffs = whole["bfloat16"]["map_minus_float32"]
+    assert set(diffs) == set(whole["float32"]["datasets"])
+    assert all(abs(v) < 0.1 for d in diffs.values() for v in d.values())
+    assert all(v == 0 for d in whole["float32"]["map_minus_float32"].values() for v in d.values())
+    study = sec["study_step"]["variants"]
+    accum, plain = study["GradCache, 2 micro-batches"], study["half the batch, one pass"]
+    assert accum["hard_negatives"] == plain["hard_negatives"] == 1  # the study's triplets
+    assert accum["batch"] == 2 * plain["batch"] and accum["passage_len"] == plain["passage_len"]
+    for v in (accum, plain):
+        assert len(v["step_s_all"]) == 2 and v["compiles_after_first_step"] == 0
+        if "step_s" in v.get("peer", {}):
+            assert v["speedup_vs_peer"] > 0
     prof = sec["profile"]
     assert prof["thunk_s_per_step"] > 0 and prof["top"]
     assert sum(r["share"] for r in prof["top"]) <= 1 + 1e-9
@@ -53,6 +75,9 @@ def test_every_section_reports_its_figures(bench_run):
     if "PyTorch peer, float32" in enc["variants"]:
         assert enc["fastest_over_peer"] > 0 and enc["variants"]["PyTorch peer, float32"][
             "cosine_min"] > 0.9999
+    if "PyTorch peer, bfloat16" in enc["variants"]:  # a CPU with bfloat16 matmuls: same precision
+        assert enc["bf16_over_peer_bf16"] > 0
+        assert enc["variants"]["PyTorch peer, bfloat16"]["cosine_min"] > 0.999
     pool = sec["search"]["synthetic"][0]
     assert pool["n_candidates"] == 3000 and pool["exact_qps"] > 0
     if "scann_qps" in pool:

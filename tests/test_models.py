@@ -327,3 +327,35 @@ def test_dropout_mask_rejects_32_bit_overflow():
     with pytest.raises(ValueError, match="32-bit"):
         jax.eval_shape(lambda k: encoder.dropout_keep_mask(k, (1 << 16, 1 << 16), 0.1),
                        jax.random.key(0))
+
+
+def test_dense_has_nn_dense_parameters_and_values_in_float32():
+    import flax.linen as nn
+
+    from hybrid_jax.models.encoder import Dense
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 8))
+    ours = Dense(4, jnp.float32).init(jax.random.PRNGKey(0), x)
+    theirs = nn.Dense(4, kernel_init=nn.initializers.normal(0.02)).init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(a, b)  # same initialisation: checkpoints stay compatible
+    theirs["params"]["bias"] = jnp.arange(4.0)
+    np.testing.assert_allclose(Dense(4, jnp.float32).apply(theirs, x),
+                               nn.Dense(4).apply(theirs, x), rtol=1e-6)
+
+
+def test_bfloat16_matmuls_take_bfloat16_operands_and_accumulate_in_float32():
+    from hybrid_jax.models.encoder import Encoder
+
+    c = config_lib.EncoderConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
+                                 intermediate_size=32, max_position_embeddings=16,
+                                 compute_dtype="bfloat16")
+    ids, mask = jnp.ones((2, 8), jnp.int32), jnp.ones((2, 8), jnp.int32)
+    model = Encoder(c)
+    params = model.init(jax.random.PRNGKey(0), ids, mask)
+    hlo = jax.jit(model.apply).lower(params, ids, mask).as_text()
+    dots = [line for line in hlo.splitlines() if "dot_general" in line]
+    # 6 dense layers + 2 attention einsums, each bf16 x bf16 -> f32 (the fast CPU path)
+    assert len(dots) == 8, dots
+    assert all("bf16>, tensor<" in d and d.rstrip().endswith("f32>") for d in dots), dots

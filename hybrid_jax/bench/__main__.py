@@ -9,9 +9,13 @@ Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
   peak      the machine's practical matmul peak under XLA, in the dtype the step computes in
             (model.compute_dtype; --peak_dtype overrides), so the step's fraction of it is MFU
   step      our train step against the PyTorch peer, alternating, on the config's model and shapes
+  study_step  the same at the trade-off study's shapes (--study_config): its GradCache step, and
+            half its batch in one pass without accumulation
   profile   where the step's time goes: jax.profiler trace, XLA thunk time per kind of op
   pipeline  input-pipeline batches/s against the measured step rate
   encode    evaluation encoding: our variants (rows, token budget, bfloat16) and the PyTorch peer
+  whole_eval  the config's evaluation datasets from a cold cache, bfloat16 and float32, each in
+            its own process: wall time, peak memory, and the metrics' differences
   search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
 Results are merged into --out (a rerun of one section replaces only that section), and
 --markdown is regenerated from the whole file.
@@ -28,15 +32,38 @@ import sys
 import time
 
 from absl import flags
+from ml_collections import config_flags
 
 from hybrid_jax import cli, host_memory
 
-SECTIONS = ("peak", "step", "profile", "pipeline", "encode", "search")
+SECTIONS = ("peak", "step", "study_step", "profile", "pipeline", "encode", "whole_eval",
+            "search")
+
+
+def _cpuinfo(field: str) -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: bfloat16 matmuls at (at least) float32 speed, for both frameworks."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(_cpuinfo("flags").split()))
+
 
 FLAGS = flags.FLAGS
 cli.define_config_flags("configs/demo_cpu.py", workdir=False)
+config_flags.DEFINE_config_file(
+    "study_config", "configs/tradeoff2.py",
+    "The study whose shapes the study_step section times (override keys with "
+    "--study_config.<section>.<key>=<value>).", lock_config=True)
 flags.DEFINE_list("sections", list(SECTIONS), "Which benchmarks to run.")
 flags.DEFINE_integer("rounds", 10, "Timed steps per framework (alternating), after warm-up.")
+flags.DEFINE_integer("study_rounds", 3, "Timed steps per framework at the study's shapes.")
 flags.DEFINE_integer("repeats", 3, "Repetitions of each encode / search timing (median).")
 flags.DEFINE_list("search_sizes", ["10000", "100000", "1000000"], "Synthetic pool sizes.")
 flags.DEFINE_integer("search_queries", 1000, "Queries per search benchmark.")
@@ -44,8 +71,10 @@ flags.DEFINE_string("real_pool", None, "embeddings.npz of a real evaluation (eva
 flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
 flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")
-flags.DEFINE_bool("peer_bf16", False, "Also time the peer's bfloat16 autocast encoding (slow "
-                  "on CPUs without AVX-512 BF16 / AMX: measured 0.3 GFLOP/s matmuls on AVX2).")
+flags.DEFINE_bool("peer_bf16", None,
+                  "Also time the peer's bfloat16 autocast encoding beside our bfloat16 path "
+                  "(default: when the CPU has AVX512-BF16 or AMX; without them it is slow: "
+                  "measured 0.3 GFLOP/s matmuls on AVX2).")
 flags.DEFINE_string("peak_dtype", "", "dtype of the peak matmul ('' = model.compute_dtype).")
 flags.DEFINE_integer("peak_size", 0, "Side of the square peak matmul (0 = 2048 on CPU, 8192 on "
                      "accelerators, where smaller products do not fill the chip).")
@@ -60,13 +89,7 @@ def _log(message: str) -> None:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+    return _cpuinfo("model name") or platform.processor() or "?"
 
 
 def machine_info() -> dict:
@@ -110,10 +133,39 @@ def _pipeline(config, step_result: dict | None) -> dict:
     return out
 
 
+def _study_step(peak: dict | None) -> dict:
+    """Our step against the peer at the study's shapes, with and without accumulation."""
+    from hybrid_jax.bench import step
+
+    study = FLAGS.study_config
+    micro = int(study.optim.get("grad_accum_steps", 1) or 1)
+    plain = study.copy_and_resolve_references()
+    with plain.unlocked():
+        plain.data.global_batch_size = int(study.data.global_batch_size) // 2
+        plain.optim.grad_accum_steps = 1
+    out = {"variants": {}}
+    for name, cfg in ((f"GradCache, {micro} micro-batches", study),
+                      ("half the batch, one pass", plain)):
+        _log(f"study_step: {name}")
+        out["variants"][name] = step.train_step_benchmark(
+            cfg, rounds=FLAGS.study_rounds, peer=FLAGS.peer, peak=peak)
+    return out
+
+
 def _encode(config) -> dict:
     from hybrid_jax.bench.encode import encode_benchmark
 
-    return encode_benchmark(config, FLAGS.encode_texts, FLAGS.repeats, FLAGS.peer, FLAGS.peer_bf16)
+    peer_bf16 = cpu_has_bf16() if FLAGS.peer_bf16 is None else FLAGS.peer_bf16
+    return encode_benchmark(config, FLAGS.encode_texts, FLAGS.repeats, FLAGS.peer, peer_bf16)
+
+
+def _whole_eval() -> dict:
+    from hybrid_jax.bench.whole_eval import whole_eval_benchmark
+
+    # the children evaluate the config this program was given, with the same overrides
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    config_file = config_flags.get_config_filename(FLAGS["config"]) or "configs/demo_cpu.py"
+    return whole_eval_benchmark(config_file, overrides)
 
 
 def _search(config) -> dict:
@@ -163,12 +215,16 @@ def run_benchmarks(config) -> dict:
     if "step" in FLAGS.sections:
         record("step", lambda: step.train_step_benchmark(
             config, rounds=FLAGS.rounds, peer=FLAGS.peer, peak=sections.get("peak")))
+    if "study_step" in FLAGS.sections:
+        record("study_step", lambda: _study_step(sections.get("peak")))
     if "profile" in FLAGS.sections:
         record("profile", lambda: step.step_profile(config))
     if "pipeline" in FLAGS.sections:
         record("pipeline", lambda: _pipeline(config, sections.get("step")))
     if "encode" in FLAGS.sections:
         record("encode", lambda: _encode(config))
+    if "whole_eval" in FLAGS.sections:
+        record("whole_eval", _whole_eval)
     if "search" in FLAGS.sections:
         record("search", lambda: _search(config))
     if FLAGS.markdown:

@@ -129,3 +129,8 @@ def _summarise(out: dict, times: dict, embeddings: dict, n: int) -> None:
         # median of per-round ratios (each round ran both back to back); > 1: ours is faster
         out["baseline_over_peer"] = float(np.median(np.divide(times[peer], times[BASELINE])))
         out["fastest_over_peer"] = float(np.median(np.divide(times[peer], times[best])))
+    peer16, ours16 = "PyTorch peer, bfloat16", [k for k in ours if k.endswith("bfloat16")]
+    if peer16 in times and ours16:
+        # frameworks compared at the same precision too: our bfloat16 against the peer's autocast
+        out["bf16_over_peer_bf16"] = float(np.median(np.divide(times[peer16],
+                                                               times[ours16[0]])))

@@ -37,10 +37,10 @@ def best_operating_point(pool: dict, recall: float = 0.95) -> dict | None:
     return max(ok, key=lambda p: p["qps"]) if ok else None
 
 
-def _step(s: dict, peak: dict | None) -> list[str]:
+def _step(s: dict, peak: dict | None, title: str = "Training step") -> list[str]:
     peer = s.get("peer", {})
     has_peer = "step_s" in peer
-    lines = ["## Training step", "",
+    lines = [f"## {title}", "",
              f"Model config: batch {s['batch']} with {s.get('hard_negatives', 0)} hard negative(s) "
              f"per pair, query {s['query_len']} / passage "
              f"{s['passage_len']} tokens (padded; {s['real_tokens_per_step']:.0f} of "
@@ -141,6 +141,8 @@ def markdown(results: dict) -> str:
                   _meta(peak), ""]
     if "step" in sec:
         lines += _step(sec["step"], peak)
+    for name, v in sec.get("study_step", {}).get("variants", {}).items():
+        lines += _step(v, peak, f"Training step at the study's shapes: {name}")
     if "profile" in sec:
         lines += _profile(sec["profile"])
     if "pipeline" in sec:
@@ -157,6 +159,8 @@ def markdown(results: dict) -> str:
         lines += ["", _meta(p), ""]
     if "encode" in sec:
         lines += _encode(sec["encode"])
+    if "whole_eval" in sec:
+        lines += _whole_eval(sec["whole_eval"])
     if "search" in sec:
         lines += _search(sec["search"])
     return "\n".join(lines)
@@ -182,7 +186,44 @@ def _encode(e: dict) -> list[str]:
                      "fastest "
                      f"{e['fastest_over_peer']:.2f}x (target >= 1.5x: "
                      f"{_target(e['fastest_over_peer'] >= 1.5)}).")
+    if "bf16_over_peer_bf16" in e:
+        lines.append(f"Same precision: ours in bfloat16 over the peer's bfloat16 autocast "
+                     f"(median of per-round ratios): {e['bf16_over_peer_bf16']:.2f}x.")
     return lines + ["", _meta(e), ""]
+
+
+def _whole_eval(w: dict) -> list[str]:
+    runs = w["dtypes"]
+    names = sorted({ds for r in runs.values() for ds in r["datasets"]})
+    lines = ["## Whole evaluation (cold embedding cache)", "",
+             f"`{w['config']}`'s evaluation datasets ({', '.join(names)}) with the pretrained "
+             "model from an empty workdir, one process per compute dtype, run once each: wall "
+             "time of the process (start-up, model load, encoding, search, reports) and its "
+             "peak resident memory; mAP@20 is the macro average over languages.", "",
+             "| compute dtype | process wall s | " + " | ".join(f"{ds} s" for ds in names)
+             + " | peak host memory, MB | " + " | ".join(
+                 f"{ds} mAP@20 mono / cross / multi" for ds in names) + " |",
+             "|---" * (3 + 2 * len(names)) + "|"]
+    for dtype, r in runs.items():
+        cells = [_f(r["datasets"].get(ds, {}).get("seconds")) for ds in names]
+        maps = [" / ".join(f"{v:.4f}" for v in r["datasets"].get(ds, {}).get("map", {}).values())
+                for ds in names]
+        lines.append(f"| {dtype} | {_f(r['process_wall_s'])} | " + " | ".join(cells)
+                     + f" | {_f(r['max_rss_mb'])} | " + " | ".join(maps) + " |")
+    fastest = min(runs, key=lambda d: runs[d]["process_wall_s"])
+    best = runs[fastest]
+    lines += ["", f"Fastest: {fastest}, {best['process_wall_s'] / 60:.1f} min (target <= 5 min: "
+              f"{_target(best['process_wall_s'] <= 300)}), peak {_f(best['max_rss_mb'])} MB "
+              f"(target <= 2,500 MB: {_target(best['max_rss_mb'] <= 2500)})."]
+    for dtype, r in runs.items():
+        diffs = r.get("map_minus_float32", {})
+        if dtype == "float32" or not diffs:
+            continue
+        worst = max(abs(v) for d in diffs.values() for v in d.values())
+        lines.append(f"{dtype} minus float32, macro mAP@20: " + "; ".join(
+            f"{ds} " + ", ".join(f"{s} {v:+.4f}" for s, v in d.items())
+            for ds, d in diffs.items()) + f" (target within +-0.001: {_target(worst <= 0.001)}).")
+    return lines + ["", _meta(w), ""]
 
 
 def _peer_shape(s: dict) -> str:
