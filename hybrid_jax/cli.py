@@ -94,7 +94,9 @@ def program(main: Callable) -> Callable:
 
 
 def run(main: Callable) -> None:
-    """app.run with the harness's flag parsing."""
+    """app.run with the harness's flag parsing, in a process with huge pages for malloc's
+    large blocks where the kernel offers them (host_memory: restarts the command once)."""
+    host_memory.reexec_with_huge_pages()
     app.run(main, flags_parser=parse_flags)
 
 
