@@ -67,22 +67,17 @@ def whole_eval_benchmark(config_file: str, overrides: list[str],
     return out
 
 
-def _max_rss_mb() -> float:
-    from hybrid_jax.bench.step import max_rss_mb
-
-    return max_rss_mb()
-
-
 @cli.program
 def main(argv):
     del argv
     from hybrid_jax import train
+    from hybrid_jax.bench.step import max_rss_mb
 
-    FLAGS = flags.FLAGS
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     t = time.perf_counter()
-    train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-    result = {"evaluate_s": time.perf_counter() - t, "max_rss_mb": _max_rss_mb()}
-    pathlib.Path(FLAGS.workdir, RESULT_FILE).write_text(json.dumps(result))
+    train.evaluate_checkpoint(config, workdir)
+    result = {"evaluate_s": time.perf_counter() - t, "max_rss_mb": max_rss_mb()}
+    pathlib.Path(workdir, RESULT_FILE).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
