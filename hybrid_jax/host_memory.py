@@ -57,8 +57,17 @@ def _glibc():
 
 
 def huge_pages() -> bool:
-    """True when this process runs with glibc's huge-page tunable (set before it started)."""
-    return "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", "")
+    """True when this process runs with glibc's huge-page tunable on (set before it started)."""
+    return _hugetlb_setting() not in (None, "", "0")
+
+
+def _hugetlb_setting():
+    """The value GLIBC_TUNABLES gives glibc.malloc.hugetlb, or None when it is not given."""
+    for tunable in os.environ.get("GLIBC_TUNABLES", "").split(":"):
+        name, _, value = tunable.partition("=")
+        if name == "glibc.malloc.hugetlb":
+            return value
+    return None
 
 
 def _kernel_offers_huge_pages() -> bool:
@@ -75,9 +84,9 @@ def reexec_with_huge_pages() -> None:
 
     glibc reads its tunables only when a process starts, hence the restart; call it first thing
     in a program, before anything worth keeping exists.  Does nothing with the opt-out, off
-    glibc, without kernel THP, when the tunable is already set, or after a restart.
+    glibc, without kernel THP, when the user set the tunable (either way), or after a restart.
     """
-    if (_glibc() is None or huge_pages() or os.environ.get(_RESTARTED)
+    if (_glibc() is None or _hugetlb_setting() is not None or os.environ.get(_RESTARTED)
             or not _kernel_offers_huge_pages()):
         return
     env = dict(os.environ)

@@ -109,3 +109,11 @@ def test_program_restarts_once_into_huge_pages(opt_out):
         assert out == ["start", "glibc.malloc.arena_max=4 False"]
     else:  # the user's tunables kept, ours appended; the second start did not restart again
         assert out == ["start", "start", "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1 True"]
+
+
+@pytest.mark.skipif(not (_glibc() and _thp()), reason="glibc malloc and kernel THP only")
+def test_a_user_who_switched_huge_pages_off_is_not_restarted():
+    env = dict(_clean_env(), GLIBC_TUNABLES="glibc.malloc.hugetlb=0")
+    out = subprocess.run([sys.executable, "-c", RESTART], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out == ["start", "glibc.malloc.hugetlb=0 False"]
