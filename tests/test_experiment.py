@@ -195,6 +195,26 @@ def test_resume_skips_finished_and_finishes_half_done(first_run, tmp_path, capsy
     assert (mono_timing.stat().st_mtime_ns, mono_timing.read_text()) == before
 
 
+def test_only_runs_the_named_runs_and_writes_no_report(first_run, tmp_path, capsys):
+    """--only: one slice of a grid run in parallel (the GPU check's); the report comes later."""
+    workdir, _ = first_run
+    work2 = tmp_path / "w"
+    shutil.copytree(workdir, work2)
+    shutil.rmtree(work2 / "runs" / "hybrid-a0.5-s0")
+    shutil.rmtree(work2 / "runs" / "mono-s0" / "eval")   # half-done, not named: left alone
+    shutil.rmtree(work2 / "report")
+    config = _tiny_config()
+    with pytest.raises(InputError, match=r"--only: \['mono-s9'\] not in the plan"):
+        experiment.run_experiment(config, work2, only=["hybrid-a0.5-s0", "mono-s9"])
+    capsys.readouterr()
+    assert experiment.run_experiment(config, work2, only=["hybrid-a0.5-s0"]) is None
+    out = capsys.readouterr().out
+    assert "--only: running hybrid-a0.5-s0; no report" in out and "run 1/1: hybrid-a0.5-s0" in out
+    assert (work2 / "runs" / "hybrid-a0.5-s0" / "eval" / DATASET / "metrics.json").is_file()
+    assert not (work2 / "runs" / "mono-s0" / "eval").exists()
+    assert not (work2 / "report").exists()
+
+
 def test_report_pools_seeds_per_query(first_run, tmp_path):
     """Two 'seeds' of a condition: the comparison averages per-query scores over seeds."""
     workdir, _ = first_run

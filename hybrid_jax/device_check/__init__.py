@@ -2,7 +2,7 @@
 and why it is built as it is).
 
 Modules: command (options, main), check (the stages in order), runner (deadline, child
-processes, summary.json), setup_stages and measure_stages (the stages themselves), run_settings
+processes, summary.json), setup_stages, measure_stages and grid_stage (the stages themselves), run_settings
 (the bench's and the grid's configs), device_tests (which tests run), bundle (what `--prepare`
 builds, and which wheels to install), figures (reading results), workers (the code of the child
 processes that import jax), files (shared helpers).  At load time every module imports the
@@ -12,14 +12,14 @@ from hybrid_jax.device_check.bundle import (DATA_ARCHIVE, MANIFEST, MODEL_DIR, p
                                             prepare, version_tuple, wheel_name_version,
                                             write_data_archive)
 from hybrid_jax.device_check.check import Check
-from hybrid_jax.device_check.command import main, parse_args
+from hybrid_jax.device_check.command import DRY_RUN_GRID, main, parse_args
 from hybrid_jax.device_check.device_tests import (DRY_RUN_TESTS, ONE_DEVICE_TESTS, SHARDED_TESTS,
                                                   select_tests)
-from hybrid_jax.device_check.figures import finished_runs, grid_figures, parse_plan
+from hybrid_jax.device_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
 from hybrid_jax.device_check.run_settings import flag_value
 from hybrid_jax.device_check.runner import OUT_FILES
 
-__all__ = ["DATA_ARCHIVE", "DRY_RUN_TESTS", "MANIFEST", "MODEL_DIR", "ONE_DEVICE_TESTS",
+__all__ = ["DATA_ARCHIVE", "DRY_RUN_GRID", "DRY_RUN_TESTS", "MANIFEST", "MODEL_DIR", "ONE_DEVICE_TESTS",
            "OUT_FILES", "SHARDED_TESTS", "Check", "finished_runs", "flag_value", "grid_figures",
-           "main", "parse_args", "parse_plan", "plan_install", "prepare", "select_tests",
+           "main", "pack_grid", "parse_args", "parse_plan", "plan_install", "prepare", "select_tests",
            "version_tuple", "wheel_name_version", "write_data_archive"]

@@ -85,18 +85,24 @@ def _git(*args: str) -> Optional[str]:
     return r.stdout.decode("utf-8", "replace") if r.returncode == 0 else None
 
 
-def tree_bytes() -> Optional[int]:
-    """Bytes of the files a device call sends besides `carry`: tracked and untracked files git
-    does not ignore (None outside a git checkout)."""
+def tree_sizes() -> Optional[dict]:
+    """Bytes per top-level entry of the files a device call sends besides `carry`: tracked and
+    untracked files git does not ignore, where they exist (None outside a git checkout)."""
     listing = _git("ls-files", "-z", "-co", "--exclude-standard")
     if listing is None:
         return None
-    total = 0
+    sizes: dict = {}
     for rel in filter(None, listing.split("\0")):
         p = REPO / rel
         if p.is_file() and not p.is_symlink():
-            total += p.stat().st_size
-    return total
+            top = rel.split("/", 1)[0]
+            sizes[top] = sizes.get(top, 0) + p.stat().st_size
+    return sizes
+
+
+def tree_bytes() -> Optional[int]:
+    sizes = tree_sizes()
+    return None if sizes is None else sum(sizes.values())
 
 
 def _checked_sums(data_root: pathlib.Path) -> dict:
@@ -208,7 +214,12 @@ def prepare(bundle: pathlib.Path, data_root: pathlib.Path, *, languages=None, mo
         f"{manifest['total_bytes'] / 2 ** 20:.1f} MiB of the {TRANSFER_LIMIT_BYTES / 2 ** 20:.0f} "
         f"MiB a device call carries" + ("" if manifest["fits"] else ": TOO LARGE"))
     if not manifest["fits"]:
-        raise SystemExit(f"error: {bundle} plus the working tree exceed the 64 MiB transfer limit")
+        biggest = sorted((tree_sizes() or {}).items(), key=lambda kv: -kv[1])[:3]
+        raise SystemExit(f"error: {bundle} plus the working tree exceed the 64 MiB transfer limit"
+                         f" (largest in the tree: " + ", ".join(
+                             f"{k} {v / 2 ** 20:.1f} MiB" for k, v in biggest)
+                         + "; files absent from the checkout do not travel: move committed "
+                           "results out during the call, BUILD.md)")
     if wheels_required and missing:
         raise SystemExit(f"error: {bundle / WHEELS_DIR}: no wheel for {missing}; run "
                          f"launch/device_wheels.sh {bundle / WHEELS_DIR}")

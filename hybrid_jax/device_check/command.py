@@ -1,6 +1,7 @@
-"""One prepared call on a GPU machine: install the carried wheels, run the device-relevant tests,
-check checkpoint resume, time the bfloat16 train step against the bfloat16 matmul peak, and run
-as much of the trade-off grid at the paper's batch as the time left allows.
+"""One prepared call on a GPU machine: install the carried wheels, run the second-edition
+trade-off grid at the paper's batch of 100 (runs in parallel on the one GPU), and beside it the
+device-relevant tests and checkpoint resume; then, if time is left, time the bfloat16 train step
+against the bfloat16 matmul peak.
 
     make device-prep                                  # here: device_bundle/ (wheels, data, pack)
     bash launch/device_check.sh                       # there (the device tool): results in $OUT
@@ -12,13 +13,16 @@ each reports):
   install  pip-installs the bundle's wheels whose package the machine lacks (no network there)
   env      jax, the backend and its devices, package versions, our imports, one matmul
   data     unpacks the bundle's data archive (checked against its sha256 in manifest.json)
-  tests    the loss / step / bfloat16 tests that fit the machine's devices, on its platform
-  resume   a run stopped and resumed ends bit-identical to an uninterrupted one (float32 pmap,
-           bfloat16 shard_map; on a GPU, again with deterministic ops if it was not)
-  bench    `python -m hybrid_jax.bench --sections peak,step` in bfloat16 at the paper's shapes
-  grid     `python -m hybrid_jax.experiment --config configs/tradeoff.py` at batch 100 with the
-           trimmed pack: the first two runs, then as many more as their times say fit; every
-           run evaluated on XQuAD-R test and MLQA-R, the report on the finished ones
+  grid     `python -m hybrid_jax.experiment --config configs/tradeoff2.py:gpu100` (batch 100,
+           the trimmed pack), one process per run, --grid-slots at once, in the plan's order,
+           as many as the time allows; the finished runs' files come back as grid-<n>.tar.xz
+           and the report is made from them (grid_stage.py says how)
+  tests    (beside the grid) the loss / step / bfloat16 tests that fit the machine's devices
+  resume   (beside the grid, after the tests) a run stopped and resumed ends bit-identical to
+           an uninterrupted one (float32 pmap, bfloat16 shard_map; on a GPU, again with
+           deterministic ops if it was not)
+  bench    (after the grid, if time is left) `python -m hybrid_jax.bench --sections peak,step`
+           in bfloat16 at the paper's shapes
 
 Why it is built this way:
   * The machine starts bare, cannot reach a network and receives at most 64 MiB of working tree.
@@ -30,7 +34,7 @@ Why it is built this way:
     hangs is killed at its limit; later stages still run unless they need its output.
   * summary.json is rewritten after every stage, so a call cut short still reports.
   * The device tool brings back at most 8 files from $OUT, at most two folders down: the results
-    are summary.json, log.txt, tests.xml, bench.json, bench.md, grid_report.md and grid.tar.gz.
+    are summary.json, log.txt, tests.xml, bench.json, bench.md and up to 3 grid-<n>.tar.xz.
 """
 from __future__ import annotations
 
@@ -44,7 +48,12 @@ import tempfile
 from hybrid_jax.device_check.bundle import DEFAULT_BUNDLE, DEFAULT_DATA_ROOT, prepare
 from hybrid_jax.device_check.check import Check
 from hybrid_jax.device_check.files import REPO, write_json
+from hybrid_jax.device_check.runner import MAX_GRID_PARTS
 from hybrid_jax.device_check.workers import WORKERS
+
+
+# The dry run's slice of the tiny grid: the zero-shot row and two trained runs, in two slots.
+DRY_RUN_GRID = ("zero-shot", "mono-s0", "hybrid-a0.5-s0")
 
 
 def parse_args(argv=None):
@@ -68,8 +77,13 @@ def parse_args(argv=None):
                    help="comma-separated stages to run (the others are reported as skipped)")
     p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
                    help="folder holding xquad-r/ and mlqa-r/ (for --prepare and the dry run)")
-    p.add_argument("--grid-steps", type=int, default=150,
-                   help="training steps per grid run (the CPU study's 150, at batch 100)")
+    p.add_argument("--grid-slots", type=int, default=None,
+                   help="grid runs at once (default 8; dry run 2)")
+    p.add_argument("--grid-runs", default=None,
+                   help="comma-separated run names to run (default: the whole plan; dry run: "
+                        + ",".join(DRY_RUN_GRID) + ")")
+    p.add_argument("--grid-parts", type=int, default=MAX_GRID_PARTS,
+                   help="archive parts the grid's results may fill (each under 16 MiB)")
     p.add_argument("--bench-rounds", type=int, default=50, help="timed bench steps")
     p.add_argument("--no-model", action="store_true", help="--prepare without the model pack")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -78,6 +92,14 @@ def parse_args(argv=None):
     args.stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     if args.budget_s is None:
         args.budget_s = 300.0 if args.cpu_dry_run else 540.0
+    if args.grid_slots is None:
+        args.grid_slots = 2 if args.cpu_dry_run else 8
+    if args.grid_slots < 1:
+        p.error(f"--grid-slots: must be >= 1, got {args.grid_slots}")
+    if args.grid_runs is not None:
+        args.grid_runs = [r.strip() for r in args.grid_runs.split(",") if r.strip()]
+    elif args.cpu_dry_run:
+        args.grid_runs = list(DRY_RUN_GRID)
     return args
 
 

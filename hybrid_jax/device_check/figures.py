@@ -105,16 +105,56 @@ def grid_figures(workdir: pathlib.Path, planned: list[str]) -> dict:
 # Result files of the grid worth bringing back (checkpoints and embedding caches are not).
 _GRID_KEEP = re.compile(r"(\.json|\.jsonl|\.md|\.png|\.csv|per_query\.npz)$")
 _GRID_SKIP = re.compile(r"(^|/)(checkpoints|best|cache|tensorboard)(/|$)")
+PART_LIMIT_BYTES = 15 * 2 ** 20  # the device tool brings back at most 16 MiB a file
+# Uncompressed bytes per part: xz packs the runs' files ~6x (their per-query arrays of question
+# ids repeat across files, which xz's window finds and gzip's does not); a part that still comes
+# out over the limit is written again with fewer files.
+PART_RAW_BYTES = 48 * 2 ** 20
 
 
-def pack_grid(workdir: pathlib.Path, dest: pathlib.Path) -> dict:
+def _grid_files(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """The files to bring back, small ones first, then final per-query scores, then the budget
+    curve's: a grid that does not fit loses curve points first."""
     found = workdir.rglob("*") if workdir.is_dir() else []
-    files = sorted(p for p in found if p.is_file()
-                   and _GRID_KEEP.search(p.name)
-                   and not _GRID_SKIP.search(p.relative_to(workdir).as_posix()))
-    with tarfile.open(dest, "w:gz") as tar:
+    files = [p for p in found if p.is_file() and _GRID_KEEP.search(p.name)
+             and not _GRID_SKIP.search(p.relative_to(workdir).as_posix())]
+
+    def rank(p):
+        rel = p.relative_to(workdir).as_posix()
+        return (p.name == "per_query.npz") + ("/eval_steps/" in rel), rel
+    return sorted(files, key=rank)
+
+
+def _write_part(dest: pathlib.Path, workdir: pathlib.Path, files: list) -> int:
+    with tarfile.open(dest, "w:xz", preset=6) as tar:
         for p in files:
             tar.add(p, arcname=f"grid/{p.relative_to(workdir).as_posix()}")
-    size = dest.stat().st_size
-    return {"files": len(files), "bytes": size,
-            "over_16_mib": size > 16 * 2 ** 20}  # the device tool brings back 16 MiB a file
+    return dest.stat().st_size
+
+
+def pack_grid(workdir: pathlib.Path, out: pathlib.Path, pattern: str, max_parts: int) -> dict:
+    """The grid's result files as xz tar parts `pattern.format(i)` (1, 2, ...) in `out`, each
+    under PART_LIMIT_BYTES, at most `max_parts`; unpack them all into one folder."""
+    todo, parts = _grid_files(workdir), []
+
+    def count_within(raw_budget: float) -> int:
+        """How many of `todo`, from the first, fit `raw_budget` uncompressed bytes (>= 1)."""
+        take, raw = 0, 0
+        while take < len(todo) and (take == 0 or raw + todo[take].stat().st_size <= raw_budget):
+            raw += todo[take].stat().st_size
+            take += 1
+        return take
+
+    while todo and len(parts) < max_parts:
+        take = count_within(PART_RAW_BYTES)
+        dest = out / pattern.format(len(parts) + 1)
+        size = _write_part(dest, workdir, todo[:take])
+        while size > PART_LIMIT_BYTES and take > 1:
+            # fewer files, in proportion to how far over the limit the part came out
+            raw = sum(p.stat().st_size for p in todo[:take])
+            take = min(take - 1, count_within(0.95 * raw * PART_LIMIT_BYTES / size))
+            size = _write_part(dest, workdir, todo[:take])
+        parts.append({"name": dest.name, "files": take, "bytes": size})
+        todo = todo[take:]
+    return {"parts": parts, "files": sum(p["files"] for p in parts),
+            "left_out": [p.relative_to(workdir).as_posix() for p in todo]}

@@ -55,29 +55,16 @@ class RunSettings(Runner):
         return "configs/demo_cpu.py", overrides, [f"--rounds={self.args.bench_rounds}"]
 
     def grid_settings(self) -> tuple[str, dict]:
-        """(configs/tradeoff.py variant, config overrides) of the grid stage."""
-        if self.dry:
-            variant, overrides = "tiny", {"data.hard_negatives": 1}
-        else:
-            # The paper's batch, lengths and hard negative; otherwise the study's recipe
-            # (float32, table frozen, the last step evaluated).  The machine's CPU cores do the
-            # bootstrap; 2,000 resamples keep the report within its time reserve.
-            variant = ""
-            overrides = {"data.global_batch_size": 100, "data.query_max_length": 32,
-                         "data.passage_max_length": 128, "data.hard_negatives": 1,
-                         "train.num_steps": int(self.args.grid_steps),
-                         "train.checkpoint_every": 0, "eval.batch_size": 256,
-                         "experiment.n_bootstrap": 2000}
-        overrides.update({"model.spec": self.model_spec(),
-                          "data.dataset_dir": self._data_path("xquad-r"),
-                          "data.negative_source": "same_paragraph",
-                          "eval.datasets": self.eval_datasets(),
-                          "train.compilation_cache_dir": str(self.work / "xla_cache")})
-        return variant, overrides
+        """(configs/tradeoff2.py variant, config overrides) of the grid stage."""
+        if not self.dry:
+            # The second-edition grid at batch 100: the variant names the bundle's pack and
+            # unpacked data itself, so the report can be rebuilt anywhere from the runs' files.
+            return "gpu100", {}
+        return "tiny", {"data.dataset_dir": self._data_path("xquad-r"),
+                        "eval.datasets": self.eval_datasets()}
 
-    def experiment_command(self, *flags: str) -> list[str]:
+    def experiment_command(self, workdir, *flags: str) -> list[str]:
         variant, overrides = self.grid_settings()
         return [sys.executable, "-m", "hybrid_jax.experiment",
-                f"--config=configs/tradeoff.py{':' + variant if variant else ''}",
-                f"--workdir={self.work / 'grid'}", *flags,
+                f"--config=configs/tradeoff2.py:{variant}", f"--workdir={workdir}", *flags,
                 *(f"--config.{k}={flag_value(v)}" for k, v in overrides.items())]

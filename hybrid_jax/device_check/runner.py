@@ -8,20 +8,22 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable, Optional
 
 from hybrid_jax.device_check.files import REPO, now_iso, write_json
 
 OUT_FILES = {"summary": "summary.json", "log": "log.txt", "tests": "tests.xml",
-             "bench": "bench.json", "bench_md": "bench.md", "report": "grid_report.md",
-             "grid": "grid.tar.gz"}
+             "bench": "bench.json", "bench_md": "bench.md", "grid": "grid-{}.tar.xz"}
+MAX_GRID_PARTS = 3  # the device tool brings back 8 files: the 5 above and the grid's parts
 
 # Seconds per stage; the grid takes what is left of the whole budget.
 STAGE_BUDGETS = {"prepare": 90, "install": 60, "env": 60, "data": 30, "tests": 120,
                  "resume": 90, "bench": 150}
 END_RESERVE_S = 15   # packing the results after the grid
-GRID_MARGIN_S = 10   # the grid stops starting work this long before its limit
+GRID_MARGIN_S = 45   # the grid stops its runs this long before its limit (a run's checkpoint on
+                     # SIGTERM, then packing the results)
 MIN_STAGE_S = 10     # a stage with less time than this is not started
 
 
@@ -36,23 +38,31 @@ class Runner:
         self.log_path = out / OUT_FILES["log"]
         self.site = work / "site"
         self.bundle = pathlib.Path(args.bundle).resolve() if args.bundle else None
-        self.data_dir = work / "data"
         self.stages: dict[str, dict] = {}
+        self.lock = threading.RLock()  # the tests/resume thread and the grid both report
         self.facts: dict = {}
         self.summary = {"mode": "cpu-dry-run" if self.dry else "device", "started": now_iso(),
                         "budget_s": float(args.budget_s), "work": str(work),
                         "python": sys.executable, "stages": []}
 
+    @property
+    def data_dir(self) -> pathlib.Path:
+        """Where the data stage unpacks the archive: inside the bundle, where configs/tradeoff2.py
+        :gpu100 looks for it (device_bundle/data)."""
+        return (self.bundle or self.work) / "data"
+
     def say(self, message: str) -> None:
         line = f"[device_check {time.time() - self.started:6.1f}s] {message}"
-        print(line, flush=True)
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
+        with self.lock:
+            print(line, flush=True)
+            with open(self.log_path, "a") as f:
+                f.write(line + "\n")
 
     def save(self) -> None:
-        self.summary["stages"] = list(self.stages.values())
-        self.summary["elapsed_s"] = round(time.time() - self.started, 1)
-        write_json(self.out / OUT_FILES["summary"], self.summary)
+        with self.lock:
+            self.summary["stages"] = list(self.stages.values())
+            self.summary["elapsed_s"] = round(time.time() - self.started, 1)
+            write_json(self.out / OUT_FILES["summary"], self.summary)
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -62,7 +72,10 @@ class Runner:
         paths = [str(self.site)] if self.site.is_dir() and any(self.site.iterdir()) else []
         paths += [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
-                   JAX_PLATFORMS="cpu" if self.dry else "cuda")
+                   JAX_PLATFORMS="cpu" if self.dry else "cuda",
+                   # Several processes share the GPU (the grid's runs, the tests): each takes
+                   # memory as it needs it instead of 75% of the device up front.
+                   XLA_PYTHON_CLIENT_PREALLOCATE="false")
         if self.dry:
             # One simulated device, as on the one-chip machine: the same tests and layouts.
             env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
@@ -117,7 +130,8 @@ class Runner:
               budget: Optional[float] = None) -> None:
         """Runs fn(limit_s) -> figures; a dict with 'status' overrides ok."""
         entry = {"stage": name, "status": "skipped", "seconds": 0.0, "figures": {}}
-        self.stages[name] = entry
+        with self.lock:
+            self.stages[name] = entry
         blocked = [n for n in needs if self.stages.get(n, {}).get("status") not in ("ok",)]
         limit = min(budget if budget is not None else STAGE_BUDGETS[name],
                     self.left() - END_RESERVE_S)
@@ -145,4 +159,5 @@ class Runner:
         self.say(f"{name}: {entry['status']} ({entry['seconds']:.1f}s)"
                  + (f" - {entry['error']}" if entry.get("error") else ""))
         if entry["status"] in ("failed", "timeout"):
-            print(self.tail_of_log(), flush=True)
+            with self.lock:
+                print(self.tail_of_log(), flush=True)

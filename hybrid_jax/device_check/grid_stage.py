@@ -1,0 +1,150 @@
+"""The grid stage: the second-edition trade-off grid (configs/tradeoff2.py) run as parallel
+slices, one run per child process, as many at once as `--grid-slots`.
+
+One small model leaves most of a GPU idle, so the runs share it: each run is
+`python -m hybrid_jax.experiment --only <run>` in its own workdir (no two processes write one
+folder), launched in the plan's order (zero-shot, then seed by seed, then the alpha sweep), so a
+grid cut short by the time limit has whole early seeds.  A run is not started when the longest
+finished run says it would not end before the stage's limit; one still running there gets SIGTERM
+(training saves a checkpoint) and counts as not finished.  The finished runs are then moved into
+one workdir, `<work>/grid/runs/`, which is what comes back (`grid-<n>.tar.xz`): the report is
+made from those files with `python -m hybrid_jax.experiment --config configs/tradeoff2.py:gpu100
+--workdir W --report_only`, here or anywhere, so the GPU's time goes to the runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from hybrid_jax.device_check.files import REPO
+from hybrid_jax.device_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
+from hybrid_jax.device_check.run_settings import RunSettings
+from hybrid_jax.device_check.runner import GRID_MARGIN_S, OUT_FILES
+
+POLL_S = 1.0
+STOP_GRACE_S = 20   # after SIGTERM a run saves its checkpoint, then SIGKILL
+LOG_TAIL_LINES = 40  # of each run's own log, copied into log.txt
+
+
+class GridStage(RunSettings):
+    """`do_grid(limit_s) -> figures`."""
+
+    def do_grid(self, limit: float) -> dict:
+        end = time.time() + limit - GRID_MARGIN_S
+        plan_text = self.work / "grid-plan.txt"
+        rc, timed_out = self.child(self.experiment_command(self.work / "grid", "--dry_run"),
+                                   min(120.0, limit), capture=plan_text)
+        planned = parse_plan(plan_text.read_text(errors="replace"))
+        wanted = self.args.grid_runs or planned
+        figures: dict = {"planned": planned, "asked": wanted,
+                         "slots": int(self.args.grid_slots), "runs_started": []}
+        unknown = sorted(set(wanted) - set(planned))
+        if rc != 0 or not planned or unknown:
+            figures.update(status="timeout" if timed_out else "failed",
+                           error=f"experiment --dry_run: status {rc}"
+                                 + (f"; --grid-runs not in the plan: {unknown}" if unknown else ""))
+            return figures
+        self._run_pool([n for n in planned if n in wanted], end, figures)
+        return self._grid_results(figures, wanted)
+
+    def _slice_dir(self, name: str):
+        return self.work / "slices" / name
+
+    def _launch(self, name: str) -> dict:
+        workdir = self._slice_dir(name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        log = open(workdir / "run.log", "w")
+        cmd = self.experiment_command(workdir, f"--only={name}")
+        with open(self.log_path, "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n")
+        # float32 matmuls in float32, as on the CPU grid (a GPU's default is TF32); one XLA cache
+        # for every run, so only the first compiles.
+        env = self.child_env({"JAX_COMPILATION_CACHE_DIR": str(self.work / "xla_cache"),
+                              "JAX_DEFAULT_MATMUL_PRECISION": "highest"})
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        return {"name": name, "proc": proc, "log": log, "started": time.time()}
+
+    def _stop(self, job: dict) -> None:
+        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(job["proc"].pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                job["proc"].wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _run_pool(self, queue: list[str], end: float, figures: dict) -> None:
+        """Runs `queue` in order, `grid_slots` at a time, until `end`."""
+        running: list[dict] = []
+        seconds: dict[str, float] = {}   # of the finished runs
+        queue, launching = list(queue), True
+        slots = int(self.args.grid_slots)
+        while (queue and launching) or running:
+            for job in [j for j in running if j["proc"].poll() is not None]:
+                running.remove(job)
+                self._finish(job, seconds, figures)
+            ended = figures.get("process_seconds", {})
+            if launching and not seconds and len(ended) >= slots:
+                # a slot-full of runs ended and none finished: the rest would fail alike
+                self.say(f"grid: the first {len(ended)} runs all failed; starting no more")
+                figures["stopped_after_failures"] = True
+                launching = False
+            longest = 1.1 * max(seconds.values()) if seconds else 0.0
+            while launching and queue and len(running) < slots and time.time() + longest < end:
+                running.append(self._launch(queue.pop(0)))
+                figures["runs_started"].append(running[-1]["name"])
+                self.say(f"grid: started {running[-1]['name']} ({len(running)} running, "
+                         f"{len(queue)} queued)")
+            if not running:  # nothing going, and the next run would not end in time
+                break
+            if time.time() >= end:
+                for job in running:
+                    self.say(f"grid: stopping {job['name']} at the stage's limit")
+                    self._stop(job)
+                    self._finish(job, seconds, figures)
+                break
+            time.sleep(POLL_S)
+        figures["not_started"] = queue
+
+    def _finish(self, job: dict, seconds: dict, figures: dict) -> None:
+        name, took = job["name"], time.time() - job["started"]
+        job["log"].close()
+        log = (self._slice_dir(name) / "run.log").read_text(errors="replace").splitlines()
+        with open(self.log_path, "a") as f:
+            f.write(f"---- {name}: status {job['proc'].returncode}, {took:.0f}s; "
+                    f"last {LOG_TAIL_LINES} lines ----\n" + "\n".join(log[-LOG_TAIL_LINES:])
+                    + "\n")
+        done = finished_runs(self._slice_dir(name))
+        if name in done:
+            seconds[name] = took
+            dest = self.work / "grid" / "runs" / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.move(str(self._slice_dir(name) / "runs" / name), str(dest))
+        figures.setdefault("process_seconds", {})[name] = round(took, 1)
+        self.say(f"grid: {name} {'finished' if name in done else 'NOT finished'} "
+                 f"(status {job['proc'].returncode}, {took:.0f}s)")
+
+    def _grid_results(self, figures: dict, wanted: list[str]) -> dict:
+        """The runs' figures and the archive parts into $OUT; the status."""
+        workdir = self.work / "grid"
+        figures.update(grid_figures(workdir, wanted))
+        parts = pack_grid(workdir, self.out, OUT_FILES["grid"], max_parts=self.args.grid_parts)
+        figures["archive"] = parts
+        if not figures["finished"]:
+            figures.update(status="failed", error="no run of the grid finished")
+        elif parts["left_out"]:
+            figures.update(status="failed",
+                           error=f"{len(parts['left_out'])} result files did not fit the "
+                                 f"archive parts")
+        elif figures["not_finished"]:
+            figures.update(status="timeout",
+                           error=f"{len(figures['not_finished'])} of {len(wanted)} runs not "
+                                 f"finished in the time left")
+        return figures
