@@ -319,7 +319,7 @@ def test_prepare_checks_the_data_and_the_transfer_limit(shared_data, tmp_path, m
 # A stand-in for the driver: `--dry_run` prints the plan; `--only=NAME` sleeps as long as NAME
 # says (slow: a minute) and writes the finished run's timing.json, logging when it ran.
 _FAKE_DRIVER = """
-import json, pathlib, sys, time
+import json, pathlib, signal, sys, time
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if "=" in a)
 plan = sys.argv[1].split(",")
 if "--dry_run" in sys.argv:
@@ -329,7 +329,9 @@ name = args["only"]
 if name.startswith("bad"):
     sys.exit(1)
 start = time.time()
-time.sleep(60 if name == "slow" else float(name.split("-")[1]))
+if name.startswith("slow"):  # deaf to SIGTERM: only SIGKILL ends it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(60 if name.startswith("slow") else float(name.split("-")[1]))
 run = pathlib.Path(args["workdir"]) / "runs" / name
 run.mkdir(parents=True)
 (run / "timing.json").write_text(json.dumps({"finished": True, "wall_seconds": 1.0,
@@ -355,23 +357,36 @@ def _fake_grid(tmp_path, monkeypatch, plan, slots):
 
 
 def test_grid_runs_in_parallel_slots_and_stops_at_its_limit(tmp_path, monkeypatch):
-    plan = ["a-0.5", "b-0.5", "slow", "c-0.5", "d-0.5"]
-    check, spans = _fake_grid(tmp_path, monkeypatch, plan, slots=2)
+    plan = ["a-0.5", "b-0.5", "c-0.5", "slow", "slow-2", "d-0.5"]
+    check, spans = _fake_grid(tmp_path, monkeypatch, plan, slots=3)
     t = time.time()
-    figures = check.do_grid(12.0)
-    assert time.time() - t < 40
+    figures = check.do_grid(8.0)
+    # the two runs deaf to SIGTERM are stopped together: one grace (2 s), not one each
+    assert time.time() - t < 8.0 + 2 + 3.5
     assert figures["runs_started"] == plan and figures["not_started"] == []
     assert figures["finished"] == ["a-0.5", "b-0.5", "c-0.5", "d-0.5"]
-    assert figures["not_finished"] == ["slow"] and figures["status"] == "timeout"
-    # never more than two at once: at each start, count the runs already going
+    assert figures["not_finished"] == ["slow", "slow-2"] and figures["status"] == "timeout"
+    # never more than three at once: at each start, count the runs already going
     rows = [line.split() for line in spans.read_text().splitlines()]
     times = [(float(s), float(e)) for _, s, e in rows]
-    assert max(sum(s0 <= s < e0 for s0, e0 in times) for s, _ in times) <= 2
+    assert len(times) == 4
+    assert max(sum(s0 <= s < e0 for s0, e0 in times) for s, _ in times) <= 3
     # the finished runs were moved into one workdir, and came back in the archive
     assert sorted(p.name for p in (check.work / "grid" / "runs").iterdir()) == sorted(
         figures["finished"])
     with tarfile.open(tmp_path / "out" / "grid-1.tar.xz") as tar:
         assert "grid/runs/d-0.5/timing.json" in tar.getnames()
+
+
+def test_compile_heavy_stages_skip_gemm_autotuning_on_a_gpu_only(tmp_path):
+    check, _ = _device_check(tmp_path)
+    assert dc.FAST_COMPILE_XLA_FLAGS in check.child_env(fast_compile=True)["XLA_FLAGS"]
+    assert dc.FAST_COMPILE_XLA_FLAGS not in check.child_env().get("XLA_FLAGS", "")
+    assert check.child_env()["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    dry = dc.Check(dc.parse_args(["--cpu-dry-run", "--out", str(tmp_path / "o")]),
+                   tmp_path / "o", tmp_path / "w")
+    assert dry.child_env(fast_compile=True)["XLA_FLAGS"] == (
+        "--xla_force_host_platform_device_count=1")
 
 
 def test_grid_starts_no_run_its_longest_says_would_not_end_in_time(tmp_path, monkeypatch):

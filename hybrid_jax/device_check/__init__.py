@@ -17,9 +17,10 @@ from hybrid_jax.device_check.device_tests import (DRY_RUN_TESTS, ONE_DEVICE_TEST
                                                   select_tests)
 from hybrid_jax.device_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
 from hybrid_jax.device_check.run_settings import flag_value
-from hybrid_jax.device_check.runner import OUT_FILES
+from hybrid_jax.device_check.runner import FAST_COMPILE_XLA_FLAGS, OUT_FILES
 
-__all__ = ["DATA_ARCHIVE", "DRY_RUN_GRID", "DRY_RUN_TESTS", "MANIFEST", "MODEL_DIR", "ONE_DEVICE_TESTS",
-           "OUT_FILES", "SHARDED_TESTS", "Check", "finished_runs", "flag_value", "grid_figures",
-           "main", "pack_grid", "parse_args", "parse_plan", "plan_install", "prepare", "select_tests",
-           "version_tuple", "wheel_name_version", "write_data_archive"]
+__all__ = ["DATA_ARCHIVE", "DRY_RUN_GRID", "DRY_RUN_TESTS", "FAST_COMPILE_XLA_FLAGS", "MANIFEST",
+           "MODEL_DIR", "ONE_DEVICE_TESTS", "OUT_FILES", "SHARDED_TESTS", "Check",
+           "finished_runs", "flag_value", "grid_figures", "main", "pack_grid", "parse_args",
+           "parse_plan", "plan_install", "prepare", "select_tests", "version_tuple",
+           "wheel_name_version", "write_data_archive"]

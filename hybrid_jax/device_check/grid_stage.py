@@ -62,22 +62,25 @@ class GridStage(RunSettings):
         # float32 matmuls in float32, as on the CPU grid (a GPU's default is TF32); one XLA cache
         # for every run, so only the first compiles.
         env = self.child_env({"JAX_COMPILATION_CACHE_DIR": str(self.work / "xla_cache"),
-                              "JAX_DEFAULT_MATMUL_PRECISION": "highest"})
+                              "JAX_DEFAULT_MATMUL_PRECISION": "highest"},
+                             fast_compile=True)
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         return {"name": name, "proc": proc, "log": log, "started": time.time()}
 
-    def _stop(self, job: dict) -> None:
+    def _stop_all(self, jobs: list[dict]) -> None:
+        """SIGTERM to every run at once (training saves a checkpoint), one shared grace, then
+        SIGKILL to what is left: stopping takes STOP_GRACE_S however many runs there are."""
         for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(job["proc"].pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                job["proc"].wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+            alive = [j for j in jobs if j["proc"].poll() is None]
+            for job in alive:
+                try:
+                    os.killpg(job["proc"].pid, sig)
+                except ProcessLookupError:
+                    pass
+            until = time.time() + grace
+            while any(j["proc"].poll() is None for j in alive) and time.time() < until:
+                time.sleep(0.2)
 
     def _run_pool(self, queue: list[str], end: float, figures: dict) -> None:
         """Runs `queue` in order, `grid_slots` at a time, until `end`."""
@@ -104,9 +107,10 @@ class GridStage(RunSettings):
             if not running:  # nothing going, and the next run would not end in time
                 break
             if time.time() >= end:
+                self.say(f"grid: stopping {', '.join(j['name'] for j in running)} at the "
+                         f"stage's limit")
+                self._stop_all(running)
                 for job in running:
-                    self.say(f"grid: stopping {job['name']} at the stage's limit")
-                    self._stop(job)
                     self._finish(job, seconds, figures)
                 break
             time.sleep(POLL_S)

@@ -2,7 +2,6 @@
 own module, grid_stage.py)."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -19,7 +18,7 @@ class MeasureStages(RunSettings):
         n = int(self.facts.get("devices", 1))
         nodes, left_out = select_tests(n, self.dry)
         xml_path = self.out / OUT_FILES["tests"]
-        env = self.child_env({"JAX_DEFAULT_MATMUL_PRECISION": "highest"})
+        env = self.child_env({"JAX_DEFAULT_MATMUL_PRECISION": "highest"}, fast_compile=True)
         rc, timed_out = self.child([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                     "-o", "addopts=", f"--junitxml={xml_path}", *nodes],
                                    limit, env)
@@ -41,7 +40,8 @@ class MeasureStages(RunSettings):
         args = {"work": str(self.work / "resume"), "cache": str(self.work / "xla_cache"),
                 "steps": 4 if self.dry else 8, "variants": variants}
         t = time.time()
-        result, rc, timed_out = self.worker("resume", args, limit)
+        result, rc, timed_out = self.worker("resume", args, limit,
+                                            self.child_env(fast_compile=True))
         if result is None:
             return {"status": "timeout" if timed_out else "failed",
                     "error": f"resume worker: status {rc}"}
@@ -53,8 +53,8 @@ class MeasureStages(RunSettings):
             left = limit - (time.time() - t)
             if left > MIN_STAGE_S:
                 flags = "--xla_gpu_deterministic_ops=true"
-                env = self.child_env({"XLA_FLAGS": " ".join(filter(None, [
-                    os.environ.get("XLA_FLAGS", ""), flags]))})
+                base = self.child_env(fast_compile=True)
+                env = dict(base, XLA_FLAGS=" ".join(filter(None, [base.get("XLA_FLAGS"), flags])))
                 again, _, _ = self.worker("resume", dict(args, variants=[
                     {k: v[k] for k in ("dtype", "parallelism")} for v in bad],
                     work=str(self.work / "resume-deterministic")), left, env)

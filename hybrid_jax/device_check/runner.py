@@ -25,6 +25,11 @@ END_RESERVE_S = 15   # packing the results after the grid
 GRID_MARGIN_S = 45   # the grid stops its runs this long before its limit (a run's checkpoint on
                      # SIGTERM, then packing the results)
 MIN_STAGE_S = 10     # a stage with less time than this is not started
+# The first call on the H200 (2026-12-04) spent its whole grid compiling: XLA autotuned Triton
+# GEMM fusions ("Compiling module gemm_fusion_dot... took 2m42s") in 8 processes at once, and no
+# run got past its first compiled programs in 460 s.  The grid, the tests and the resume check
+# therefore compile plain cuBLAS GEMMs without autotuning; the bench keeps XLA's defaults.
+FAST_COMPILE_XLA_FLAGS = "--xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0"
 
 
 class Runner:
@@ -67,7 +72,9 @@ class Runner:
     def left(self) -> float:
         return self.deadline - time.time()
 
-    def child_env(self, extra: Optional[dict] = None) -> dict:
+    def child_env(self, extra: Optional[dict] = None, fast_compile: bool = False) -> dict:
+        """The environment of a stage's child; `fast_compile` for the stages that compile much
+        and time nothing (FAST_COMPILE_XLA_FLAGS, on a GPU only)."""
         env = dict(os.environ)
         paths = [str(self.site)] if self.site.is_dir() and any(self.site.iterdir()) else []
         paths += [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
@@ -79,6 +86,9 @@ class Runner:
         if self.dry:
             # One simulated device, as on the one-chip machine: the same tests and layouts.
             env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+        elif fast_compile:
+            env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS", ""),
+                                                      FAST_COMPILE_XLA_FLAGS]))
         env.update(extra or {})
         return env
 
