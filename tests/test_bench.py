@@ -12,6 +12,9 @@ from conftest import REPO
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory, shared_data):
+    """Two invocations into one results file (sections merge): the step section against the
+    PyTorch peer, the rest without it (tests/test_torch_peer.py checks the peer's encoder and
+    loss; its start-up in every section would cost the suite about a minute)."""
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     cmd = [sys.executable, "-m", "hybrid_jax.bench", "--config", "configs/tiny.py",
@@ -24,8 +27,12 @@ def bench_run(tmp_path_factory, shared_data):
                name="xquad-r-test", type="xquad-r", path=str(shared_data / "xquad-r"),
                fold="test", languages=["en", "de"])]),
            "--out", str(out / "results.json"), "--markdown", str(out / "BENCHMARKS.md")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for sections in (["--sections=peak,step"],
+                     ["--sections=study_step,profile,pipeline,encode,whole_eval,search",
+                      "--nopeer"]):
+        proc = subprocess.run(cmd + sections, cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -49,8 +56,6 @@ def test_every_section_reports_its_figures(bench_run):
     assert accum["batch"] == 2 * plain["batch"] and accum["passage_len"] == plain["passage_len"]
     for v in (accum, plain):
         assert len(v["step_s_all"]) == 2 and v["compiles_after_first_step"] == 0
-        if "step_s" in v.get("peer", {}):
-            assert v["speedup_vs_peer"] > 0
     prof = sec["profile"]
     assert prof["thunk_s_per_step"] > 0 and prof["top"]
     assert sum(r["share"] for r in prof["top"]) <= 1 + 1e-9
@@ -72,12 +77,7 @@ def test_every_section_reports_its_figures(bench_run):
     assert base["texts_per_s"] > 0 and base["cosine_min"] == pytest.approx(1.0, abs=1e-6)
     # every variant encodes the same texts to (nearly) the same vectors
     assert all(v["cosine_min"] > 0.999 for v in enc["variants"].values())
-    if "PyTorch peer, float32" in enc["variants"]:
-        assert enc["fastest_over_peer"] > 0 and enc["variants"]["PyTorch peer, float32"][
-            "cosine_min"] > 0.9999
-    if "PyTorch peer, bfloat16" in enc["variants"]:  # a CPU with bfloat16 matmuls: same precision
-        assert enc["bf16_over_peer_bf16"] > 0
-        assert enc["variants"]["PyTorch peer, bfloat16"]["cosine_min"] > 0.999
+    assert not any("PyTorch" in name for name in enc["variants"])  # --nopeer
     pool = sec["search"]["synthetic"][0]
     assert pool["n_candidates"] == 3000 and pool["exact_qps"] > 0
     if "scann_qps" in pool:
