@@ -21,7 +21,7 @@ MAX_GRID_PARTS = 3  # the device tool brings back 8 files: the 5 above and the g
 # Seconds per stage; the grid takes what is left of the whole budget.
 STAGE_BUDGETS = {"prepare": 90, "install": 60, "env": 60, "data": 30, "tests": 120,
                  "resume": 90, "bench": 150}
-END_RESERVE_S = 15   # packing the results after the grid
+END_RESERVE_S = 15   # the closing summary after the last stage
 GRID_MARGIN_S = 60   # the grid stops its runs this long before its limit (a run's checkpoint on
                      # SIGTERM, then packing the results)
 MIN_STAGE_S = 10     # a stage with less time than this is not started
