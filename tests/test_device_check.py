@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo_cpu, tradeoff2
-from hybrid_jax import cli, config_checks, device_check as dc, experiment
+from hybrid_jax import cli, config_checks, device_check as dc, experiment, grid_checks
 from hybrid_jax.device_check import bundle as dc_bundle, device_tests
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -207,7 +207,8 @@ def test_device_mode_grid_and_bench_configs_pass_the_checks(tmp_path):
             d.passage_max_length, d.hard_negatives) == (100, 1, 40, 120, 1)
     # The CPU grid's recipe in everything but the batch and its accumulation.
     cpu = tradeoff2.get_config("")
-    differ = {k for k in _flat(cpu.to_dict()) if _flat(cpu.to_dict())[k] != _flat(config.to_dict())[k]}
+    cpu_keys, gpu_keys = grid_checks._flat(cpu.to_dict()), grid_checks._flat(config.to_dict())
+    differ = {k for k in cpu_keys if cpu_keys[k] != gpu_keys[k]}
     assert differ == {"data.global_batch_size", "optim.grad_accum_steps", "model.spec",
                       "data.dataset_dir", "eval.datasets"}
     # Where the variant looks is where the check puts the pack and the data (repo-relative).
@@ -234,15 +235,6 @@ def test_device_mode_grid_and_bench_configs_pass_the_checks(tmp_path):
     as_flag = dc.flag_value(overrides["eval.datasets"])
     assert [dict(s) for s in cli.parse_tuple(as_flag)] == overrides["eval.datasets"]
 
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_device_mode_needs_the_pack(tmp_path):

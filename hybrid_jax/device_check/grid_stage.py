@@ -12,19 +12,18 @@ made from those files with `python -m hybrid_jax.experiment --config configs/tra
 --workdir W --report_only`, here or anywhere, so the GPU's time goes to the runs."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 
 from hybrid_jax.device_check.files import REPO
 from hybrid_jax.device_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
 from hybrid_jax.device_check.run_settings import RunSettings
+from hybrid_jax.device_check import runner
 from hybrid_jax.device_check.runner import GRID_MARGIN_S, OUT_FILES
 
 POLL_S = 1.0
-STOP_GRACE_S = 20   # after SIGTERM a run saves its checkpoint, then SIGKILL
+STOP_GRACE_S = runner.STOP_GRACE_S
 LOG_TAIL_LINES = 40  # of each run's own log, copied into log.txt
 
 
@@ -68,20 +67,6 @@ class GridStage(RunSettings):
                                 stderr=subprocess.STDOUT, start_new_session=True)
         return {"name": name, "proc": proc, "log": log, "started": time.time()}
 
-    def _stop_all(self, jobs: list[dict]) -> None:
-        """SIGTERM to every run at once (training saves a checkpoint), one shared grace, then
-        SIGKILL to what is left: stopping takes STOP_GRACE_S however many runs there are."""
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10)):
-            alive = [j for j in jobs if j["proc"].poll() is None]
-            for job in alive:
-                try:
-                    os.killpg(job["proc"].pid, sig)
-                except ProcessLookupError:
-                    pass
-            until = time.time() + grace
-            while any(j["proc"].poll() is None for j in alive) and time.time() < until:
-                time.sleep(0.2)
-
     def _run_pool(self, queue: list[str], end: float, figures: dict) -> None:
         """Runs `queue` in order, `grid_slots` at a time, until `end`."""
         running: list[dict] = []
@@ -109,7 +94,7 @@ class GridStage(RunSettings):
             if time.time() >= end:
                 self.say(f"grid: stopping {', '.join(j['name'] for j in running)} at the "
                          f"stage's limit")
-                self._stop_all(running)
+                runner.stop_process_groups([j["proc"] for j in running], STOP_GRACE_S)
                 for job in running:
                     self._finish(job, seconds, figures)
                 break

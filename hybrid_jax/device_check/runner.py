@@ -25,11 +25,27 @@ END_RESERVE_S = 15   # the closing summary after the last stage
 GRID_MARGIN_S = 60   # the grid stops its runs this long before its limit (a run's checkpoint on
                      # SIGTERM, then packing the results)
 MIN_STAGE_S = 10     # a stage with less time than this is not started
+STOP_GRACE_S = 20    # after SIGTERM a child saves its checkpoint, then SIGKILL
 # The first call on the H200 (2026-12-04) spent its whole grid compiling: XLA autotuned Triton
 # GEMM fusions ("Compiling module gemm_fusion_dot... took 2m42s") in 8 processes at once, and no
 # run got past its first compiled programs in 460 s.  The grid, the tests and the resume check
 # therefore compile plain cuBLAS GEMMs without autotuning; the bench keeps XLA's defaults.
 FAST_COMPILE_XLA_FLAGS = "--xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0"
+
+
+def stop_process_groups(procs: list, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to the process group of every one of `procs` at once (training saves a checkpoint
+    on it), one shared grace, then SIGKILL to what is left: the same few seconds however many."""
+    for sig, grace in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        alive = [p for p in procs if p.poll() is None]
+        for p in alive:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+        until = time.time() + grace
+        while any(p.poll() is None for p in alive) and time.time() < until:
+            time.sleep(0.2)
 
 
 class Runner:
@@ -107,16 +123,7 @@ class Runner:
                 proc.wait(timeout=max(timeout, 1.0))
             except subprocess.TimeoutExpired:
                 timed_out = True
-                for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        break
-                    try:
-                        proc.wait(timeout=grace)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
+                stop_process_groups([proc])
         if capture is not None:
             with open(self.log_path, "a") as log:
                 log.write(capture.read_text(errors="replace"))
