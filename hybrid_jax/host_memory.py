@@ -129,6 +129,15 @@ def reuse_freed_memory():
             libc.malloc_trim(0)
 
 
+def return_free_memory() -> None:
+    """Hands glibc's free pages back to the system now (malloc_trim).  Called once after a step
+    is compiled: the compiler's freed working memory would otherwise still be resident when the
+    first step's buffers are allocated beside it, and count in the run's peak."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def child_environment() -> dict:
     """os.environ plus glibc's variables for the step-loop settings, for a child process (the
     benchmark's PyTorch peer trains under the allocator set-up our step trains under)."""

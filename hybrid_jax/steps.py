@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hybrid_jax import losses, optim
+from hybrid_jax import host_memory, losses, optim
 from hybrid_jax.losses import AXIS_NAME
 from hybrid_jax.models.dual_encoder import DualEncoder
 
@@ -42,6 +42,13 @@ PARALLELISMS = ("pmap", "shard_map")
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
 # Optional hard negatives: ids and token mask [b, H, Lp], validity [b, H] (0 = padding).
 NEGATIVE_INPUTS = ("negative_ids", "negative_mask", "negative_valid")
+# XLA:CPU lowers float32 dots to YNNPACK fusions by default.  In the training step's large
+# backward dots they ran on one of the two threads while the other waited (profile of the
+# study's one-pass step, batch 32 with hard negatives: 38% of the step with one thread idle),
+# and compiling the step without them was 1.10x faster there (3 alternating process pairs;
+# neutral at the demo and GradCache shapes).  bfloat16 dots keep them: there YNNPACK runs at
+# twice the float32 rate and XLA's own bfloat16 dot does not.
+CPU_FLOAT32_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @flax.struct.dataclass
@@ -199,7 +206,9 @@ class Runner:
     and jax.device_get need)."""
     parallelism: str
     devices: list
-    step_fn: Callable = None          # compiled (state, frozen, batch) -> (state, metrics)
+    step_fn: Callable = None          # jitted (state, frozen, batch) -> (state, metrics)
+    compiler_options: Optional[dict] = None   # XLA options the step is compiled with
+    _executables: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.devices = participating_devices(self.devices)
@@ -268,7 +277,32 @@ class Runner:
         return {k: float(v) for k, v in m.items()}
 
     def __call__(self, state, frozen, batch):
-        return self.step_fn(state, frozen, batch)
+        # A plain function (tests wrap the step) or multi-process pmap, whose ahead-of-time
+        # lowering takes global shapes while its calls pass host-local ones: called as it is.
+        if not hasattr(self.step_fn, "lower") or (self.parallelism == "pmap"
+                                                   and jax.process_count() > 1):
+            return self.step_fn(state, frozen, batch)
+        args = (state, frozen, batch)
+        leaves, tree = jax.tree.flatten(args)
+        key = (tree, tuple((x.shape, x.dtype, getattr(x, "sharding", None)) for x in leaves))
+        executable = self._executables.get(key)
+        if executable is None:
+            executable = self._executables[key] = self._compile(args)
+        return executable(*args)
+
+    def _compile(self, args):
+        """Compiled ahead of its first call, once per input signature, with `compiler_options`;
+        then glibc returns the compiler's freed memory before the step allocates its own."""
+        lowered = self.step_fn.lower(*args)
+        try:
+            executable = lowered.compile(self.compiler_options or None)
+        except jax.errors.JaxRuntimeError as e:  # an XLA without the option: XLA's defaults
+            if not self.compiler_options or "No such compile option" not in str(e):
+                raise
+            self.compiler_options = None
+            executable = lowered.compile()
+        host_memory.return_free_memory()
+        return executable
 
 
 def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=None,
@@ -282,4 +316,7 @@ def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=
     step = make_train_step(module, tx, schedule, loss_config, axis_name=AXIS_NAME,
                            reduce_grads=reduce_grads, seed=seed, prng_impl=prng_impl,
                            grad_accum_steps=grad_accum_steps, deterministic=deterministic)
-    return Runner(parallelism, devices).compile(step)
+    options = None
+    if devices[0].platform == "cpu" and module.config.compute_dtype == "float32":
+        options = dict(CPU_FLOAT32_STEP_OPTIONS)
+    return Runner(parallelism, devices, compiler_options=options).compile(step)
