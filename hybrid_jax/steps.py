@@ -42,12 +42,12 @@ PARALLELISMS = ("pmap", "shard_map")
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
 # Optional hard negatives: ids and token mask [b, H, Lp], validity [b, H] (0 = padding).
 NEGATIVE_INPUTS = ("negative_ids", "negative_mask", "negative_valid")
-# XLA:CPU lowers float32 dots to YNNPACK fusions by default.  In the training step's large
-# backward dots they ran on one of the two threads while the other waited (profile of the
-# study's one-pass step, batch 32 with hard negatives: 38% of the step with one thread idle),
-# and compiling the step without them was 1.10x faster there (3 alternating process pairs;
-# neutral at the demo and GradCache shapes).  bfloat16 dots keep them: there YNNPACK runs at
-# twice the float32 rate and XLA's own bfloat16 dot does not.
+# `make_runner(cpu_ynnpack_dots=False)` (config.train.cpu_ynnpack_dots): a float32 step on CPU
+# compiles without XLA's YNNPACK dot fusions.  Hosts differ: on one session's AMD EPYC the
+# study's one-pass step (batch 32, hard negatives) ran 1.10x faster without them (its large
+# backward dots ran on one of two threads), neutral at the demo and GradCache shapes; an earlier
+# session measured the demo step 1.16-1.28x slower without them.  bfloat16 steps keep them
+# (YNNPACK runs bfloat16 dots at twice XLA's own rate).  docs/training.md has the figures.
 CPU_FLOAT32_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -307,7 +307,7 @@ class Runner:
 
 def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=None,
                 seed: int = 0, prng_impl: Optional[str] = None, grad_accum_steps: int = 1,
-                deterministic: bool = False) -> Runner:
+                deterministic: bool = False, cpu_ynnpack_dots: bool = True) -> Runner:
     if parallelism not in PARALLELISMS:
         raise ValueError(f"parallelism must be one of {PARALLELISMS}, got {parallelism!r}")
     devices = list(devices if devices is not None else jax.local_devices())
@@ -317,6 +317,7 @@ def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=
                            reduce_grads=reduce_grads, seed=seed, prng_impl=prng_impl,
                            grad_accum_steps=grad_accum_steps, deterministic=deterministic)
     options = None
-    if devices[0].platform == "cpu" and module.config.compute_dtype == "float32":
+    if (not cpu_ynnpack_dots and devices[0].platform == "cpu"
+            and module.config.compute_dtype == "float32"):
         options = dict(CPU_FLOAT32_STEP_OPTIONS)
     return Runner(parallelism, devices, compiler_options=options).compile(step)

@@ -129,7 +129,8 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     runner = steps.make_runner(config.parallelism, module, tx, schedule, config.loss,
                                devices=devices, seed=int(config.seed),
                                prng_impl=config.train.prng_impl,
-                               grad_accum_steps=int(config.optim.grad_accum_steps))
+                               grad_accum_steps=int(config.optim.grad_accum_steps),
+                               cpu_ynnpack_dots=bool(config.train.get("cpu_ynnpack_dots", True)))
     state = runner.replicate(host_state)
     del host_state
     return Run(config, workdir, pretrained, runner, state, runner.replicate(frozen), frozen,

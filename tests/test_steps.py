@@ -248,11 +248,11 @@ def test_bfloat16_compute_matches_float32_loosely(model):
     np.testing.assert_allclose(float(m["loss"]), float(ref_m["loss"]), rtol=3e-2)
 
 
-def _compiled_step_text(module, params, parallelism="pmap", options=None):
+def _compiled_step_text(module, params, parallelism="pmap", options=None, ynnpack=False):
     """HLO text of the step `make_runner` compiled (after one step ran), and the runner."""
     cfg, tx = _loss_config(), optax.adamw(1e-3)
     runner = steps.make_runner(parallelism, module, tx, lambda s: 1e-3, cfg,
-                               devices=jax.devices()[:1])
+                               devices=jax.devices()[:1], cpu_ynnpack_dots=ynnpack)
     if options is not None:
         runner.compiler_options = options
     state = runner.replicate(steps.create_state({"model": params, "loss": {}}, tx))
@@ -263,8 +263,10 @@ def _compiled_step_text(module, params, parallelism="pmap", options=None):
 
 
 @pytest.mark.parametrize("parallelism", ["pmap", "shard_map"])
-def test_cpu_float32_step_compiles_without_ynnpack_and_bfloat16_keeps_it(model, parallelism):
+def test_cpu_float32_step_without_ynnpack_when_asked_and_bfloat16_keeps_it(model, parallelism):
     module, params = model
+    default_text, runner = _compiled_step_text(module, params, parallelism, ynnpack=True)
+    assert runner.compiler_options is None and "ynn_fusion" in default_text
     f32_text, runner = _compiled_step_text(module, params, parallelism)
     assert runner.compiler_options == steps.CPU_FLOAT32_STEP_OPTIONS
     assert "ynn_fusion" not in f32_text and " dot(" in f32_text
