@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from hybrid_jax import checkpointing, config_checks, metrics_writer, train
+from hybrid_jax import checkpointing, config_checks, metrics_writer, steps, train
 from hybrid_jax.data import splits
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.errors import InputError
@@ -261,3 +261,10 @@ def test_final_evaluation_runs_after_the_training_state_is_released(tmp_path, mo
     train.train_and_evaluate(config, tmp_path)
     assert seen["at_final"] == (None, None, None)
     assert seen["name"] == f"{tmp_path}@{config.train.num_steps}"
+
+
+@pytest.mark.parametrize("ynnpack", [True, False])
+def test_setup_passes_cpu_ynnpack_dots_to_the_runner(tmp_path, ynnpack):
+    run = train.setup(_config(**{"train.cpu_ynnpack_dots": ynnpack}), str(tmp_path / "w"))
+    expected = None if ynnpack else steps.CPU_FLOAT32_STEP_OPTIONS
+    assert run.runner.compiler_options == expected
