@@ -126,7 +126,7 @@ def reuse_freed_memory():
         if _state["loops"] == 0:
             libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
             libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-            libc.malloc_trim(0)
+            return_free_memory()
 
 
 def return_free_memory() -> None:

@@ -236,7 +236,6 @@ def test_device_mode_grid_and_bench_configs_pass_the_checks(tmp_path):
     assert [dict(s) for s in cli.parse_tuple(as_flag)] == overrides["eval.datasets"]
 
 
-
 def test_device_mode_needs_the_pack(tmp_path):
     check, bundle = _device_check(tmp_path)
     (bundle / dc.MODEL_DIR / "model.e5s1").unlink()

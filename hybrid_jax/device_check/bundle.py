@@ -176,8 +176,9 @@ def build_model_pack(data_root: pathlib.Path, dest: pathlib.Path, log) -> dict:
 
 
 def prepare(bundle: pathlib.Path, data_root: pathlib.Path, *, languages=None, model=True,
-            wheels_required=True, log=print) -> dict:
-    """Builds the bundle and writes bundle/manifest.json (sizes against the transfer limit)."""
+            wheels_required=True, require_fit=True, log=print) -> dict:
+    """Builds the bundle and writes bundle/manifest.json (sizes against the transfer limit; over
+    it is an error with `require_fit`, else only reported)."""
     bundle.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     manifest = {"created": now_iso(), "commit": (_git("rev-parse", "HEAD") or "").strip() or None}
@@ -213,7 +214,7 @@ def prepare(bundle: pathlib.Path, data_root: pathlib.Path, *, languages=None, mo
         f"{(manifest['tree_bytes'] or 0) / 2 ** 20:.1f} MiB = "
         f"{manifest['total_bytes'] / 2 ** 20:.1f} MiB of the {TRANSFER_LIMIT_BYTES / 2 ** 20:.0f} "
         f"MiB a device call carries" + ("" if manifest["fits"] else ": TOO LARGE"))
-    if not manifest["fits"]:
+    if require_fit and not manifest["fits"]:
         biggest = sorted((tree_sizes() or {}).items(), key=lambda kv: -kv[1])[:3]
         raise SystemExit(f"error: {bundle} plus the working tree exceed the 64 MiB transfer limit"
                          f" (largest in the tree: " + ", ".join(
