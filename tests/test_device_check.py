@@ -319,6 +319,11 @@ if "--dry_run" in sys.argv:
 name = args["only"]
 if name.startswith("bad"):
     sys.exit(1)
+oom_once = pathlib.Path(args["workdir"]) / "oom-once"
+if name.startswith("oom") and not oom_once.exists():  # out of device memory the first time
+    oom_once.write_text("")
+    print("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory")
+    sys.exit(1)
 start = time.time()
 if name.startswith("slow"):  # deaf to SIGTERM: only SIGKILL ends it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -393,6 +398,17 @@ def test_grid_stops_starting_runs_when_a_slot_full_all_failed(tmp_path, monkeypa
     figures = check.do_grid(30.0)
     assert figures["stopped_after_failures"] and figures["runs_started"] == ["bad-1", "bad-2"]
     assert figures["not_started"] == ["a-0.5"] and figures["status"] == "failed"
+
+
+def test_grid_queues_a_run_out_of_device_memory_again_with_fewer_slots(tmp_path, monkeypatch):
+    plan = ["a-1.5", "oom-0.2", "b-1.5", "c-0.2"]
+    check, spans = _fake_grid(tmp_path, monkeypatch, plan, slots=3)
+    figures = check.do_grid(30.0)
+    assert figures["out_of_memory_retried"] == ["oom-0.2"]
+    assert figures["slots_after_out_of_memory"] == 2  # the two runs still going when it died
+    assert sorted(figures["finished"]) == sorted(plan) and figures["not_started"] == []
+    assert figures["runs_started"] == ["a-1.5", "oom-0.2", "b-1.5", "oom-0.2", "c-0.2"]
+    assert not figures.get("stopped_after_failures")
 
 
 def test_pack_grid_splits_into_parts_small_files_first(tmp_path, monkeypatch):

@@ -6,7 +6,9 @@ One small model leaves most of a GPU idle, so the runs share it: each run is
 folder), launched in the plan's order (zero-shot, then seed by seed, then the alpha sweep), so a
 grid cut short by the time limit has whole early seeds.  A run is not started when the longest
 finished run says it would not end before the stage's limit; one still running there gets SIGTERM
-(training saves a checkpoint) and counts as not finished.  The finished runs are then moved into
+(training saves a checkpoint) and counts as not finished.  A run that dies of device memory
+(`RESOURCE_EXHAUSTED`) is queued again, once, and the slots shrink to the runs still going: on the
+H200, ten batch-100 runs at once asked for more than its 112 GB.  The finished runs are then moved into
 one workdir, `<work>/grid/runs/`, which is what comes back (`grid-<n>.tar.xz`): the report is
 made from those files with `python -m hybrid_jax.experiment --config configs/tradeoff2.py:gpu100
 --workdir W --report_only`, here or anywhere, so the GPU's time goes to the runs."""
@@ -25,6 +27,7 @@ from hybrid_jax.device_check.runner import GRID_MARGIN_S, OUT_FILES
 POLL_S = 1.0
 STOP_GRACE_S = runner.STOP_GRACE_S
 LOG_TAIL_LINES = 40  # of each run's own log, copied into log.txt
+OUT_OF_MEMORY = "RESOURCE_EXHAUSTED"  # jax's error when the device's memory is used up
 
 
 class GridStage(RunSettings):
@@ -73,11 +76,18 @@ class GridStage(RunSettings):
         seconds: dict[str, float] = {}   # of the finished runs
         queue, launching = list(queue), True
         slots = int(self.args.grid_slots)
+        retried: list[str] = []
         while (queue and launching) or running:
             for job in [j for j in running if j["proc"].poll() is not None]:
                 running.remove(job)
-                self._finish(job, seconds, figures)
-            ended = figures.get("process_seconds", {})
+                if self._finish(job, seconds, figures) and job["name"] not in retried:
+                    retried.append(job["name"])
+                    queue.insert(0, job["name"])
+                    slots = max(1, len(running))
+                    figures.update(out_of_memory_retried=retried, slots_after_out_of_memory=slots)
+                    self.say(f"grid: {job['name']} ran out of device memory: queued again, "
+                             f"{slots} runs at once from now on")
+            ended = [n for n in figures.get("process_seconds", {}) if n not in retried]
             if launching and not seconds and len(ended) >= slots:
                 # a slot-full of runs ended and none finished: the rest would fail alike
                 self.say(f"grid: the first {len(ended)} runs all failed; starting no more")
@@ -101,7 +111,8 @@ class GridStage(RunSettings):
             time.sleep(POLL_S)
         figures["not_started"] = queue
 
-    def _finish(self, job: dict, seconds: dict, figures: dict) -> None:
+    def _finish(self, job: dict, seconds: dict, figures: dict) -> bool:
+        """Records an ended run; True when it died of device memory."""
         name, took = job["name"], time.time() - job["started"]
         job["log"].close()
         log = (self._slice_dir(name) / "run.log").read_text(errors="replace").splitlines()
@@ -119,6 +130,7 @@ class GridStage(RunSettings):
         figures.setdefault("process_seconds", {})[name] = round(took, 1)
         self.say(f"grid: {name} {'finished' if name in done else 'NOT finished'} "
                  f"(status {job['proc'].returncode}, {took:.0f}s)")
+        return name not in done and any(OUT_OF_MEMORY in line for line in log[-LOG_TAIL_LINES:])
 
     def _grid_results(self, figures: dict, wanted: list[str]) -> dict:
         """The runs' figures and the archive parts into $OUT; the status."""
