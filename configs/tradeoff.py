@@ -22,7 +22,7 @@ already move multi mAP@20 from 0.29 to 0.56 in the demo, far beyond seed noise. 
 measured a 95th percentile of 118 tokens for the training passages and 23.6% of them cut at the
 64 used here (queries: 32 tokens, 4.6% cut) -- the price of the CPU budget (128 would nearly
 double the passage tower's cost); evaluation encodes up to 96 tokens. The published grid
-(docs/tradeoff.md) drew its dropout masks with flax's nn.Dropout; the current encoder hashes
+(docs/tradeoff_first_edition.md) drew its dropout masks with flax's nn.Dropout; the current encoder hashes
 them (same distribution, other masks), so a rerun differs within seed noise. Changing `train.num_steps` after runs have finished makes the driver refuse
 those runs (their config.json differs) rather than mix budgets -- use a new workdir.
 
@@ -60,7 +60,7 @@ def _experiment() -> ml_collections.ConfigDict:
     e.bootstrap_seed = 0
     e.resample_seeds = False
     e.report_dir = "report"
-    e.report_name = "tradeoff.md"
+    e.report_name = "tradeoff_first_edition.md"
     return e
 
 

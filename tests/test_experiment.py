@@ -120,10 +120,10 @@ def test_driver_runs_grid_and_writes_report(first_run):
     assert "experiment" not in train_cfg
     assert not (workdir / "runs" / "zero-shot" / "checkpoints").exists()
 
-    report = (workdir / "report" / "tradeoff.md").read_text()
-    assets = workdir / "report" / "tradeoff"
+    report = (workdir / "report" / "tradeoff_first_edition.md").read_text()
+    assets = workdir / "report" / "tradeoff_first_edition"
     for png in ("settings_by_language.png", "answer_differences.png", "loss_curves.png"):
-        assert (assets / png).stat().st_size > 1000 and f"tradeoff/{png}" in report
+        assert (assets / png).stat().st_size > 1000 and f"tradeoff_first_edition/{png}" in report
     for run in ("zero-shot", "mono-s0", "hybrid-a0.5-s0"):   # copies of the raw metrics
         assert json.loads((assets / "metrics" / f"{run}.json").read_text()) == \
             _metrics(workdir, run)
@@ -259,12 +259,12 @@ def test_command_line_report_only_and_publish(first_run, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "--report_only: running none" in r.stdout and "training" not in r.stdout
     assert not (work2 / "runs" / "hybrid-a0.5-s0" / "eval").exists()
-    report = (work2 / "report" / "tradeoff.md").read_text()
+    report = (work2 / "report" / "tradeoff_first_edition.md").read_text()
     assert "Partial grid" in report and "hybrid-a0.5-s0" in report
     docs = tmp_path / "docs"
-    assert (docs / "tradeoff.md").read_text() == report
-    assert (docs / "tradeoff" / "loss_curves.png").is_file()
-    assert (docs / "tradeoff" / "metrics" / "mono-s0.json").is_file()
+    assert (docs / "tradeoff_first_edition.md").read_text() == report
+    assert (docs / "tradeoff_first_edition" / "loss_curves.png").is_file()
+    assert (docs / "tradeoff_first_edition" / "metrics" / "mono-s0.json").is_file()
     r = _driver(work2, "--max_runs=-1")
     assert r.returncode == 2 and "error: --max_runs" in r.stderr and "Traceback" not in r.stderr
 

@@ -108,6 +108,9 @@ def test_tiny_grid_two_benchmarks_and_a_budget_curve(tmp_path, shared_data, monk
     assert report is not None and report.is_file()
     text = report.read_text()
     assert "not complete" not in text and "tradeoff_protocol.md" in text
+    # the config's words around the figures: companion reports, machine, no deviations
+    assert "See also: [the same grid at the paper's batch of 100" in text
+    assert "one at a time on 2 CPU cores (AMD Zen 4)" in text and "CPU-hours" in text
     for title in ("Primary endpoint", "S1:", "S2:", "S3:", "Budget curve on xquad-r-test",
                   "The alpha sweep", "Side by side with the paper", "Precision reached"):
         assert title in text, title

@@ -161,6 +161,26 @@ def test_a_partial_grid_says_so(grid):
     full = tradeoff2_report.render(a, info, planned=len(runs), stem="t")
     assert "not complete" not in full
     assert f"{len(runs) * 60 / 3600:.2f} h" in full
+    assert f"({2 * len(runs) * 60 / 3600:.2f} CPU-hours)" in full and "Deviations" in full
+    assert full.split("## Deviations from the protocol\n\n")[1].startswith("None.")
+
+
+def test_the_report_says_what_its_config_asks_around_the_figures(grid):
+    """Title, links to companion reports, deviations and the machine (the GPU grid's runs
+    shared one device, so no CPU-hours) come from the experiment config."""
+    from hybrid_jax.evaluation import tradeoff2_report
+
+    runs = [r for rs in grid.values() for r in rs]
+    a = ta.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=200)
+    info = [{"name": r.name, "condition": r.condition, "seed": r.seed, "wall_seconds": 90.0,
+             "sessions": 1, "code": "git abc"} for r in runs]
+    text = tradeoff2_report.render(a, info, planned=len(runs), stem="t", title="At batch 100",
+                                   see_also=["other.md|the CPU grid"], machine="one GPU",
+                                   cpu_cores=0, deviations=["batch 100, not 64"])
+    assert text.startswith("# At batch 100\n\nSee also: [the CPU grid](other.md).")
+    assert "\n- batch 100, not 64\n" in text and "None." not in text
+    assert "CPU-hours" not in text and "side by side on one GPU" in text
+    assert f"**{len(runs) * 90 / 3600:.2f} h**" in text
 
 
 def test_report_of_a_grid_without_hybrid_runs_yet(grid, tmp_path):

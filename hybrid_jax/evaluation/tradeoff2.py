@@ -8,7 +8,7 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Sequence
+from typing import Optional, Sequence
 
 from hybrid_jax import code_version
 from hybrid_jax.evaluation import tradeoff2_plots, tradeoff2_report
@@ -25,7 +25,10 @@ def run_info(r: Run) -> dict:
 
 
 def write_report(runs: Sequence[Run], *, benchmarks: Sequence[str], out_dir, planned: int,
-                 report_name: str = "tradeoff.md", **analysis_kw) -> pathlib.Path:
+                 report_name: str = "tradeoff.md", presentation: Optional[dict] = None,
+                 **analysis_kw) -> pathlib.Path:
+    """`presentation`: tradeoff2_report.render's title, see_also, deviations, machine and
+    cpu_cores (what the report says around the figures; no figure depends on them)."""
     out_dir = pathlib.Path(out_dir)
     stem = pathlib.Path(report_name).stem
     assets = out_dir / f".{stem}.tmp"  # swapped in at the end: a failure keeps the old report
@@ -37,7 +40,8 @@ def write_report(runs: Sequence[Run], *, benchmarks: Sequence[str], out_dir, pla
     (assets / "analysis.json").write_text(json.dumps({"analysis": a, "runs": info}, indent=1))
     tradeoff2_plots.draw(a, assets)
     path, tmp = out_dir / report_name, out_dir / f".{report_name}.tmp"
-    tmp.write_text(tradeoff2_report.render(a, info, planned, stem), encoding="utf-8")
+    tmp.write_text(tradeoff2_report.render(a, info, planned, stem, **(presentation or {})),
+                   encoding="utf-8")
     if (out_dir / stem).exists():
         shutil.rmtree(out_dir / stem)
     os.replace(assets, out_dir / stem)
