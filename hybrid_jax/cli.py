@@ -88,6 +88,9 @@ def program(main: Callable) -> Callable:
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         host_memory.single_arena()
+        if host_memory.wants_memory_ordered_schedule(FLAGS["config"].value if "config" in FLAGS
+                                                     else None):
+            host_memory.memory_ordered_cpu_schedule()  # before jax's backend starts
         return run_or_exit(main, argv)
 
     return wrapped

@@ -36,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hybrid_jax import host_memory, losses, optim
 from hybrid_jax.losses import AXIS_NAME
+from hybrid_jax.progress import log
 from hybrid_jax.models.dual_encoder import DualEncoder
 
 PARALLELISMS = ("pmap", "shard_map")
@@ -317,7 +318,12 @@ def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=
                            reduce_grads=reduce_grads, seed=seed, prng_impl=prng_impl,
                            grad_accum_steps=grad_accum_steps, deterministic=deterministic)
     options = None
-    if (not cpu_ynnpack_dots and devices[0].platform == "cpu"
-            and module.config.compute_dtype == "float32"):
+    on_cpu = devices[0].platform == "cpu"
+    if not cpu_ynnpack_dots and on_cpu and module.config.compute_dtype == "float32":
         options = dict(CPU_FLOAT32_STEP_OPTIONS)
+    if on_cpu and module.config.remat != "none" and not host_memory.memory_ordered_cpu_schedule_on():
+        log(f"model.remat={module.config.remat!r}: XLA:CPU's default scheduler keeps the "
+            f"recomputed activations live together, so this step saves little memory; start "
+            f"the process with XLA_FLAGS={host_memory.CPU_MEMORY_SCHEDULE_FLAG} (our commands "
+            f"do this themselves when the config asks for remat)")
     return Runner(parallelism, devices, compiler_options=options).compile(step)

@@ -9,6 +9,9 @@ from hybrid_jax.errors import InputError
 ARCHITECTURES = ("bert", "xlm-roberta")
 POOLINGS = ("mean", "cls", "pooler")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Rematerialisation in the backward pass: 'layer' keeps only each encoder layer's input and
+# recomputes the rest of the layer (one more forward pass of the layers, less activation memory).
+REMAT_POLICIES = ("none", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,7 @@ class EncoderConfig:
     pooling: str = "mean"
     with_pooler: bool = False
     compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -46,6 +50,9 @@ class EncoderConfig:
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise InputError(f"model.compute_dtype: {self.compute_dtype!r} is not one of "
                              f"{', '.join(COMPUTE_DTYPES)}")
+        if self.remat not in REMAT_POLICIES:
+            raise InputError(f"model.remat: {self.remat!r} is not one of "
+                             f"{', '.join(REMAT_POLICIES)}")
         if self.hidden_size % self.num_heads:
             raise InputError(f"model: hidden_size {self.hidden_size} is not divisible by "
                              f"num_heads {self.num_heads}")

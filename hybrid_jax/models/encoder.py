@@ -137,6 +137,16 @@ class Layer(nn.Module):
         return _layer_norm(c, "output_norm")(x + h)
 
 
+def _remat(layer_cls, policy: str):
+    """The layer class, rematerialised in the backward pass as `policy` says (config.py's
+    REMAT_POLICIES): less activation memory for one more forward pass of the layers.  The
+    parameter tree and the dropout masks are unchanged (the masks hash the same keys again)."""
+    if policy == "none":
+        return layer_cls
+    # argument 3 of Layer.__call__(self, x, bias, deterministic) is a Python bool
+    return nn.remat(layer_cls, static_argnums=(3,))
+
+
 class Encoder(nn.Module):
     """Token ids + attention mask -> L2-normalised sentence embedding [batch, hidden]."""
     config: EncoderConfig
@@ -165,8 +175,9 @@ class Encoder(nn.Module):
 
         # Additive mask shared by all heads: padded keys get a large negative score.
         bias = jnp.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(jnp.float32)
+        layer = _remat(Layer, c.remat)
         for i in range(c.num_layers):
-            x = Layer(c, name=f"layer_{i}")(x, bias, deterministic).astype(x.dtype)
+            x = layer(c, name=f"layer_{i}")(x, bias, deterministic).astype(x.dtype)
         x = x.astype(jnp.float32).reshape(batch, length, c.hidden_size)
 
         if c.pooling == "mean":
