@@ -208,9 +208,13 @@ def test_device_mode_grid_and_bench_configs_pass_the_checks(tmp_path):
     # The CPU grid's recipe in everything but the batch and its accumulation.
     cpu = tradeoff2.get_config("")
     cpu_keys, gpu_keys = grid_checks._flat(cpu.to_dict()), grid_checks._flat(config.to_dict())
-    differ = {k for k in cpu_keys if cpu_keys[k] != gpu_keys[k]}
-    assert differ == {"data.global_batch_size", "optim.grad_accum_steps", "model.spec",
+    differ = {k for k in set(cpu_keys) | set(gpu_keys) if cpu_keys.get(k) != gpu_keys.get(k)}
+    recipe = {k for k in differ if not k.startswith("experiment.")}
+    assert recipe == {"data.global_batch_size", "optim.grad_accum_steps", "model.spec",
                       "data.dataset_dir", "eval.datasets"}
+    # the experiment block differs only in what its report says around the figures
+    assert differ - recipe == {f"experiment.{k}" for k in (
+        "report_name", "title", "see_also", "machine", "cpu_cores", "deviations")}
     # Where the variant looks is where the check puts the pack and the data (repo-relative).
     default = dc.Check(dc.parse_args(["--out", str(tmp_path / "o"), "--bundle",
                                       str(REPO / dc_bundle.DEFAULT_BUNDLE)]), tmp_path / "o",
