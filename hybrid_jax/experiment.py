@@ -320,9 +320,8 @@ def _write_second_edition(config, workdir: pathlib.Path, specs: list, finished: 
         primary=f"hybrid-a{float(e.alpha):g}", k=int(config.eval.k), delta=float(e.delta),
         n_resamples=int(e.n_bootstrap), bootstrap_seed=int(e.bootstrap_seed),
         sweep_seeds=[int(s) for s in (e.get("sweep_seeds") or e.seeds)],
-        presentation={k: (list(e[k]) if k in ("see_also", "deviations") else e[k])
-                      for k in ("title", "see_also", "deviations", "machine", "cpu_cores")
-                      if e.get(k) is not None})
+        presentation={k: e[k] for k in ("title", "see_also", "deviations", "machine",
+                                        "cpu_cores") if e.get(k) is not None})
     _log(f"report: {path} ({len(finished)} of {len(specs)} runs finished)")
     if publish:
         _log(f"published to {tradeoff.publish(out_dir, str(e.report_name), publish)}")
