@@ -236,12 +236,26 @@ class Runner:
         return self
 
     def replicate(self, tree):
-        """Host or single-device tree -> the layout the step takes (copied, safe to donate)."""
+        """Host or single-device tree -> the layout the step takes (copied, safe to donate).
+        The host copy is private: XLA:CPU may use an aligned host array in place (device_put's
+        may_alias=False does not stop it for numpy input), and the state the step donates must
+        own its buffers, not share them with the caller's arrays (the pretrained weights)."""
         n = len(self.local_devices)
         if self.parallelism == "pmap":
             return jax.tree.map(lambda x: jax.device_put(
-                np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), self._local_sharded), tree)
+                np.broadcast_to(np.array(x), (n,) + np.shape(x)), self._local_sharded), tree)
         # every process holds the same host value: device_put places its addressable copies
+        return jax.tree.map(lambda x: jax.device_put(np.array(x), self._replicated), tree)
+
+    def place_read_only(self, tree):
+        """Host tree the step reads but never donates (the frozen params) -> the step's layout.
+        On one CPU device XLA uses a 64-byte-aligned host array in place
+        (host_memory.zero_copy_host_tree), so the word-embedding table is held once, not twice."""
+        if self.parallelism == "pmap":
+            if len(self.local_devices) == 1:  # x[None] is a view: device_put may alias it
+                return jax.tree.map(lambda x: jax.device_put(np.asarray(x)[None],
+                                                             self._local_sharded), tree)
+            return self.replicate(tree)
         return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self._replicated), tree)
 
     def unreplicate(self, tree):

@@ -139,7 +139,7 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     # peak did not move measurably, the compiler and the step reuse such memory anyway).
     gc.collect()
     host_memory.return_free_memory()
-    return Run(config, workdir, pretrained, runner, state, runner.replicate(frozen), frozen,
+    return Run(config, workdir, pretrained, runner, state, runner.place_read_only(frozen), frozen,
                checkpointer, iterator, start_step, selector)
 
 

