@@ -81,16 +81,15 @@ def run_or_exit(fn, *args, **kwargs):
 
 def program(main: Callable) -> Callable:
     """An absl main(argv) under the harness: no stray positional arguments, one malloc arena
-    (before JAX starts its threads), exceptions mapped by `error_of`."""
+    (before JAX starts its threads), XLA:CPU's memory-ordered schedule (before its backend
+    starts), exceptions mapped by `error_of`."""
 
     @functools.wraps(main)
     def wrapped(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         host_memory.single_arena()
-        if host_memory.wants_memory_ordered_schedule(FLAGS["config"].value if "config" in FLAGS
-                                                     else None):
-            host_memory.memory_ordered_cpu_schedule()  # before jax's backend starts
+        host_memory.memory_ordered_cpu_schedule()  # before jax's backend starts
         return run_or_exit(main, argv)
 
     return wrapped

@@ -339,5 +339,5 @@ def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=
         log(f"model.remat={module.config.remat!r}: XLA:CPU's default scheduler keeps the "
             f"recomputed activations live together, so this step saves little memory; start "
             f"the process with XLA_FLAGS={host_memory.CPU_MEMORY_SCHEDULE_FLAG} (our commands "
-            f"do this themselves when the config asks for remat)")
+            f"do this themselves)")
     return Runner(parallelism, devices, compiler_options=options).compile(step)

@@ -172,6 +172,16 @@ def test_program_refuses_stray_arguments(capsys):
     assert calls == [["prog"]]
 
 
+def test_program_asks_for_the_memory_ordered_cpu_schedule(monkeypatch):
+    from hybrid_jax import host_memory
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    seen = []
+    cli.program(lambda argv: seen.append(os.environ["XLA_FLAGS"]))(["prog"])
+    assert seen == ["--xla_force_host_platform_device_count=2 "
+                    + host_memory.CPU_MEMORY_SCHEDULE_FLAG]
+
+
 def test_experiment_driver_shares_the_harness(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-m", "hybrid_jax.experiment",

@@ -59,17 +59,6 @@ def test_the_memory_ordered_schedule_flag_is_added_once_and_respects_the_users(m
     assert os.environ["XLA_FLAGS"] == users and not host_memory.memory_ordered_cpu_schedule_on()
 
 
-def test_a_config_asking_for_remat_wants_the_memory_ordered_schedule():
-    from configs import tiny
-
-    config = tiny.get_config()
-    assert not host_memory.wants_memory_ordered_schedule(config)
-    with config.unlocked():
-        config.model.remat = "layer"
-    assert host_memory.wants_memory_ordered_schedule(config)
-    assert not host_memory.wants_memory_ordered_schedule(None)
-
-
 _TEMPORARIES = textwrap.dedent("""
     import json
     from hybrid_jax import host_memory
