@@ -250,7 +250,7 @@ class Runner:
     def place_read_only(self, tree):
         """Host tree the step reads but never donates (the frozen params) -> the step's layout.
         On one CPU device XLA uses a 64-byte-aligned host array in place
-        (host_memory.zero_copy_host_tree), so the word-embedding table is held once, not twice."""
+        (hybrid_jax/models/host_arrays.py), so the word-embedding table is held once, not twice."""
         if self.parallelism == "pmap":
             if len(self.local_devices) == 1:  # x[None] is a view: device_put may alias it
                 return jax.tree.map(lambda x: jax.device_put(np.asarray(x)[None],

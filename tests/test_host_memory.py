@@ -136,15 +136,15 @@ def _pointer(x) -> int:
 def test_zero_copy_tree_aligns_once_keeps_sharing_and_leaves_callers_arrays_writable():
     import numpy as np
 
-    from hybrid_jax import host_memory
+    from hybrid_jax.models import host_arrays
 
     raw = np.arange(4 * 1000 + 1, dtype=np.float32)
     misaligned = raw[1:][:4000] if _pointer(raw[1:]) % 64 else raw[5:4005]
     assert _pointer(misaligned) % 64
-    aligned = host_memory.aligned_empty((8, 5), np.float32)
+    aligned = host_arrays.aligned_empty((8, 5), np.float32)
     aligned[...] = 1.0
     tree = {"a": misaligned, "b": misaligned, "c": aligned, "n": 3}
-    out = host_memory.zero_copy_host_tree(tree)
+    out = host_arrays.zero_copy_host_tree(tree)
     assert _pointer(out["a"]) % 64 == 0 and np.array_equal(out["a"], misaligned)
     assert out["a"] is out["b"]                      # one copy for a shared leaf
     assert _pointer(out["c"]) == _pointer(aligned)   # already aligned: no copy
@@ -175,7 +175,8 @@ def test_frozen_params_are_used_in_place_and_donated_state_is_copied(parallelism
     import optax
 
     from configs import default
-    from hybrid_jax import host_memory, losses, optim, steps
+    from hybrid_jax import losses, optim, steps
+    from hybrid_jax.models import host_arrays
     from hybrid_jax.models import config as config_lib
     from hybrid_jax.models.dual_encoder import DualEncoder
 
@@ -185,7 +186,7 @@ def test_frozen_params_are_used_in_place_and_donated_state_is_copied(parallelism
     module = DualEncoder(cfg, tied=True)
     ids = jnp.zeros((1, 4), jnp.int32)
     params = jax.jit(module.init)(jax.random.key(0), ids, ids, ids, ids)["params"]
-    params = host_memory.zero_copy_host_tree(jax.tree.map(np.asarray, params))
+    params = host_arrays.zero_copy_host_tree(jax.tree.map(np.asarray, params))
     loss_cfg = default.get_config().loss
     full = {"model": params, "loss": losses.init_loss_params(loss_cfg)}
     trainable, frozen = optim.split_params(

