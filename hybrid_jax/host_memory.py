@@ -3,17 +3,20 @@
 XLA:CPU allocates an executable's temporaries as one block per call (about 1.5 GB for the demo
 train step).  glibc serves blocks that large with mmap and returns them with munmap, so every
 step faults the whole block in again: measured on the demo step, ~200,000 page faults and
-~0.5 s of kernel time per 1.6-1.8 s step.  Two remedies, the first preferred:
+~0.5 s of kernel time per 1.6-1.8 s step.  Two remedies, used together:
 
 * Transparent huge pages (`reexec_with_huge_pages()`, at a program's start): the process
   restarts itself once with glibc's tunable `glibc.malloc.hugetlb=1`, which advises huge pages
-  for malloc's mmapped blocks, so a block faults in 2 MB pages (512x fewer faults) and munmap
-  still returns it.  Needs the kernel's THP mode `madvise` or `always`.
-* Otherwise, `reuse_freed_memory()` around a loop of same-shaped steps: no mmap and no trimming,
-  so a freed block stays mapped and the next step gets the same pages.  Its cost: the heap
-  fragments and grows by a whole block now and then (measured on the demo: 4.2 GB after step 1,
-  8.4 GB from step 12 on, against 4.6 GB flat with huge pages).  On exit mmap and trimming come
-  back at glibc's default values and `malloc_trim` returns the free pages to the system.
+  for malloc's memory, so a block faults in 2 MB pages (512x fewer faults).
+* `reuse_freed_memory()` around a loop of same-shaped steps: no mmap and no trimming, so a freed
+  block stays mapped and the next step gets the same pages, with no faults at all.  Huge pages
+  alone still fault ~1,100 of them (2.2 GB, zeroed by the kernel) into every demo step: 0.15 s
+  of kernel time per step alone, 0.8 s beside the benchmark's PyTorch peer, whose memory churn
+  makes the kernel compact memory for each huge page; with both, 0.02 s and a flat resident set
+  (3,046 -> 3,050 MB over 16 steps).  Without huge pages the kept heap fragments and grows by a
+  whole block now and then (measured on the demo in an earlier layout: 4.2 GB after step 1,
+  8.4 GB from step 12 on).  On exit mmap and trimming come back at glibc's default values and
+  `malloc_trim` returns the free pages to the system.
 
 `memory_ordered_cpu_schedule()`, before JAX starts its backend (our programs all call it):
 XLA:CPU then orders each computation for peak memory.  Its default, concurrency-optimised
@@ -119,10 +122,9 @@ def single_arena() -> bool:
 
 @contextlib.contextmanager
 def reuse_freed_memory():
-    """Inside: glibc keeps freed blocks mapped for reuse (no mmap, no trim); nests.  A no-op
-    under huge pages, where mmapped blocks fault in cheaply and no heap fragments."""
+    """Inside: glibc keeps freed blocks mapped for reuse (no mmap, no trim); nests."""
     libc = _glibc()
-    if libc is None or huge_pages():
+    if libc is None:
         yield
         return
     if _state["loops"] == 0:
@@ -170,7 +172,7 @@ def child_environment() -> dict:
     """os.environ plus glibc's variables for the step-loop settings, for a child process (the
     benchmark's PyTorch peer trains under the allocator set-up our step trains under)."""
     env = dict(os.environ)  # the huge-page tunable, when set, is inherited from here
-    if _state["single_arena"] and not huge_pages():
+    if _state["single_arena"]:
         env.update(MALLOC_ARENA_MAX="1", MALLOC_MMAP_MAX_="0",
                    MALLOC_TRIM_THRESHOLD_=str(2 ** 62))
     return env
@@ -179,7 +181,8 @@ def child_environment() -> dict:
 def status() -> str:
     """One phrase for logs and benchmark records."""
     if _state["single_arena"] and huge_pages():
-        return "one glibc arena; transparent huge pages for malloc (glibc.malloc.hugetlb=1)"
+        return ("one glibc arena; transparent huge pages for malloc (glibc.malloc.hugetlb=1); "
+                "train-step loops keep freed memory mapped (no mmap, no trim)")
     if _state["single_arena"]:
         return "one glibc arena; train-step loops keep freed memory mapped (no mmap, no trim)"
     return "system malloc defaults"

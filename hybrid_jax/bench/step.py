@@ -237,16 +237,19 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
                    real_tokens_per_step=real_tokens)
 
         state = run.state
+        cpu = []  # (user, system) CPU seconds of each step, this process's threads together
 
         def jax_step(i):
             nonlocal state
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             state, metrics = run.runner(state, run.frozen,
                                         run.runner.shard_batch(batches[i % n_batches]))
             loss = float(jax.device_get(metrics["loss"]).reshape(-1)[0])
+            cpu.append(cpu_seconds(since=c0))
             return time.perf_counter() - t0, loss
 
         first_s, first_loss = jax_step(0)
+        cpu.clear()
         out["first_step_s"] = first_s              # compile + one step
         out["compiles_first_step"] = len(compiles)
         out["compile_s"] = float(sum(compiles))
@@ -255,6 +258,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
         torch_peer = _maybe_peer(config, pretrained, batches, tmp, peer, out)
 
         jax_s, torch_s, ratios, losses = [], [], [], {"jax": [first_loss], "torch": []}
+        peer_cpu = []
         for r in range(rounds):
             s, loss = jax_step(r + 1)
             jax_s.append(s)
@@ -262,6 +266,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
             if torch_peer is not None:
                 reply = torch_peer.step()
                 torch_s.append(reply["seconds"])
+                peer_cpu.append((reply["user_s"], reply["system_s"]))
                 losses["torch"].append(reply["loss"])
                 ratios.append(reply["seconds"] / s)
         out["compiles_after_first_step"] = len(compiles) - n_before
@@ -270,8 +275,26 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
         out["max_rss_mb"] = max_rss_mb()
 
     out["losses"] = losses
+    out.update(_cpu_summary(cpu, jax_s))
+    if peer_cpu:
+        out["peer"].update(_cpu_summary(peer_cpu, torch_s))
     _summarise(out, pretrained.config, jax_s, torch_s, ratios, peak)
     return out
+
+
+def cpu_seconds(since=None) -> tuple:
+    """(user, system) CPU seconds this process has used (all its threads), or used since the
+    earlier reading `since`."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    now = (r.ru_utime, r.ru_stime)
+    return now if since is None else (now[0] - since[0], now[1] - since[1])
+
+
+def _cpu_summary(cpu: list, wall: list) -> dict:
+    """Median user and system CPU seconds per step, and the cores busy on average (CPU time over
+    wall time): how much of the machine a step keeps working, and how much of it the kernel."""
+    return {"user_s": _median([u for u, _ in cpu]), "system_s": _median([k for _, k in cpu]),
+            "cores_busy": _median([(u + k) / w for (u, k), w in zip(cpu, wall)])}
 
 
 def _maybe_peer(config, pretrained, batches: list, tmp: str, peer: bool, out: dict):

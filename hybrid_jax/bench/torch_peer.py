@@ -25,7 +25,7 @@ the cores after its own work) and each process's peak memory is its own.
 
 Protocol (one JSON object per line on stdout): after loading it prints {"ready": ...}.  Train
 mode: each line `step` on stdin runs one step on the next batch and prints {"seconds": s,
-"loss": l}.  Encode mode: `encode` runs one full pass over the texts and prints {"seconds": s};
+"loss": l, "user_s": u, "system_s": k} (the step's CPU seconds, all threads).  Encode mode: `encode` runs one full pass over the texts and prints {"seconds": s};
 `save PATH` writes the last pass's embeddings (float32 [n, D], input order) to PATH (.npy) and
 prints {"saved": PATH}.  Both: `quit` prints {"max_rss_mb": m} and exits; an unknown command
 prints {"error": ...}.  PyTorch is a benchmark-only dependency.
@@ -213,13 +213,17 @@ def _train_mode(a) -> tuple[dict, dict]:
     done = [0]  # steps run so far (the next batch is done[0] % len(batches))
 
     def step(_arg) -> dict:
-        t = time.perf_counter()
+        from hybrid_jax.bench.step import cpu_seconds
+
+        t, c = time.perf_counter(), cpu_seconds()
         loss = compute_grads(model, batches[done[0] % len(batches)], a)
         torch.nn.utils.clip_grad_norm_(params, a.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         done[0] += 1
-        return {"seconds": time.perf_counter() - t, "loss": loss}
+        user, system = cpu_seconds(since=c)
+        return {"seconds": time.perf_counter() - t, "loss": loss, "user_s": user,
+                "system_s": system}
 
     hard = batches[0]["negative_ids"].shape[1] if "negative_ids" in batches[0] else 0
     ready = {"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
