@@ -81,8 +81,8 @@ def run_or_exit(fn, *args, **kwargs):
 
 def program(main: Callable) -> Callable:
     """An absl main(argv) under the harness: no stray positional arguments, one malloc arena
-    (before JAX starts its threads), XLA:CPU's memory-ordered schedule (before its backend
-    starts), exceptions mapped by `error_of`."""
+    (before JAX starts its threads), XLA:CPU's memory-ordered schedule and synchronous CPU
+    dispatch (before its backend starts), exceptions mapped by `error_of`."""
 
     @functools.wraps(main)
     def wrapped(argv):
@@ -90,6 +90,7 @@ def program(main: Callable) -> Callable:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         host_memory.single_arena()
         host_memory.memory_ordered_cpu_schedule()  # before jax's backend starts
+        host_memory.synchronous_cpu_dispatch()
         return run_or_exit(main, argv)
 
     return wrapped

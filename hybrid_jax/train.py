@@ -242,23 +242,30 @@ class _Loop:
 
     def cadences(self, step: int) -> None:
         c = self.run.config
-        if _due(step, int(c.train.checkpoint_every), self.end):
-            self.save(step)
-        if _due(step, self.evaluate_every, self.end):
-            self.evaluate(step)
-        if self.selector and _due(step, int(c.train.select_every), self.end):
-            self.select(step)
+        save = _due(step, int(c.train.checkpoint_every), self.end)
+        evaluate = _due(step, self.evaluate_every, self.end)
+        select = bool(self.selector) and _due(step, int(c.train.select_every), self.end)
+        if not (save or evaluate or select):
+            return
+        with host_memory.between_steps():
+            if save:
+                self.save(step)
+            if evaluate:
+                self.evaluate(step)
+            if select:
+                self.select(step)
 
     def finish(self, step: int) -> None:
         c = self.run.config
-        if self.selector:  # the last step is a candidate too
-            self.select(step)
-        self.save(step, force=True)
-        # The end of the schedule is a point of the evaluation curve too (eval_steps/): the
-        # final evaluation may score a dev-selected earlier step instead.
-        if (self.evaluate_every and step == int(c.train.num_steps)
-                and step % self.evaluate_every == 0):
-            self.evaluate(step)
+        with host_memory.between_steps():
+            if self.selector:  # the last step is a candidate too
+                self.select(step)
+            self.save(step, force=True)
+            # The end of the schedule is a point of the evaluation curve too (eval_steps/): the
+            # final evaluation may score a dev-selected earlier step instead.
+            if (self.evaluate_every and step == int(c.train.num_steps)
+                    and step % self.evaluate_every == 0):
+                self.evaluate(step)
 
     def save(self, at: int, force: bool = False) -> None:
         self.pending.fetch_and_check()

@@ -42,6 +42,17 @@ def best_operating_point(pool: dict, recall: float = 0.95) -> dict | None:
     return max(ok, key=lambda p: p["qps"]) if ok else None
 
 
+def _cpu_rows(s: dict, peer: dict) -> list[str]:
+    """CPU seconds per step (all threads) and cores kept busy: where a step's wall time goes
+    beyond its compute (kernel time, idle cores, spinning threads)."""
+    if "user_s" not in s:
+        return []
+    return [f"| CPU per step, user / system s | {_f(s['user_s'])} / {_f(s['system_s'])} | "
+            + (f"{_f(peer['user_s'])} / {_f(peer['system_s'])} |" if "user_s" in peer else "- |"),
+            f"| cores busy (CPU time / wall time) | {_f(s['cores_busy'])} | "
+            f"{_f(peer.get('cores_busy'))} |"]
+
+
 def _step(s: dict, peak: dict | None, title: str = "Training step") -> list[str]:
     peer = s.get("peer", {})
     has_peer = "step_s" in peer
@@ -59,6 +70,7 @@ def _step(s: dict, peak: dict | None, title: str = "Training step") -> list[str]
              f"| model FLOP/s | {_g(s['model_flops_per_s'])} | "
              f"{_g(s['model_flops_per_step'] / peer['step_s']) if has_peer else '-'} |",
              f"| peak host memory, MB | {_f(s['max_rss_mb'])} | {_f(peer.get('max_rss_mb'))} |",
+             *_cpu_rows(s, peer),
              f"| first step (compile + run), s | {_f(s['first_step_s'])} | - |",
              f"| XLA compile time (set-up + first step), s | {_f(s['compile_s'])} | - |",
              f"| XLA compilations: first step / after | {s['compiles_first_step']} / "
@@ -117,11 +129,11 @@ def _search(s: dict) -> list[str]:
 def _profile(p: dict) -> list[str]:
     lines = ["## Where the step's time goes", "",
              f"jax.profiler trace of {p['steps']} warm steps ({_f(p['step_s_traced'])} s/step "
-             f"while traced): XLA thunk time summed per kind of op over {p['threads']} XLA "
-             f"thread(s), {_f(p['thunk_s_per_step'])} s of thread time per step "
-             f"(`ynn_fusion`: matmuls with their fused element-wise ops; the fusion names say "
-             f"what XLA fused).", "",
-             "| op kind | thread s/step | share |", "|---|---|---|"]
+             f"while traced): the wall time of XLA's thunks (one op or fusion each; a thunk's "
+             f"parallel parts run inside it on XLA's thread pool) summed per kind of op, "
+             f"{_f(p['thunk_s_per_step'])} s per step (`ynn_fusion`: matmuls with their fused "
+             f"element-wise ops; the fusion names say what XLA fused).", "",
+             "| op kind | s/step | share |", "|---|---|---|"]
     lines += [f"| `{r['op']}` | {_f(r['s_per_step'])} | {100 * r['share']:.1f}% |"
               for r in p["top"]]
     return lines + ["", _meta(p), ""]

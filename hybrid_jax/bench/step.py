@@ -362,8 +362,8 @@ def _op_category(name: str) -> str:
 
 
 def step_profile(config, steps: int = 3, top: int = 15) -> dict:
-    """Where the step's time goes: jax.profiler trace of `steps` warm steps, XLA thunk time
-    summed per kind of op (on CPU the thunks run on the XLA Eigen threads)."""
+    """Where the step's time goes: jax.profiler trace of `steps` warm steps, the wall time of
+    XLA's thunks summed per kind of op."""
     import collections
 
     import jax
@@ -384,13 +384,14 @@ def step_profile(config, steps: int = 3, top: int = 15) -> dict:
         wall = (time.perf_counter() - t) / steps
         files = list(pathlib.Path(tmp, "trace").rglob("*.xplane.pb"))
         data = jax.profiler.ProfileData.from_file(str(files[0]))
+    # XLA:CPU traces each thunk (one HLO op or fusion) with an `hlo_op` stat, on the thread that
+    # runs the computation (the caller's under synchronous dispatch, else the client's); a
+    # thunk's parallel parts run inside it on the Eigen pool.
     per_kind, threads = collections.Counter(), set()
     for plane in data.planes:
         for line in plane.lines:
-            if "XLAEigen" not in line.name:
-                continue
             for ev in line.events:
-                if not ev.name.startswith(("ThunkExecutor", "SlinkyThreadPool")):
+                if not ev.name.startswith("end: ") and any(k == "hlo_op" for k, _ in ev.stats):
                     per_kind[_op_category(ev.name)] += ev.duration_ns
                     threads.add(line.name)
     total = sum(per_kind.values())
