@@ -92,6 +92,16 @@ def _cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or "?"
 
 
+def cpu_description() -> str:
+    """The CPU model and its widest vector instructions: hosts sold under one model name differ
+    (AVX2 only, AVX-512, AVX512-BF16), and so do their float32 and bfloat16 rates."""
+    cpu_flags = set(_cpuinfo("flags").split())
+    isa = ("AVX512-BF16" if "avx512_bf16" in cpu_flags else
+           "AVX-512, no BF16" if "avx512f" in cpu_flags else
+           "AVX2, no AVX-512" if "avx2" in cpu_flags else "no AVX2")
+    return f"{_cpu_model()} ({isa}{', AMX' if 'amx_bf16' in cpu_flags else ''})"
+
+
 def machine_info() -> dict:
     import jax
 
@@ -205,7 +215,7 @@ def run_benchmarks(config) -> dict:
         t = time.perf_counter()
         value = fn()
         value["_meta"] = {"when": stamp, "command": command, "wall_s": time.perf_counter() - t,
-                          "load_average": list(os.getloadavg())}
+                          "load_average": list(os.getloadavg()), "cpu": cpu_description()}
         sections[name] = value
         step.write_json(path, results)  # each finished section is kept even if a later one fails
         _log(f"{name}: done in {value['_meta']['wall_s']:.0f}s")

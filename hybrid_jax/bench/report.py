@@ -20,8 +20,9 @@ def _g(flops) -> str:
 def _meta(section: dict) -> str:
     m = section.get("_meta", {})
     load = ", ".join(f"{x:.1f}" for x in m.get("load_average", []))
+    cpu = f", on {m['cpu']}" if m.get("cpu") else ""
     return (f"_{m.get('when', '?')}, `{m.get('command', '?')}`, {m.get('wall_s', 0):.0f} s, "
-            f"load average after: {load}_")
+            f"load average after: {load}{cpu}_")
 
 
 # texts/s of the encode section on its 512 XQuAD-R texts at commit efa54ef: the "today" of the

@@ -180,36 +180,34 @@ def write_ragged_ids(path: str, id_lists, pad_id: int) -> None:
     np.savez(path, flat_ids=flat, offsets=offsets, pad_id=np.int64(pad_id))
 
 
-def _setup_run(config, tmp: str, peer_model: bool = False):
-    """The real training run (pretrained weights, runner, data iterator) in a scratch workdir;
-    `peer_model`: the peer's Hugging Face export is written first, so the export's working
-    memory is not counted on top of our run's in our process's peak."""
+def _setup_run(config, tmp: str):
+    """The real training run (pretrained weights, runner, data iterator) in a scratch workdir."""
     from hybrid_jax import train
 
     pretrained = train.load_model(config)
-    if peer_model:
-        _export_peer_model(pretrained, tmp)
-        host_memory.return_free_memory()
     return pretrained, train.setup(config, os.path.join(tmp, "run"), pretrained)
 
 
-def _export_peer_model(pretrained, tmp: str) -> str:
-    from hybrid_jax.models import export_hf
-
+def _export_peer_model(config, tmp: str) -> str:
+    """The pretrained weights in Hugging Face format for the peer, written by `python -m
+    hybrid_jax.export` in a child process: the export imports transformers and with it PyTorch
+    (~200 MB resident), which a training process never holds, so our process's peak stays a
+    training run's."""
     model_dir = os.path.join(tmp, "hf")
     if not os.path.isdir(model_dir):
-        export_hf(model_dir, pretrained.config, pretrained.encoder_params, pretrained.tokenizer,
-                  pretrained.prefixes)
+        done = subprocess.run([sys.executable, "-m", "hybrid_jax.export", "--model",
+                               str(config.model.spec), "--out", model_dir],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"exporting the peer's model failed: {done.stderr.strip()}")
     return model_dir
 
 
 def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """PyTorch and transformers are installed (looked up, not imported: see _export_peer_model)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
 
 
 def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: bool = True,
@@ -222,7 +220,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
             count_compiles() as compiles, host_memory.reuse_freed_memory():
         t = time.perf_counter()
-        pretrained, run = _setup_run(config, tmp, peer_model=peer and _torch_available())
+        pretrained, run = _setup_run(config, tmp)
         pretrained = run.pretrained  # as a training run holds it: no host copy of the weights
         out["setup_s"] = time.perf_counter() - t
         batches = [next(run.iterator) for _ in range(n_batches)]  # the pipeline is not timed here
@@ -316,7 +314,7 @@ def _start_peer(config, pretrained, batches: list, tmp: str,
     hard negatives included), accumulating over the run's `optim.grad_accum_steps` as ours does."""
     from hybrid_jax.steps import MODEL_INPUTS, NEGATIVE_INPUTS
 
-    model_dir = _export_peer_model(pretrained, tmp)
+    model_dir = _export_peer_model(config, tmp)
     batch_file = os.path.join(tmp, "batches.npz")
     keys = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS if k in batches[0]]
     np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in keys})
