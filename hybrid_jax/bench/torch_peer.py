@@ -25,9 +25,10 @@ the cores after its own work) and each process's peak memory is its own.
 
 Protocol (one JSON object per line on stdout): after loading it prints {"ready": ...}.  Train
 mode: each line `step` on stdin runs one step on the next batch and prints {"seconds": s,
-"loss": l, "user_s": u, "system_s": k} (the step's CPU seconds, all threads).  Encode mode: `encode` runs one full pass over the texts and prints {"seconds": s};
-`save PATH` writes the last pass's embeddings (float32 [n, D], input order) to PATH (.npy) and
-prints {"saved": PATH}.  Both: `quit` prints {"max_rss_mb": m} and exits; an unknown command
+"loss": l, "user_s": u, "system_s": k} (the step's CPU seconds, all threads).  Encode mode:
+`encode` runs one full pass over the texts and prints {"seconds": s}; `save PATH` writes the
+last pass's embeddings (float32 [n, D], input order) to PATH (.npy) and prints {"saved": PATH}.
+Both: `quit` prints {"max_rss_mb": m} and exits; an unknown command
 prints {"error": ...}.  PyTorch is a benchmark-only dependency.
 """
 from __future__ import annotations
