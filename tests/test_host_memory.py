@@ -154,8 +154,10 @@ def test_a_step_loop_reuses_xlas_temporaries_without_page_faults():
         return int(subprocess.run([sys.executable, "-c", STEP_LOOP, mode], cwd=ROOT, env=env,
                                   capture_output=True, text=True, check=True).stdout)
 
-    assert faults("plain") > 5 * PAGES // 2   # glibc maps each call's block afresh
-    assert faults("loop") < PAGES // 20       # the same pages come back every call
+    assert faults("plain") > 4 * PAGES   # glibc maps each of the 5 calls' block afresh
+    # the same pages come back: usually no faults at all; in about one process in ten, one
+    # block's worth once (something else took part of the freed block), never one per call
+    assert faults("loop") < 2 * PAGES
 
 
 # --------------------------------------------------------------------------- zero-copy weights
