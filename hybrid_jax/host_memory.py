@@ -36,8 +36,9 @@ previous step's are still held (dispatch runs ahead, and even after the step's o
 ready the block is freed a moment later), so inside `reuse_freed_memory()` the heap kept two
 blocks and grew by 1.3 GB now and then (demo step: 3,055 -> 4,319 -> 5,592 -> 6,867 MB over
 14 steps); synchronously the same block comes back at the same address every step (3,042 ->
-3,049 MB; in the test's 66 MB loop about one process in ten faults one block in once more).  Encoding, which overlaps packing with compute by dispatching ahead, measured the
-same either way (512 texts, median of 4 passes, three alternating pairs of processes:
+3,049 MB; in the test's 66 MB loop about one process in ten faults one block in once more).
+Encoding, which overlaps packing with compute by dispatching ahead, measured the same either
+way (512 texts, median of 4 passes, three alternating pairs of processes:
 8.65 / 8.68 / 9.16 s asynchronous, 9.69 / 7.97 / 8.62 s synchronous).
 HYBRID_JAX_HOST_MALLOC=default keeps JAX's asynchronous dispatch.
 
@@ -218,9 +219,7 @@ def child_environment() -> dict:
 
 def status() -> str:
     """One phrase for logs and benchmark records."""
-    if _state["single_arena"] and huge_pages():
-        return ("one glibc arena; transparent huge pages for malloc (glibc.malloc.hugetlb=1); "
-                "train-step loops keep freed memory mapped (no mmap, no trim)")
-    if _state["single_arena"]:
-        return "one glibc arena; train-step loops keep freed memory mapped (no mmap, no trim)"
-    return "system malloc defaults"
+    if not _state["single_arena"]:
+        return "system malloc defaults"
+    pages = "; transparent huge pages for malloc (glibc.malloc.hugetlb=1)" if huge_pages() else ""
+    return f"one glibc arena{pages}; train-step loops keep freed memory mapped (no mmap, no trim)"

@@ -42,14 +42,10 @@ def _sample(config, bundle, n: int) -> list[str]:
     return [ds.candidates[i].text for i in pick]
 
 
-def _start_peer(bundle, pretrained, texts, max_length, batch, autocast, tmp):
+def _start_peer(config, bundle, texts, max_length, batch, autocast, tmp):
     from hybrid_jax.bench import step
-    from hybrid_jax.models import export_hf
 
-    model_dir = os.path.join(tmp, "hf")
-    if not os.path.isdir(model_dir):
-        export_hf(model_dir, pretrained.config, pretrained.encoder_params, pretrained.tokenizer,
-                  pretrained.prefixes)
+    model_dir = step.export_peer_model(config, tmp)
     # the same token ids ours encodes (prefix, special tokens, truncation at max_length)
     ids, mask = bundle.tokenizer([bundle.prefix("passage") + t for t in texts], max_length)
     id_lists = [row[:m.sum()].tolist() for row, m in zip(ids, mask)]
@@ -91,7 +87,7 @@ def encode_benchmark(config, n_texts: int = 512, repeats: int = 3, peer: bool = 
         if peer and _torch_available():
             for tag, autocast in [("float32", False)] + ([("bfloat16", True)] if peer_bf16 else []):
                 peers[f"PyTorch peer, {tag}"] = _start_peer(
-                    bundle, pretrained, texts, max_length, int(config.eval.batch_size),
+                    config, bundle, texts, max_length, int(config.eval.batch_size),
                     autocast, tmp)
         elif peer:
             out["peer"] = {"skipped": "torch/transformers not installed"}

@@ -188,7 +188,7 @@ def _setup_run(config, tmp: str):
     return pretrained, train.setup(config, os.path.join(tmp, "run"), pretrained)
 
 
-def _export_peer_model(config, tmp: str) -> str:
+def export_peer_model(config, tmp: str) -> str:
     """The pretrained weights in Hugging Face format for the peer, written by `python -m
     hybrid_jax.export` in a child process: the export imports transformers and with it PyTorch
     (~200 MB resident), which a training process never holds, so our process's peak stays a
@@ -204,7 +204,7 @@ def _export_peer_model(config, tmp: str) -> str:
 
 
 def _torch_available() -> bool:
-    """PyTorch and transformers are installed (looked up, not imported: see _export_peer_model)."""
+    """PyTorch and transformers are installed (looked up, not imported: see export_peer_model)."""
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
@@ -314,7 +314,7 @@ def _start_peer(config, pretrained, batches: list, tmp: str,
     hard negatives included), accumulating over the run's `optim.grad_accum_steps` as ours does."""
     from hybrid_jax.steps import MODEL_INPUTS, NEGATIVE_INPUTS
 
-    model_dir = _export_peer_model(config, tmp)
+    model_dir = export_peer_model(config, tmp)
     batch_file = os.path.join(tmp, "batches.npz")
     keys = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS if k in batches[0]]
     np.savez(batch_file, **{k: np.stack([x[k] for x in batches]) for k in keys})
@@ -385,15 +385,14 @@ def step_profile(config, steps: int = 3, top: int = 15) -> dict:
     # XLA:CPU traces each thunk (one HLO op or fusion) with an `hlo_op` stat, on the thread that
     # runs the computation (the caller's under synchronous dispatch, else the client's); a
     # thunk's parallel parts run inside it on the Eigen pool.
-    per_kind, threads = collections.Counter(), set()
+    per_kind = collections.Counter()
     for plane in data.planes:
         for line in plane.lines:
             for ev in line.events:
                 if not ev.name.startswith("end: ") and any(k == "hlo_op" for k, _ in ev.stats):
                     per_kind[_op_category(ev.name)] += ev.duration_ns
-                    threads.add(line.name)
     total = sum(per_kind.values())
-    return {"steps": steps, "step_s_traced": wall, "threads": len(threads),
+    return {"steps": steps, "step_s_traced": wall,
             "thunk_s_per_step": total / 1e9 / steps,
             "top": [{"op": k, "s_per_step": v / 1e9 / steps, "share": v / total}
                     for k, v in per_kind.most_common(top)]}

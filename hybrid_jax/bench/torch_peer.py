@@ -202,6 +202,8 @@ def _train_mode(a) -> tuple[dict, dict]:
     """-> (ready message, command handlers) of the train worker."""
     import torch
 
+    from hybrid_jax.bench.step import cpu_seconds
+
     model = _load_model(a)
     model.train()
     opt, params = _optimizer(model, a)
@@ -214,8 +216,6 @@ def _train_mode(a) -> tuple[dict, dict]:
     done = [0]  # steps run so far (the next batch is done[0] % len(batches))
 
     def step(_arg) -> dict:
-        from hybrid_jax.bench.step import cpu_seconds
-
         t, c = time.perf_counter(), cpu_seconds()
         loss = compute_grads(model, batches[done[0] % len(batches)], a)
         torch.nn.utils.clip_grad_norm_(params, a.max_grad_norm)
