@@ -105,10 +105,10 @@ class SelfAttention(nn.Module):
         head_dim = c.hidden_size // c.num_heads
         batch, length = bias.shape[0], bias.shape[-1]
 
-        # Heads-first [batch, heads, length, head_dim] operands: XLA:CPU runs the two attention
-        # products as plain batched matmuls, where the [batch, length, heads, ...] form of the
-        # einsums made it gather strided heads (measured: forward of the attention block
-        # 1.3-1.5x faster, gradient no slower; docs/training.md).
+        # Heads-first [batch, heads, length, head_dim] operands: the two attention products are
+        # then batched matmuls over contiguous heads, which XLA:CPU ran faster than the
+        # [batch, length, heads, ...] einsums (attention block forward 1.3-1.5x, gradient no
+        # slower, encoding ~1.1x; docs/evaluation.md).
         def heads(name):
             y = _dense(c.hidden_size, name, dtype)(x)
             return y.reshape(batch, length, c.num_heads, head_dim).transpose(0, 2, 1, 3)
