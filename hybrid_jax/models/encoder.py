@@ -107,8 +107,8 @@ class SelfAttention(nn.Module):
 
         # Heads-first [batch, heads, length, head_dim] operands: the two attention products are
         # then batched matmuls over contiguous heads, which XLA:CPU ran faster than the
-        # [batch, length, heads, ...] einsums (attention block forward 1.3-1.5x, gradient no
-        # slower, encoding ~1.1x; docs/evaluation.md).
+        # [batch, length, heads, ...] einsums (attention block forward 1.3-1.5x, gradient in the
+        # same range, encoding ~1.1x; docs/evaluation.md).
         def heads(name):
             y = _dense(c.hidden_size, name, dtype)(x)
             return y.reshape(batch, length, c.num_heads, head_dim).transpose(0, 2, 1, 3)
