@@ -304,6 +304,10 @@ class Runner:
             executable = self._executables[key] = self._compile(args)
         return executable(*args)
 
+    def compiled_texts(self) -> list[str]:
+        """The optimised HLO of each program compiled so far (the profile reads its thunks)."""
+        return [e.as_text() for e in self._executables.values()]
+
     def _compile(self, args):
         """Compiled ahead of its first call, once per input signature, with `compiler_options`;
         then glibc returns the compiler's freed memory before the step allocates its own."""

@@ -57,8 +57,20 @@ def test_every_section_reports_its_figures(bench_run):
     for v in (accum, plain):
         assert len(v["step_s_all"]) == 2 and v["compiles_after_first_step"] == 0
     prof = sec["profile"]
-    assert prof["thunk_s_per_step"] > 0 and prof["top"]
-    assert sum(r["share"] for r in prof["top"]) <= 1 + 1e-9
+    for p in (prof, prof["study_one_pass"]):  # the demo step's and the study's one-pass step's
+        assert p["thunk_s_per_step"] > 0 and p["top"]
+        assert sum(r["share"] for r in p["top"]) <= 1 + 1e-9
+        groups = {g["group"]: g for g in p["groups"]}
+        assert sum(g["s_per_step"] for g in groups.values()) == pytest.approx(
+            p["thunk_s_per_step"])
+        batched = groups["batched products (attention)"]
+        assert batched["gflop_per_step"] > 0 and batched["flops_per_s"] > 0
+        assert "torch" not in p["scores_product"]  # --nopeer
+        assert p["scores_product"]["xla"]["flops_per_s"] > 0
+    assert prof["study_one_pass"]["batch"] == plain["batch"]
+    # the matmul groups did the model's FLOPs (the loss's own small matmuls aside)
+    model_gflop = sum(g["gflop_per_step"] for g in prof["groups"])
+    assert model_gflop == pytest.approx(sec["step"]["model_flops_per_step"] / 1e9, rel=0.02)
     assert sec["peak"]["flops_per_s"] > 1e8
     step = sec["step"]
     assert step["batch"] == 8 and step["query_len"] == 8 and step["passage_len"] == 12
@@ -110,6 +122,30 @@ def test_step_flops_count_hard_negatives_in_the_passage_tower():
     assert out["model_flops_per_step"] == plain + 3 * encoder_flops(cfg, 16, 32)
     assert out["model_flops_per_s"] == 2 * out["model_flops_per_step"]
     assert out["padded_tokens_per_s"] == 2 * 8 * (16 + 32 * 3)  # negatives are tokens too
+
+
+def test_matmul_thunks_tell_batched_products_from_2d_matmuls():
+    """The profile's split: a batched einsum (attention's shape) and a dense matmul compiled
+    together are found as thunks of the right kind with their FLOPs."""
+    import jax
+    import jax.numpy as jnp
+
+    from hybrid_jax.bench.hlo_dots import BATCHED, PLAIN, matmul_thunks
+
+    def f(q, k, x, w):
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+        return jnp.tanh(scores).sum() + jnp.tanh(x @ w).sum()
+
+    q = jnp.ones((2, 3, 16, 8))
+    x, w = jnp.ones((40, 24)), jnp.ones((24, 32))
+    text = jax.jit(f).lower(q, q, x, w).compile().as_text()
+    # the entry computation's thunks (the dots inside fusions are listed too, never run alone)
+    entry = text[text.index("ENTRY"):]
+    by_kind = {}
+    for name, t in matmul_thunks(text).items():
+        if f"%{name} = " in entry or f" {name} = " in entry:
+            by_kind[t["kind"]] = by_kind.get(t["kind"], 0) + t["flops"]
+    assert by_kind == {BATCHED: 2 * 2 * 3 * 16 * 16 * 8, PLAIN: 2 * 40 * 24 * 32}
 
 
 def test_best_operating_point_needs_the_recall():

@@ -11,7 +11,9 @@ Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
   step      our train step against the PyTorch peer, alternating, on the config's model and shapes
   study_step  the same at the trade-off study's shapes (--study_config): its GradCache step, and
             half its batch in one pass without accumulation
-  profile   where the step's time goes: jax.profiler trace, XLA thunk time per kind of op
+  profile   where the step's time goes (the demo step and the study's one-pass step):
+            jax.profiler trace, XLA thunk time per kind of op, and split into batched products
+            (attention), 2-D matmuls (dense layers) and other ops with each matmul group's FLOP/s
   pipeline  input-pipeline batches/s against the measured step rate
   encode    evaluation encoding: our variants (rows, token budget, bfloat16) and the PyTorch peer
   whole_eval  the config's evaluation datasets from a cold cache, bfloat16 and float32, each in
@@ -36,6 +38,7 @@ from ml_collections import config_flags
 
 from hybrid_jax import cli, host_memory
 
+ONE_PASS = "half the batch, one pass"
 SECTIONS = ("peak", "step", "study_step", "profile", "pipeline", "encode", "whole_eval",
             "search")
 
@@ -143,22 +146,39 @@ def _pipeline(config, step_result: dict | None) -> dict:
     return out
 
 
-def _study_step(peak: dict | None) -> dict:
-    """Our step against the peer at the study's shapes, with and without accumulation."""
-    from hybrid_jax.bench import step
-
+def _study_configs() -> dict:
+    """{variant name: config} at the trade-off study's shapes: its GradCache step as configured,
+    and half its batch in one pass (no accumulation)."""
     study = FLAGS.study_config
     micro = int(study.optim.get("grad_accum_steps", 1) or 1)
     plain = study.copy_and_resolve_references()
     with plain.unlocked():
         plain.data.global_batch_size = int(study.data.global_batch_size) // 2
         plain.optim.grad_accum_steps = 1
+    return {f"GradCache, {micro} micro-batches": study, ONE_PASS: plain}
+
+
+def _study_step(peak: dict | None) -> dict:
+    """Our step against the peer at the study's shapes, with and without accumulation."""
+    from hybrid_jax.bench import step
+
     out = {"variants": {}}
-    for name, cfg in ((f"GradCache, {micro} micro-batches", study),
-                      ("half the batch, one pass", plain)):
+    for name, cfg in _study_configs().items():
         _log(f"study_step: {name}")
         out["variants"][name] = step.train_step_benchmark(
             cfg, rounds=FLAGS.study_rounds, peer=FLAGS.peer, peak=peak)
+    return out
+
+
+def _profile(config) -> dict:
+    """The demo step's profile, and the study's one-pass step's (its longer passages give
+    attention a larger share)."""
+    from hybrid_jax.bench import step
+
+    out = step.step_profile(config, peer=FLAGS.peer)
+    _log(f"profile: {ONE_PASS}")
+    out["study_one_pass"] = step.step_profile(_study_configs()[ONE_PASS], steps=2,
+                                              peer=FLAGS.peer)
     return out
 
 
@@ -228,7 +248,7 @@ def run_benchmarks(config) -> dict:
     if "study_step" in FLAGS.sections:
         record("study_step", lambda: _study_step(sections.get("peak")))
     if "profile" in FLAGS.sections:
-        record("profile", lambda: step.step_profile(config))
+        record("profile", lambda: _profile(config))
     if "pipeline" in FLAGS.sections:
         record("pipeline", lambda: _pipeline(config, sections.get("step")))
     if "encode" in FLAGS.sections:

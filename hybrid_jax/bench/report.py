@@ -127,17 +127,47 @@ def _search(s: dict) -> list[str]:
     return lines
 
 
-def _profile(p: dict) -> list[str]:
-    lines = ["## Where the step's time goes", "",
-             f"jax.profiler trace of {p['steps']} warm steps ({_f(p['step_s_traced'])} s/step "
-             f"while traced): the wall time of XLA's thunks (one op or fusion each; a thunk's "
-             f"parallel parts run inside it on XLA's thread pool) summed per kind of op, "
-             f"{_f(p['thunk_s_per_step'])} s per step (`ynn_fusion`: matmuls with their fused "
-             f"element-wise ops; the fusion names say what XLA fused).", "",
-             "| op kind | s/step | share |", "|---|---|---|"]
+def _profile_tables(p: dict) -> list[str]:
+    lines = [f"Batch {p['batch']}, queries {p['query_len']} tokens, passages "
+             f"{p['passage_len']} tokens, {p['hard_negatives']} hard negative(s) per pair; "
+             f"{p['steps']} warm steps traced ({_f(p['step_s_traced'])} s/step while traced), "
+             f"thunks {_f(p['thunk_s_per_step'])} s per step.", ""]
+    if p.get("groups"):
+        lines += ["| group | s/step | share | GFLOP/step | FLOP/s |", "|---|---|---|---|---|"]
+        lines += [f"| {g['group']} | {_f(g['s_per_step'])} | {100 * g['share']:.1f}% | "
+                  f"{_f(g['gflop_per_step']) if g['gflop_per_step'] else '-'} | "
+                  f"{_g(g['flops_per_s']) + 'FLOP/s' if 'flops_per_s' in g else '-'} |"
+                  for g in p["groups"]]
+        lines.append("")
+    sp = p.get("scores_product")
+    if sp:
+        b, n, d = sp["shape"]
+        line = (f"The passages' attention scores product alone (Q @ K^T over [{b}, {n}, {d}], "
+                f"float32, median of 20): XLA {_g(sp['xla']['flops_per_s'])}FLOP/s")
+        if "torch" in sp:
+            line += (f", PyTorch `torch.bmm` {_g(sp['torch']['flops_per_s'])}FLOP/s "
+                     f"({sp['torch']['flops_per_s'] / sp['xla']['flops_per_s']:.2f}x ours)")
+        lines += [line + ".", ""]
+    lines += ["| op kind | s/step | share |", "|---|---|---|"]
     lines += [f"| `{r['op']}` | {_f(r['s_per_step'])} | {100 * r['share']:.1f}% |"
               for r in p["top"]]
-    return lines + ["", _meta(p), ""]
+    return lines + [""]
+
+
+def _profile(p: dict) -> list[str]:
+    lines = ["## Where the step's time goes", "",
+             "jax.profiler traces of warm steps: the wall time of XLA's thunks (one op or fusion "
+             "each; a thunk's parallel parts run inside it on XLA's thread pool), split into "
+             "batched products (dots with batch dimensions: the attention scores and context, "
+             "forward and backward), 2-D matmuls (the dense layers and their gradients) and "
+             "other ops, with the FLOPs each matmul group did (from the compiled HLO; their "
+             "fused element-wise ops count in their time), then summed per kind of op "
+             "(`ynn_fusion`: matmuls run by YNNPACK; the fusion names say what XLA fused).", "",
+             "### The demo step", ""] + _profile_tables(p)
+    if "study_one_pass" in p:
+        lines += ["### The study's step, half its batch in one pass", ""]
+        lines += _profile_tables(p["study_one_pass"])
+    return lines + [_meta(p), ""]
 
 
 def markdown(results: dict) -> str:

@@ -359,17 +359,22 @@ def _op_category(name: str) -> str:
     return re.sub(r"[._]\d+$", "", name)
 
 
-def step_profile(config, steps: int = 3, top: int = 15) -> dict:
+def step_profile(config, steps: int = 3, top: int = 15, peer: bool = True) -> dict:
     """Where the step's time goes: jax.profiler trace of `steps` warm steps, the wall time of
-    XLA's thunks summed per kind of op."""
+    XLA's thunks summed per kind of op, and split into batched products (attention), 2-D
+    matmuls (dense layers) and the rest, with the FLOP/s each matmul group ran at; and the
+    passages' attention scores product timed alone, ours and (`peer`) PyTorch's."""
     import collections
 
     import jax
 
+    from hybrid_jax.bench import hlo_dots
+
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_profile_") as tmp, \
             host_memory.reuse_freed_memory():
-        _, run = _setup_run(config, tmp)
-        batches = [run.runner.shard_batch(next(run.iterator)) for _ in range(2)]
+        pretrained, run = _setup_run(config, tmp)
+        raw = [next(run.iterator) for _ in range(2)]
+        batches = [run.runner.shard_batch(b) for b in raw]
         state = run.state
         for i in range(2):  # compile and warm up outside the trace
             state, m = run.runner(state, run.frozen, batches[i % 2])
@@ -382,17 +387,82 @@ def step_profile(config, steps: int = 3, top: int = 15) -> dict:
         wall = (time.perf_counter() - t) / steps
         files = list(pathlib.Path(tmp, "trace").rglob("*.xplane.pb"))
         data = jax.profiler.ProfileData.from_file(str(files[0]))
+        matmuls = {}
+        for text in run.runner.compiled_texts():
+            matmuls.update(hlo_dots.matmul_thunks(text))
     # XLA:CPU traces each thunk (one HLO op or fusion) with an `hlo_op` stat, on the thread that
     # runs the computation (the caller's under synchronous dispatch, else the client's); a
     # thunk's parallel parts run inside it on the Eigen pool.
-    per_kind = collections.Counter()
+    per_thunk, runs = collections.Counter(), collections.Counter()
     for plane in data.planes:
         for line in plane.lines:
             for ev in line.events:
                 if not ev.name.startswith("end: ") and any(k == "hlo_op" for k, _ in ev.stats):
-                    per_kind[_op_category(ev.name)] += ev.duration_ns
-    total = sum(per_kind.values())
-    return {"steps": steps, "step_s_traced": wall,
-            "thunk_s_per_step": total / 1e9 / steps,
-            "top": [{"op": k, "s_per_step": v / 1e9 / steps, "share": v / total}
-                    for k, v in per_kind.most_common(top)]}
+                    per_thunk[ev.name] += ev.duration_ns / 1e9 / steps
+                    runs[ev.name] += 1 / steps  # a thunk in a loop body runs several times
+    per_kind = collections.Counter()
+    for name, s in per_thunk.items():
+        per_kind[_op_category(name)] += s
+    total = sum(per_thunk.values())
+    first = raw[0]
+    b, lq = first["query_ids"].shape
+    hard = first["negative_ids"].shape[1] if "negative_ids" in first else 0
+    lp = first["passage_ids"].shape[1]
+    heads = pretrained.config.num_heads
+    scores = (b * heads, lp, pretrained.config.hidden_size // heads)
+    return {"steps": steps, "batch": b, "query_len": lq, "passage_len": lp,
+            "hard_negatives": hard, "step_s_traced": wall, "thunk_s_per_step": total,
+            "top": [{"op": k, "s_per_step": v, "share": v / total}
+                    for k, v in per_kind.most_common(top)],
+            "groups": _matmul_groups(per_thunk, runs, matmuls, total),
+            "scores_product": scores_product_rates(*scores, peer=peer)}
+
+
+def scores_product_rates(batch: int, length: int, head_dim: int, peer: bool = True) -> dict:
+    """The attention scores product Q @ K^T over [batch (x heads), length, head_dim] float32,
+    alone: median seconds and FLOP/s under XLA, and under PyTorch's `torch.bmm` in its own
+    process (`peer` and torch installed) with as many threads."""
+    import jax
+    import jax.numpy as jnp
+
+    q, k = (jax.random.normal(jax.random.key(i), (batch, length, head_dim)) for i in range(2))
+    f = jax.jit(lambda a, b: jnp.einsum("bqd,bkd->bqk", a, b))
+    f(q, k).block_until_ready()
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        f(q, k).block_until_ready()
+        times.append(time.perf_counter() - t)
+    flops = 2.0 * batch * length * length * head_dim
+    out = {"shape": [batch, length, head_dim], "gflop": flops / 1e9,
+           "xla": {"median_s": _median(times), "flops_per_s": flops / _median(times)}}
+    if peer and _torch_available():
+        done = subprocess.run([sys.executable, "-m", "hybrid_jax.bench.torch_peer", "--bmm",
+                               f"{batch},{length},{head_dim}", "--threads",
+                               str(os.cpu_count() or 1)], capture_output=True, text=True,
+                              env=host_memory.child_environment())
+        if done.returncode:
+            raise RuntimeError(f"the PyTorch peer's bmm failed: {done.stderr.strip()}")
+        out["torch"] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _matmul_groups(per_thunk: dict, runs: dict, matmuls: dict, total: float) -> list[dict]:
+    """Thunk time per group (batched products, 2-D matmuls, other ops): seconds and share per
+    step, and the GFLOP per step and FLOP/s of the matmul groups (their fused element-wise ops
+    count in their time).  `runs`: executions of each thunk per step."""
+    from hybrid_jax.bench.hlo_dots import BATCHED, PLAIN
+
+    groups = {g: {"group": g, "s_per_step": 0.0, "gflop_per_step": 0.0}
+              for g in (BATCHED, PLAIN, "other ops")}
+    for name, s in per_thunk.items():
+        mm = matmuls.get(name)
+        g = groups[mm["kind"] if mm else "other ops"]
+        g["s_per_step"] += s
+        if mm:
+            g["gflop_per_step"] += mm["flops"] * runs[name] / 1e9
+    for g in groups.values():
+        g["share"] = g["s_per_step"] / total if total else 0.0
+        if g["gflop_per_step"] and g["s_per_step"]:
+            g["flops_per_s"] = g["gflop_per_step"] * 1e9 / g["s_per_step"]
+    return list(groups.values())

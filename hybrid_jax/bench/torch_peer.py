@@ -5,6 +5,7 @@ drives step by step.
         [--threads N] [--micro_batches K] [--autocast]
     python -m hybrid_jax.bench.torch_peer --model_dir EXPORTED --encode_texts texts.npz
         [--encode_batch 32] [--threads N] [--autocast]
+    python -m hybrid_jax.bench.torch_peer --bmm BATCH,LENGTH,HEAD_DIM [--threads N]
 
 Train mode is a plain PyTorch / sentence-transformers MultipleNegativesRankingLoss-style loop on
 our Hugging Face export of the same weights: mean pooling, L2 normalisation, cosine / temperature,
@@ -29,7 +30,9 @@ mode: each line `step` on stdin runs one step on the next batch and prints {"sec
 `encode` runs one full pass over the texts and prints {"seconds": s}; `save PATH` writes the
 last pass's embeddings (float32 [n, D], input order) to PATH (.npy) and prints {"saved": PATH}.
 Both: `quit` prints {"max_rss_mb": m} and exits; an unknown command
-prints {"error": ...}.  PyTorch is a benchmark-only dependency.
+prints {"error": ...}.  `--bmm` times the attention scores product alone (`torch.bmm` of
+[BATCH, LENGTH, HEAD_DIM] by its transpose, float32), prints {"median_s": s, "flops_per_s": f}
+and exits.  PyTorch is a benchmark-only dependency.
 """
 from __future__ import annotations
 
@@ -52,8 +55,9 @@ def _reply(obj) -> None:
 def _arguments(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir")
     mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--bmm", help="BATCH,LENGTH,HEAD_DIM: time the attention scores product")
     mode.add_argument("--batches", help=".npz of query/passage ids and masks [n, b, L] "
                                         "(and optionally the hard-negative keys)")
     mode.add_argument("--encode_texts", help=".npz of ragged token ids: flat_ids, offsets, pad_id")
@@ -68,7 +72,28 @@ def _arguments(argv) -> argparse.Namespace:
                    help="GradCache micro-batches per step (exact full-batch gradient)")
     p.add_argument("--autocast", action="store_true",
                    help="forward passes under torch.autocast('cpu', dtype=torch.bfloat16)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if not a.bmm and not a.model_dir:
+        p.error("--model_dir is required with --batches and --encode_texts")
+    return a
+
+
+def _bmm_rate(a) -> dict:
+    """Median seconds and FLOP/s of the scores product Q @ K^T over a [batch, length, head_dim]."""
+    import numpy as np
+    import torch
+
+    b, n, d = (int(x) for x in a.bmm.split(","))
+    q, k = (torch.randn(b, n, d) for _ in range(2))
+    kt = k.transpose(1, 2)
+    torch.bmm(q, kt)
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        torch.bmm(q, kt)
+        times.append(time.perf_counter() - t)
+    s = float(np.median(times))
+    return {"median_s": s, "flops_per_s": 2.0 * b * n * n * d / s}
 
 
 def _load_model(a):
@@ -307,6 +332,13 @@ def _serve(handlers: dict) -> None:
 
 def main(argv=None):
     a = _arguments(argv)
+    if a.bmm:
+        import torch
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        _reply(_bmm_rate(a))
+        return
     ready, handlers = (_encode_mode if a.encode_texts else _train_mode)(a)
     _reply(ready)
     _serve(handlers)
