@@ -152,3 +152,22 @@ def test_encode_peer_matches_our_encoder(tiny, tmp_path):
     ours = np.asarray(tiny.embed(ids, mask))
     cosine = np.sum(got * ours, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ours, axis=1))
     assert np.all(cosine > 0.9999), cosine
+
+
+def test_bmm_mode_times_the_scores_product(capsys):
+    """`--bmm` (the profile's peer figure) needs no model: it replies with the product's time
+    and FLOP/s; the model modes still require --model_dir."""
+    import json
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch_peer.main(["--bmm", "6,16,4", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)  # the process's other tests keep their threads
+    reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reply["median_s"] > 0
+    assert reply["flops_per_s"] == pytest.approx(2.0 * 6 * 16 * 16 * 4 / reply["median_s"])
+    with pytest.raises(SystemExit):
+        torch_peer.main(["--batches", "missing.npz"])
