@@ -63,6 +63,10 @@ def test_every_section_reports_its_figures(bench_run):
         groups = {g["group"]: g for g in p["groups"]}
         assert sum(g["s_per_step"] for g in groups.values()) == pytest.approx(
             p["thunk_s_per_step"])
+        # concurrent thunks share their stretch of time: the wall split adds up to the busy time
+        assert sum(g["wall_s_per_step"] for g in groups.values()) == pytest.approx(
+            p["busy_s_per_step"])
+        assert p["busy_s_per_step"] <= p["thunk_s_per_step"] + 1e-9
         batched = groups["batched products (attention)"]
         assert batched["gflop_per_step"] > 0 and batched["flops_per_s"] > 0
         assert "torch" not in p["scores_product"]  # --nopeer
@@ -146,6 +150,14 @@ def test_matmul_thunks_tell_batched_products_from_2d_matmuls():
         if f"%{name} = " in entry or f" {name} = " in entry:
             by_kind[t["kind"]] = by_kind.get(t["kind"], 0) + t["flops"]
     assert by_kind == {BATCHED: 2 * 2 * 3 * 16 * 16 * 8, PLAIN: 2 * 40 * 24 * 32}
+
+
+def test_shared_time_splits_overlaps_evenly():
+    from hybrid_jax.bench.step import _shared_time
+
+    # a: 0-10 alone then 10-20 beside b; b: 10-30 (20-30 alone); c: 40-50 alone
+    shared, busy = _shared_time([(0, 20, "a"), (10, 30, "b"), (40, 50, "c")])
+    assert shared == {"a": 15, "b": 15, "c": 10} and busy == 40
 
 
 def test_best_operating_point_needs_the_recall():

@@ -131,10 +131,14 @@ def _profile_tables(p: dict) -> list[str]:
     lines = [f"Batch {p['batch']}, queries {p['query_len']} tokens, passages "
              f"{p['passage_len']} tokens, {p['hard_negatives']} hard negative(s) per pair; "
              f"{p['steps']} warm steps traced ({_f(p['step_s_traced'])} s/step while traced), "
-             f"thunks {_f(p['thunk_s_per_step'])} s per step.", ""]
+             f"thunks {_f(p['thunk_s_per_step'])} s per step"
+             + (f", busy {_f(p['busy_s_per_step'])} s (some thunks run at the same time)"
+                if "busy_s_per_step" in p else "") + ".", ""]
     if p.get("groups"):
-        lines += ["| group | s/step | share | GFLOP/step | FLOP/s |", "|---|---|---|---|---|"]
-        lines += [f"| {g['group']} | {_f(g['s_per_step'])} | {100 * g['share']:.1f}% | "
+        lines += ["| group | thunk s/step | wall s/step | share of busy time | GFLOP/step "
+                  "| FLOP/s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {g['group']} | {_f(g['s_per_step'])} | {_f(g['wall_s_per_step'])} | "
+                  f"{100 * g['share']:.1f}% | "
                   f"{_f(g['gflop_per_step']) if g['gflop_per_step'] else '-'} | "
                   f"{_g(g['flops_per_s']) + 'FLOP/s' if 'flops_per_s' in g else '-'} |"
                   for g in p["groups"]]
@@ -157,11 +161,14 @@ def _profile_tables(p: dict) -> list[str]:
 def _profile(p: dict) -> list[str]:
     lines = ["## Where the step's time goes", "",
              "jax.profiler traces of warm steps: the wall time of XLA's thunks (one op or fusion "
-             "each; a thunk's parallel parts run inside it on XLA's thread pool), split into "
-             "batched products (dots with batch dimensions: the attention scores and context, "
-             "forward and backward), 2-D matmuls (the dense layers and their gradients) and "
-             "other ops, with the FLOPs each matmul group did (from the compiled HLO; their "
-             "fused element-wise ops count in their time), then summed per kind of op "
+             "each; a thunk's parallel parts run inside it on XLA's thread pool, which also runs "
+             "independent thunks at the same time), split into batched products (dots with "
+             "batch dimensions: the attention scores and context, forward and backward), 2-D "
+             "matmuls (the dense layers and their gradients) and other ops. Thunk seconds count "
+             "each thunk's own duration; wall seconds split each stretch of time evenly among "
+             "the thunks running then, so they add up to the busy time. The FLOPs each matmul "
+             "group did come from the compiled HLO, and its FLOP/s from its wall seconds (its "
+             "fused element-wise ops count in its time). Then thunk time per kind of op "
              "(`ynn_fusion`: matmuls run by YNNPACK; the fusion names say what XLA fused).", "",
              "### The demo step", ""] + _profile_tables(p)
     if "study_one_pass" in p:

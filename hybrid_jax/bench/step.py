@@ -391,15 +391,16 @@ def step_profile(config, steps: int = 3, top: int = 15, peer: bool = True) -> di
         for text in run.runner.compiled_texts():
             matmuls.update(hlo_dots.matmul_thunks(text))
     # XLA:CPU traces each thunk (one HLO op or fusion) with an `hlo_op` stat, on the thread that
-    # runs the computation (the caller's under synchronous dispatch, else the client's); a
-    # thunk's parallel parts run inside it on the Eigen pool.
+    # runs it: the caller's or one of XLA's pool threads, which run independent thunks at the
+    # same time; a thunk's parallel parts run inside it on the same pool.
+    events = [(ev.start_ns, ev.start_ns + ev.duration_ns, ev.name)
+              for plane in data.planes for line in plane.lines for ev in line.events
+              if not ev.name.startswith("end: ") and any(k == "hlo_op" for k, _ in ev.stats)]
     per_thunk, runs = collections.Counter(), collections.Counter()
-    for plane in data.planes:
-        for line in plane.lines:
-            for ev in line.events:
-                if not ev.name.startswith("end: ") and any(k == "hlo_op" for k, _ in ev.stats):
-                    per_thunk[ev.name] += ev.duration_ns / 1e9 / steps
-                    runs[ev.name] += 1 / steps  # a thunk in a loop body runs several times
+    for start, end, name in events:
+        per_thunk[name] += (end - start) / 1e9 / steps
+        runs[name] += 1 / steps  # a thunk in a loop body runs several times
+    shared, busy = _shared_time(events)
     per_kind = collections.Counter()
     for name, s in per_thunk.items():
         per_kind[_op_category(name)] += s
@@ -412,9 +413,11 @@ def step_profile(config, steps: int = 3, top: int = 15, peer: bool = True) -> di
     scores = (b * heads, lp, pretrained.config.hidden_size // heads)
     return {"steps": steps, "batch": b, "query_len": lq, "passage_len": lp,
             "hard_negatives": hard, "step_s_traced": wall, "thunk_s_per_step": total,
+            "busy_s_per_step": busy / 1e9 / steps,
             "top": [{"op": k, "s_per_step": v, "share": v / total}
                     for k, v in per_kind.most_common(top)],
-            "groups": _matmul_groups(per_thunk, runs, matmuls, total),
+            "groups": _matmul_groups(per_thunk, runs, matmuls,
+                                     {n: v / 1e9 / steps for n, v in shared.items()}),
             "scores_product": scores_product_rates(*scores, peer=peer)}
 
 
@@ -447,22 +450,47 @@ def scores_product_rates(batch: int, length: int, head_dim: int, peer: bool = Tr
     return out
 
 
-def _matmul_groups(per_thunk: dict, runs: dict, matmuls: dict, total: float) -> list[dict]:
-    """Thunk time per group (batched products, 2-D matmuls, other ops): seconds and share per
-    step, and the GFLOP per step and FLOP/s of the matmul groups (their fused element-wise ops
-    count in their time).  `runs`: executions of each thunk per step."""
+def _shared_time(events: list) -> tuple[dict, float]:
+    """({thunk name: ns}, busy ns) over (start_ns, end_ns, name) intervals: each stretch of
+    time is split evenly among the thunks running then, so the names' times add up to the busy
+    time (the time any thunk ran)."""
+    import collections
+
+    edges = sorted([(s, 1, i) for i, (s, _, _) in enumerate(events)]
+                   + [(e, -1, i) for i, (_, e, _) in enumerate(events)])
+    shared, running, last, busy = collections.Counter(), set(), 0, 0
+    for t, change, i in edges:
+        if running:
+            busy += t - last
+            for j in running:
+                shared[events[j][2]] += (t - last) / len(running)
+        last = t
+        if change > 0:
+            running.add(i)
+        else:
+            running.discard(i)
+    return shared, busy
+
+
+def _matmul_groups(per_thunk: dict, runs: dict, matmuls: dict, shared: dict) -> list[dict]:
+    """Per group (batched products, 2-D matmuls, other ops): thunk seconds per step, wall
+    seconds per step (time shared among concurrent thunks, `shared`) and their share of the busy
+    time, and the matmul groups' GFLOP per step and FLOP/s on that wall time (their fused
+    element-wise ops count in their time).  `runs`: executions of each thunk per step."""
     from hybrid_jax.bench.hlo_dots import BATCHED, PLAIN
 
-    groups = {g: {"group": g, "s_per_step": 0.0, "gflop_per_step": 0.0}
+    groups = {g: {"group": g, "s_per_step": 0.0, "wall_s_per_step": 0.0, "gflop_per_step": 0.0}
               for g in (BATCHED, PLAIN, "other ops")}
     for name, s in per_thunk.items():
         mm = matmuls.get(name)
         g = groups[mm["kind"] if mm else "other ops"]
         g["s_per_step"] += s
+        g["wall_s_per_step"] += shared.get(name, 0.0)
         if mm:
             g["gflop_per_step"] += mm["flops"] * runs[name] / 1e9
+    busy = sum(g["wall_s_per_step"] for g in groups.values())
     for g in groups.values():
-        g["share"] = g["s_per_step"] / total if total else 0.0
-        if g["gflop_per_step"] and g["s_per_step"]:
-            g["flops_per_s"] = g["gflop_per_step"] * 1e9 / g["s_per_step"]
+        g["share"] = g["wall_s_per_step"] / busy if busy else 0.0
+        if g["gflop_per_step"] and g["wall_s_per_step"]:
+            g["flops_per_s"] = g["gflop_per_step"] * 1e9 / g["wall_s_per_step"]
     return list(groups.values())
