@@ -155,9 +155,10 @@ def test_a_step_loop_reuses_xlas_temporaries_without_page_faults():
                                   capture_output=True, text=True, check=True).stdout)
 
     assert faults("plain") > 4 * PAGES   # glibc maps each of the 5 calls' block afresh
-    # the same pages come back: usually no faults at all; in about one process in ten, one
-    # block's worth once (something else took part of the freed block), never one per call
-    assert faults("loop") < 2 * PAGES
+    # the same pages come back: usually no faults at all; now and then one or two blocks' worth
+    # (something else took part of the freed block: 885, 16,896 and 33,795 faults seen), never
+    # one per call (5 blocks, as above)
+    assert faults("loop") < 3 * PAGES
 
 
 # --------------------------------------------------------------------------- zero-copy weights
