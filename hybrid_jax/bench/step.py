@@ -7,6 +7,7 @@ the same machine load; medians over the rounds and the per-round ratio are repor
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -30,6 +31,18 @@ BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 def _median(xs):
     return float(statistics.median(xs)) if xs else None
+
+
+def _median_seconds(f, args: tuple, repeats: int) -> float:
+    """Median wall seconds of `repeats` calls of f(*args) (a jitted function), after one
+    untimed call that compiles it."""
+    f(*args).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(*args).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return _median(times)
 
 
 def max_rss_mb() -> float:
@@ -69,14 +82,7 @@ def matmul_peak(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> dic
 
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
-    f = jax.jit(jnp.matmul)
-    f(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, b).block_until_ready()
-        times.append(time.perf_counter() - t)
-    s = _median(times)
+    s = _median_seconds(jax.jit(jnp.matmul), (a, b), repeats)
     return {"n": n, "dtype": dtype, "median_s": s, "flops_per_s": 2 * n ** 3 / s,
             "repeats": repeats}
 
@@ -364,8 +370,6 @@ def step_profile(config, steps: int = 3, top: int = 15, peer: bool = True) -> di
     XLA's thunks summed per kind of op, and split into batched products (attention), 2-D
     matmuls (dense layers) and the rest, with the FLOP/s each matmul group ran at; and the
     passages' attention scores product timed alone, ours and (`peer`) PyTorch's."""
-    import collections
-
     import jax
 
     from hybrid_jax.bench import hlo_dots
@@ -429,16 +433,10 @@ def scores_product_rates(batch: int, length: int, head_dim: int, peer: bool = Tr
     import jax.numpy as jnp
 
     q, k = (jax.random.normal(jax.random.key(i), (batch, length, head_dim)) for i in range(2))
-    f = jax.jit(lambda a, b: jnp.einsum("bqd,bkd->bqk", a, b))
-    f(q, k).block_until_ready()
-    times = []
-    for _ in range(20):
-        t = time.perf_counter()
-        f(q, k).block_until_ready()
-        times.append(time.perf_counter() - t)
+    s = _median_seconds(jax.jit(lambda a, b: jnp.einsum("bqd,bkd->bqk", a, b)), (q, k), 20)
     flops = 2.0 * batch * length * length * head_dim
     out = {"shape": [batch, length, head_dim], "gflop": flops / 1e9,
-           "xla": {"median_s": _median(times), "flops_per_s": flops / _median(times)}}
+           "xla": {"median_s": s, "flops_per_s": flops / s}}
     if peer and _torch_available():
         done = subprocess.run([sys.executable, "-m", "hybrid_jax.bench.torch_peer", "--bmm",
                                f"{batch},{length},{head_dim}", "--threads",
@@ -454,8 +452,6 @@ def _shared_time(events: list) -> tuple[dict, float]:
     """({thunk name: ns}, busy ns) over (start_ns, end_ns, name) intervals: each stretch of
     time is split evenly among the thunks running then, so the names' times add up to the busy
     time (the time any thunk ran)."""
-    import collections
-
     edges = sorted([(s, 1, i) for i, (s, _, _) in enumerate(events)]
                    + [(e, -1, i) for i, (_, e, _) in enumerate(events)])
     shared, running, last, busy = collections.Counter(), set(), 0, 0
