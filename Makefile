@@ -30,7 +30,7 @@ test: venv
 
 # Benchmarks (BENCHMARKS.md, benchmarks/results.json); run them on an otherwise idle machine.
 bench: venv $(BENCH_POOL)
-	$(PY) -m hybrid_jax.bench --config configs/demo_cpu.py --real_pool $(BENCH_POOL) $(BENCH_ARGS)
+	$(PY) -m benchmarks --config configs/demo_cpu.py --real_pool $(BENCH_POOL) $(BENCH_ARGS)
 
 $(BENCH_POOL): | venv
 	$(PY) -m hybrid_jax.main --config configs/demo_cpu.py --workdir $(BENCH_POOL_DIR) --mode evaluate \

@@ -1,4 +1,4 @@
-"""`python -m hybrid_jax.bench` end to end on the tiny model: every section runs, the results file
+"""`python -m benchmarks` end to end on the tiny model: every section runs, the results file
 holds the figures, and BENCHMARKS.md is rendered from exactly that file."""
 import json
 import os
@@ -17,7 +17,7 @@ def bench_run(tmp_path_factory, shared_data):
     loss; its start-up in every section would cost the suite about a minute)."""
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    cmd = [sys.executable, "-m", "hybrid_jax.bench", "--config", "configs/tiny.py",
+    cmd = [sys.executable, "-m", "benchmarks", "--config", "configs/tiny.py",
            "--config.num_devices=1", "--config.data.synthetic=False",
            f"--config.data.dataset_dir={shared_data / 'xquad-r'}",
            "--rounds", "3", "--repeats", "1", "--search_sizes", "3000", "--search_queries", "64",
@@ -102,17 +102,17 @@ def test_every_section_reports_its_figures(bench_run):
 
 
 def test_markdown_is_rendered_from_the_results_file(bench_run):
-    from hybrid_jax.bench import report
+    from benchmarks import report
 
     out, results = bench_run
     text = (out / "BENCHMARKS.md").read_text()
     assert text == report.markdown(results)
     assert report._f(results["sections"]["step"]["step_s"]) in text
-    assert "python -m hybrid_jax.bench" in text
+    assert "python -m benchmarks" in text
 
 
 def test_step_flops_count_hard_negatives_in_the_passage_tower():
-    from hybrid_jax.bench.step import _summarise, encoder_flops, train_step_flops
+    from benchmarks.step import _summarise, encoder_flops, train_step_flops
     from hybrid_jax.models import config as config_lib
 
     cfg = config_lib.tiny()
@@ -134,7 +134,7 @@ def test_matmul_thunks_tell_batched_products_from_2d_matmuls():
     import jax
     import jax.numpy as jnp
 
-    from hybrid_jax.bench.hlo_dots import BATCHED, PLAIN, matmul_thunks
+    from benchmarks.hlo_dots import BATCHED, PLAIN, matmul_thunks
 
     def f(q, k, x, w):
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
@@ -153,7 +153,7 @@ def test_matmul_thunks_tell_batched_products_from_2d_matmuls():
 
 
 def test_shared_time_splits_overlaps_evenly():
-    from hybrid_jax.bench.step import _shared_time
+    from benchmarks.step_profile import _shared_time
 
     # a: 0-10 alone then 10-20 beside b; b: 10-30 (20-30 alone); c: 40-50 alone
     shared, busy = _shared_time([(0, 20, "a"), (10, 30, "b"), (40, 50, "c")])
@@ -161,7 +161,7 @@ def test_shared_time_splits_overlaps_evenly():
 
 
 def test_best_operating_point_needs_the_recall():
-    from hybrid_jax.bench.report import best_operating_point
+    from benchmarks.report import best_operating_point
 
     pool = {"scann_params": {"num_leaves_to_search": 10}, "scann_qps": 900.0,
             "scann_speedup": 30.0, "scann_recall@20": 0.90,
@@ -176,7 +176,7 @@ def test_best_operating_point_needs_the_recall():
 def test_committed_benchmarks_md_is_rendered_from_committed_results():
     """BENCHMARKS.md in the repository is exactly what report.py makes of benchmarks/results.json
     (no hand-edited figure)."""
-    from hybrid_jax.bench import report
+    from benchmarks import report
 
     with open(os.path.join(REPO, "benchmarks", "results.json")) as f:
         results = json.load(f)

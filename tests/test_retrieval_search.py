@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hybrid_jax.errors import InputError
-from hybrid_jax.retrieval import bench
+from benchmarks import search as bench
 from hybrid_jax.retrieval import search as S
 
 

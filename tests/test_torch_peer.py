@@ -1,4 +1,4 @@
-"""The PyTorch peer (hybrid_jax/bench/torch_peer.py) is a faithful peer: on the same weights its
+"""The PyTorch peer (benchmarks/torch_peer.py) is a faithful peer: on the same weights its
 loss is our `contrastive_loss` (hard negatives, padded ones masked), its GradCache accumulation is
 exact, and its encode mode gives our encoder's embeddings.  A tiny random model, a few steps; the
 train worker runs in this process (one torch import instead of one per worker), the encode worker
@@ -17,8 +17,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from hybrid_jax import losses  # noqa: E402
-from hybrid_jax.bench import torch_peer  # noqa: E402
-from hybrid_jax.bench.step import TorchEncodePeer, write_ragged_ids  # noqa: E402
+from benchmarks import torch_peer  # noqa: E402
+from benchmarks.peer import TorchEncodePeer, write_ragged_ids  # noqa: E402
 from hybrid_jax.models import Encoder, export_hf  # noqa: E402
 from hybrid_jax.models import config as config_lib  # noqa: E402
 from hybrid_jax.models.tokenizer import Tokenizer  # noqa: E402

@@ -1,4 +1,4 @@
-"""Input-pipeline throughput: `python -m hybrid_jax.data.bench [dataset_dir]`."""
+"""Input-pipeline throughput: `python -m benchmarks.pipeline [dataset_dir]`."""
 from __future__ import annotations
 
 import sys

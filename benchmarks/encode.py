@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from benchmarks import peer as peer_process
+
 BASELINE = "default buckets, fixed rows, float32"
 
 
@@ -43,15 +45,14 @@ def _sample(config, bundle, n: int) -> list[str]:
 
 
 def _start_peer(config, bundle, texts, max_length, batch, autocast, tmp):
-    from hybrid_jax.bench import step
-
-    model_dir = step.export_peer_model(config, tmp)
+    model_dir = peer_process.export_peer_model(config, tmp)
     # the same token ids ours encodes (prefix, special tokens, truncation at max_length)
     ids, mask = bundle.tokenizer([bundle.prefix("passage") + t for t in texts], max_length)
     id_lists = [row[:m.sum()].tolist() for row, m in zip(ids, mask)]
     texts_file = os.path.join(tmp, "texts.npz")
-    step.write_ragged_ids(texts_file, id_lists, bundle.tokenizer.pad_id)
-    peer = step.TorchEncodePeer(model_dir, texts_file, os.cpu_count() or 1, batch, autocast)
+    peer_process.write_ragged_ids(texts_file, id_lists, bundle.tokenizer.pad_id)
+    peer = peer_process.TorchEncodePeer(model_dir, texts_file, os.cpu_count() or 1, batch,
+                                        autocast)
     peer.encode()  # warm-up: thread pool, allocator
     return peer
 
@@ -65,7 +66,7 @@ def encode_benchmark(config, n_texts: int = 512, repeats: int = 3, peer: bool = 
                      peer_bf16: bool = False) -> dict:
     """Texts/s of each variant and of the peer (float32; bfloat16 autocast with `peer_bf16`)."""
     from hybrid_jax import train
-    from hybrid_jax.bench.step import _torch_available
+    from benchmarks.peer import torch_available
     from hybrid_jax.retrieval.encode import encode_texts
 
     pretrained = train.load_model(config)
@@ -84,7 +85,7 @@ def encode_benchmark(config, n_texts: int = 512, repeats: int = 3, peer: bool = 
     embeddings = {name: run() for name, run in runs.items()}  # compiles every shape untimed
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_encode_") as tmp:
         peers = {}
-        if peer and _torch_available():
+        if peer and torch_available():
             for tag, autocast in [("float32", False)] + ([("bfloat16", True)] if peer_bf16 else []):
                 peers[f"PyTorch peer, {tag}"] = _start_peer(
                     config, bundle, texts, max_length, int(config.eval.batch_size),

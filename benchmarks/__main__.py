@@ -1,6 +1,6 @@
 """`make bench`: training, encoding, search and input-pipeline benchmarks on the present devices.
 
-    python -m hybrid_jax.bench [--config configs/demo_cpu.py] [--sections peak,step,profile,
+    python -m benchmarks [--config configs/demo_cpu.py] [--sections peak,step,profile,
         pipeline,encode,search] [--rounds 10] [--search_sizes 10000,100000,1000000]
         [--real_pool eval/<ds>/embeddings.npz] [--out benchmarks/results.json]
         [--markdown BENCHMARKS.md] [--config.a.b=...]
@@ -117,9 +117,9 @@ def machine_info() -> dict:
 
 
 def _peak(config) -> dict:
-    from hybrid_jax.bench import step
-
     import jax
+
+    from benchmarks import measure
 
     # MFU is only meaningful against a peak in the step's own dtype: bfloat16 matmuls run at
     # several times the float32 rate on GPU and TPU.
@@ -127,15 +127,15 @@ def _peak(config) -> dict:
     if dtype not in ("float32", "bfloat16", "float16"):
         cli.fail(f"--peak_dtype: {dtype!r}; choose float32, bfloat16 or float16")
     n = FLAGS.peak_size or (2048 if jax.default_backend() == "cpu" else 8192)
-    return step.matmul_peak(n, dtype)
+    return measure.matmul_peak(n, dtype)
 
 
 def _pipeline(config, step_result: dict | None) -> dict:
-    from hybrid_jax.data import bench as data_bench
+    from benchmarks import pipeline as pipeline_bench
     from hybrid_jax.models.pretrained import load_tokenizer
 
     d = config.data
-    out = data_bench.pipeline_throughput(
+    out = pipeline_bench.pipeline_throughput(
         d.dataset_dir, load_tokenizer(config.model.spec), FLAGS.pipeline_batches,
         int(d.global_batch_size), int(d.query_max_length), int(d.passage_max_length),
         format=d.format, train_fold=d.train_fold, sampling=d.sampling, alpha=float(d.alpha),
@@ -160,7 +160,7 @@ def _study_configs() -> dict:
 
 def _study_step(peak: dict | None) -> dict:
     """Our step against the peer at the study's shapes, with and without accumulation."""
-    from hybrid_jax.bench import step
+    from benchmarks import step
 
     out = {"variants": {}}
     for name, cfg in _study_configs().items():
@@ -173,24 +173,24 @@ def _study_step(peak: dict | None) -> dict:
 def _profile(config) -> dict:
     """The demo step's profile, and the study's one-pass step's (its longer passages give
     attention a larger share)."""
-    from hybrid_jax.bench import step
+    from benchmarks import step_profile
 
-    out = step.step_profile(config, peer=FLAGS.peer)
+    out = step_profile.step_profile(config, peer=FLAGS.peer)
     _log(f"profile: {ONE_PASS}")
-    out["study_one_pass"] = step.step_profile(_study_configs()[ONE_PASS], steps=2,
+    out["study_one_pass"] = step_profile.step_profile(_study_configs()[ONE_PASS], steps=2,
                                               peer=FLAGS.peer)
     return out
 
 
 def _encode(config) -> dict:
-    from hybrid_jax.bench.encode import encode_benchmark
+    from benchmarks.encode import encode_benchmark
 
     peer_bf16 = cpu_has_bf16() if FLAGS.peer_bf16 is None else FLAGS.peer_bf16
     return encode_benchmark(config, FLAGS.encode_texts, FLAGS.repeats, FLAGS.peer, peer_bf16)
 
 
 def _whole_eval() -> dict:
-    from hybrid_jax.bench.whole_eval import whole_eval_benchmark
+    from benchmarks.whole_eval import whole_eval_benchmark
 
     # the children evaluate the config this program was given, with the same overrides
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
@@ -199,7 +199,7 @@ def _whole_eval() -> dict:
 
 
 def _search(config) -> dict:
-    from hybrid_jax.retrieval import bench as search_bench
+    from benchmarks import search as search_bench
 
     out = {"synthetic": []}
     for n in [int(s) for s in FLAGS.search_sizes]:
@@ -217,7 +217,7 @@ def _search(config) -> dict:
 
 
 def run_benchmarks(config) -> dict:
-    from hybrid_jax.bench import step
+    from benchmarks import measure, step
 
     unknown = [s for s in FLAGS.sections if s not in SECTIONS]
     if unknown:
@@ -228,7 +228,7 @@ def run_benchmarks(config) -> dict:
     results["machine"] = machine_info()
     sections = results["sections"]
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    command = "python -m hybrid_jax.bench " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks " + shlex.join(sys.argv[1:])
 
     def record(name, fn):
         _log(f"{name} ...")
@@ -237,7 +237,7 @@ def run_benchmarks(config) -> dict:
         value["_meta"] = {"when": stamp, "command": command, "wall_s": time.perf_counter() - t,
                           "load_average": list(os.getloadavg()), "cpu": cpu_description()}
         sections[name] = value
-        step.write_json(path, results)  # each finished section is kept even if a later one fails
+        measure.write_json(path, results)  # each finished section is kept even if a later one fails
         _log(f"{name}: done in {value['_meta']['wall_s']:.0f}s")
 
     if "peak" in FLAGS.sections:
@@ -258,7 +258,7 @@ def run_benchmarks(config) -> dict:
     if "search" in FLAGS.sections:
         record("search", lambda: _search(config))
     if FLAGS.markdown:
-        from hybrid_jax.bench import report
+        from benchmarks import report
 
         pathlib.Path(FLAGS.markdown).write_text(report.markdown(results))
         _log(f"wrote {FLAGS.markdown}")

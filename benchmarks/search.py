@@ -1,6 +1,6 @@
 """ScaNN versus exact search on clustered synthetic unit vectors: speed and recall@k.
 
-    python -m hybrid_jax.retrieval.bench 10000 100000 [--dim 384] [--queries 1000]
+    python -m benchmarks.search 10000 100000 [--dim 384] [--queries 1000]
 """
 from __future__ import annotations
 

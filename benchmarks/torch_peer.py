@@ -1,11 +1,11 @@
 """The PyTorch peer of our train step (and of our encoder), run as a worker process the benchmark
 drives step by step.
 
-    python -m hybrid_jax.bench.torch_peer --model_dir EXPORTED --batches batches.npz
+    python -m benchmarks.torch_peer --model_dir EXPORTED --batches batches.npz
         [--threads N] [--micro_batches K] [--autocast]
-    python -m hybrid_jax.bench.torch_peer --model_dir EXPORTED --encode_texts texts.npz
+    python -m benchmarks.torch_peer --model_dir EXPORTED --encode_texts texts.npz
         [--encode_batch 32] [--threads N] [--autocast]
-    python -m hybrid_jax.bench.torch_peer --bmm BATCH,LENGTH,HEAD_DIM [--threads N]
+    python -m benchmarks.torch_peer --bmm BATCH,LENGTH,HEAD_DIM [--threads N]
 
 Train mode is a plain PyTorch / sentence-transformers MultipleNegativesRankingLoss-style loop on
 our Hugging Face export of the same weights: mean pooling, L2 normalisation, cosine / temperature,
@@ -41,10 +41,7 @@ import json
 import sys
 import time
 
-# As losses.MASKED_LOGIT: finite (no inf - inf in log_softmax), exp() of it is exactly 0.
-MASKED_LOGIT = -1e9
-PAIR_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
-NEGATIVE_INPUTS = ("negative_ids", "negative_mask", "negative_valid")
+from benchmarks import torch_model
 
 
 def _reply(obj) -> None:
@@ -96,148 +93,22 @@ def _bmm_rate(a) -> dict:
     return {"median_s": s, "flops_per_s": 2.0 * b * n * n * d / s}
 
 
-def _load_model(a):
-    import torch
-    import transformers
-    from transformers import AutoModel
-
-    transformers.logging.set_verbosity_error()  # the load report (no pooler: unused) is noise
-    transformers.utils.logging.disable_progress_bar()  # and so is the weight-loading bar
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    return AutoModel.from_pretrained(a.model_dir, hidden_dropout_prob=a.dropout,
-                                     attention_probs_dropout_prob=a.dropout)
-
-
-def _embed(model, ids, mask, autocast: bool):
-    """Mean pooling + L2 normalisation (our `mean` pooling); pooled in float32 under autocast
-    too, as our encoder pools in float32 whatever its compute dtype."""
-    import torch
-
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    hidden = hidden.float()
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return torch.nn.functional.normalize(pooled, dim=-1)
-
-
-# ----------------------------------------------------------------------------- train mode
-
-
-def _load_batches(path: str) -> list:
-    """Per-step dicts of torch tensors, pair axis first ([b, ...]): ids and masks int64,
-    negative_valid bool.  The negative keys only when the file has them."""
-    import numpy as np
-    import torch
-
-    data = np.load(path)
-    keys = PAIR_INPUTS + (NEGATIVE_INPUTS if "negative_ids" in data else ())
-    batches = []
-    for i in range(data["query_ids"].shape[0]):
-        batch = {k: torch.from_numpy(np.ascontiguousarray(data[k][i]).astype(np.int64))
-                 for k in keys}
-        if "negative_valid" in batch:
-            batch["negative_valid"] = batch["negative_valid"] > 0
-        batches.append(batch)
-    return batches
-
-
-def _encode_batch(model, batch: dict, autocast: bool) -> dict:
-    """{'q', 'p'} [b, D] and, with hard negatives, 'n' [b * H, D] (pair-major, as ours: rows
-    i * H .. i * H + H - 1 are pair i's), the negatives through the passage tower."""
-    out = {"q": _embed(model, batch["query_ids"], batch["query_mask"], autocast),
-           "p": _embed(model, batch["passage_ids"], batch["passage_mask"], autocast)}
-    if "negative_ids" in batch:
-        ids, mask = batch["negative_ids"], batch["negative_mask"]
-        out["n"] = _embed(model, ids.reshape(-1, ids.shape[-1]),
-                          mask.reshape(-1, mask.shape[-1]), autocast)
-    return out
-
-
-def _loss(emb: dict, negative_valid, temperature: float):
-    """Cross-entropy over [in-batch positives ; every hard negative of the batch] (query ->
-    passage only), padded negatives' logits set to MASKED_LOGIT (no probability, no gradient)."""
-    import torch
-
-    q = emb["q"]
-    logits = q @ emb["p"].T / temperature
-    if "n" in emb:
-        neg = q @ emb["n"].T / temperature
-        if negative_valid is not None:
-            neg = neg.masked_fill(~negative_valid.reshape(1, -1), MASKED_LOGIT)
-        logits = torch.cat([logits, neg], dim=1)
-    return torch.nn.functional.cross_entropy(logits.float(), torch.arange(len(q)))
-
-
-def _grads_direct(model, batch: dict, a) -> float:
-    emb = _encode_batch(model, batch, a.autocast)
-    loss = _loss(emb, batch.get("negative_valid"), a.temperature)
-    loss.backward()
-    return float(loss.detach())
-
-
-def _grads_cached(model, batch: dict, a) -> float:
-    """GradCache (sentence-transformers' CachedMultipleNegativesRankingLoss): the embeddings of
-    K contiguous micro-batches without gradients, the loss and its gradient with respect to them
-    on the full batch (so every query still sees every negative), then each micro-batch
-    re-encoded with gradients and back-propagated with its slice of those gradients.  The
-    parameter gradient is the full-batch one; activations are held for one micro-batch only."""
-    import torch
-
-    k = a.micro_batches
-    b = batch["query_ids"].shape[0]
-    # Pair axis first everywhere, so a row slice carries each pair's negatives along.
-    chunks = [{key: v[j * b // k:(j + 1) * b // k] for key, v in batch.items()
-               if key != "negative_valid"} for j in range(k)]
-    rng_states, parts = [], []
-    with torch.no_grad():
-        for chunk in chunks:
-            rng_states.append(torch.get_rng_state())
-            parts.append(_encode_batch(model, chunk, a.autocast))
-    emb = {key: torch.cat([p[key] for p in parts]).requires_grad_() for key in parts[0]}
-    loss = _loss(emb, batch.get("negative_valid"), a.temperature)
-    loss.backward()
-    grads = {key: e.grad.split(e.shape[0] // k) for key, e in emb.items()}
-    for j, (chunk, state) in enumerate(zip(chunks, rng_states)):
-        torch.set_rng_state(state)  # the same dropout masks as this chunk's no-grad pass
-        out = _encode_batch(model, chunk, a.autocast)
-        torch.autograd.backward([out[key] for key in out], [grads[key][j] for key in out])
-    return float(loss.detach())
-
-
-def _optimizer(model, a):
-    """AdamW over the trainable parameters (word embeddings frozen), no decay on biases and
-    LayerNorm weights -> (optimizer, trainable parameter list)."""
-    import torch
-
-    model.embeddings.word_embeddings.weight.requires_grad_(False)
-    decay, no_decay = [], []
-    for name, w in model.named_parameters():
-        if w.requires_grad:
-            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(w)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.learning_rate, eps=1e-8)
-    return opt, decay + no_decay
-
-
 def _train_mode(a) -> tuple[dict, dict]:
     """-> (ready message, command handlers) of the train worker."""
     import torch
 
-    from hybrid_jax.bench.step import cpu_seconds
+    from benchmarks.measure import cpu_seconds
 
-    model = _load_model(a)
+    model = torch_model.load_model(a)
     model.train()
-    opt, params = _optimizer(model, a)
-    batches = _load_batches(a.batches)
+    opt, params = torch_model.optimizer(model, a)
+    batches = torch_model.load_batches(a.batches)
     b = batches[0]["query_ids"].shape[0]
     if b % max(a.micro_batches, 1):
         raise SystemExit(f"torch_peer: batch {b} is not divisible by --micro_batches "
                          f"{a.micro_batches}")
-    compute_grads = _grads_direct if a.micro_batches <= 1 else _grads_cached
+    compute_grads = (torch_model.grads_direct if a.micro_batches <= 1
+                     else torch_model.grads_cached)
     done = [0]  # steps run so far (the next batch is done[0] % len(batches))
 
     def step(_arg) -> dict:
@@ -293,7 +164,7 @@ def _encode_mode(a) -> tuple[dict, dict]:
     import numpy as np
     import torch
 
-    model = _load_model(a)
+    model = torch_model.load_model(a)
     model.eval()
     texts, batches, pad_id = _load_texts(a.encode_texts, a.encode_batch)
     last = []  # the embeddings of the latest pass
@@ -303,7 +174,8 @@ def _encode_mode(a) -> tuple[dict, dict]:
         out = np.empty((len(texts), model.config.hidden_size), np.float32)
         with torch.inference_mode():
             for idx in batches:  # padding is part of the pass, as in sentence-transformers
-                out[idx] = _embed(model, *_padded(texts, idx, pad_id), a.autocast).numpy()
+                ids, mask = _padded(texts, idx, pad_id)
+                out[idx] = torch_model.embed(model, ids, mask, a.autocast).numpy()
         seconds = time.perf_counter() - t
         last[:] = [out]
         return {"seconds": seconds}
@@ -342,7 +214,7 @@ def main(argv=None):
     ready, handlers = (_encode_mode if a.encode_texts else _train_mode)(a)
     _reply(ready)
     _serve(handlers)
-    from hybrid_jax.bench.step import max_rss_mb
+    from benchmarks.measure import max_rss_mb
 
     _reply({"max_rss_mb": max_rss_mb()})
 

@@ -1,7 +1,7 @@
 """Whole-evaluation benchmark: the config's evaluation datasets from a cold embedding cache, once
 per compute dtype, each in its own process, and how far the bfloat16 path's metrics move.
 
-    python -m hybrid_jax.bench.whole_eval --config F --workdir W [--config.a.b=...]   (one child)
+    python -m benchmarks.whole_eval --config F --workdir W [--config.a.b=...]   (one child)
 
 Each child evaluates the pretrained model (`--mode evaluate` on an empty workdir, so nothing is
 cached) and writes W/whole_eval.json: wall seconds and its own peak resident memory (VmHWM of
@@ -33,7 +33,7 @@ def _macro(metrics: dict, k: int) -> dict:
 
 
 def _child(config_file: str, overrides: list[str], dtype: str, workdir: str) -> dict:
-    cmd = [sys.executable, "-m", "hybrid_jax.bench.whole_eval", "--config", config_file,
+    cmd = [sys.executable, "-m", "benchmarks.whole_eval", "--config", config_file,
            "--workdir", workdir, *overrides, f"--config.eval.compute_dtype={dtype}",
            "--config.eval.progress=False", "--config.eval.plots=False",
            "--config.eval.save_embeddings=False"]
@@ -70,8 +70,8 @@ def whole_eval_benchmark(config_file: str, overrides: list[str],
 @cli.program
 def main(argv):
     del argv
+    from benchmarks.measure import max_rss_mb
     from hybrid_jax import train
-    from hybrid_jax.bench.step import max_rss_mb
 
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     t = time.perf_counter()

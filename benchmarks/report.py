@@ -82,7 +82,7 @@ def _step(s: dict, peak: dict | None, title: str = "Training step") -> list[str]
               "Hugging Face export) on the same batches with the same loss (their hard negatives "
               "included), clipping, AdamW and frozen word embeddings, accumulating over the same "
               "micro-batches GradCache-style when the step does, in its own process "
-              "(hybrid_jax/bench/torch_peer.py) under the same host-memory set-up "
+              "(benchmarks/torch_peer.py) under the same host-memory set-up "
               f"(hybrid_jax/host_memory.py){_peer_shape(s)}.", ""]
     if has_peer:
         lines.append(f"Speed-up over the PyTorch peer (median of per-round ratios): "
@@ -181,9 +181,9 @@ def markdown(results: dict) -> str:
     sec = results.get("sections", {})
     m = results.get("machine", {})
     lines = ["# Benchmarks", "",
-             "Made by `make bench` (`python -m hybrid_jax.bench --config configs/demo_cpu.py`); "
+             "Made by `make bench` (`python -m benchmarks --config configs/demo_cpu.py`); "
              "every figure below is read from `benchmarks/results.json`, which that command "
-             "writes (`hybrid_jax/bench/report.py` renders this file). Medians over repeated "
+             "writes (`benchmarks/report.py` renders this file). Medians over repeated "
              "runs; the machine is shared, so absolute times swing ~20%, ratios from "
              "side-by-side runs much less.", "",
              f"Machine: {m.get('platform', '?')}, {m.get('cpu_count', '?')} CPUs"

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m benchmarks`, `make bench`); PyTorch only for the peer."""

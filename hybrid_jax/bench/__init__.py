@@ -1,1 +1,0 @@
-"""Benchmarks (`python -m hybrid_jax.bench`, `make bench`); PyTorch only for the peer."""
