@@ -44,8 +44,8 @@ EXIT_INPUT, EXIT_FAILED = 2, 1
 # (module, class) of failures while running that end with exit status 1.  Looked up among the
 # modules already imported: an exception of a class never imported cannot have been raised, and a
 # program that never trains (encode, export) does not pay for importing jax on its error path.
-RUN_FAILURES = (("hybrid_jax.guards", "TrainingDiverged"),
-                ("hybrid_jax.checkpointing", "CheckpointWriteError"))
+RUN_FAILURES = (("hybrid_jax.train.guards", "TrainingDiverged"),
+                ("hybrid_jax.train.checkpoints", "CheckpointWriteError"))
 
 
 def fail(message: str, status: int = EXIT_INPUT) -> NoReturn:
@@ -227,7 +227,7 @@ DATASET_SPEC_EXAMPLE = ('[{"name": "xquad-r-test", "type": "xquad-r", '
 def check_dataset_specs(specs) -> None:
     """An `--config.eval.datasets` value: each entry an object naming at least its name (the
     eval/<name>/ folder), type and path; found here rather than after training."""
-    from hybrid_jax.evaluation.specs import check_spec
+    from hybrid_jax.evaluation.datasets import check_spec
 
     for spec in specs:
         try:

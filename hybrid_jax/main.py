@@ -68,10 +68,10 @@ def maybe_initialize_distributed() -> None:
 
 
 def inspect_data(config) -> str:
-    from hybrid_jax import train
     from hybrid_jax.data import inspection
+    from hybrid_jax.models.from_config import load_model
 
-    pretrained = train.load_model(config)
+    pretrained = load_model(config)
     info = inspection.inspect_batches(config.data, pretrained.tokenizer, FLAGS.inspect_batches,
                                       query_prefix=pretrained.prefixes.get("query", ""),
                                       passage_prefix=pretrained.prefixes.get("passage", ""),
@@ -80,14 +80,17 @@ def inspect_data(config) -> str:
 
 
 def run(config, workdir: str, mode: str):
-    from hybrid_jax import train
-
     if mode == "inspect_data":
         print(inspect_data(config), flush=True)
         return None
-    if mode == "evaluate":
-        return train.evaluate_checkpoint(config, workdir)
-    return train.train_and_evaluate(config, workdir, evaluate=(mode == "train_and_evaluate"))
+    if mode == "evaluate":  # evaluation's own entry, not the train loop
+        from hybrid_jax import config_checks
+        from hybrid_jax.evaluation import entry
+
+        return entry.evaluate_checkpoint(config, config_checks.check_workdir(workdir))
+    from hybrid_jax.train import loop
+
+    return loop.train_and_evaluate(config, workdir, evaluate=(mode == "train_and_evaluate"))
 
 
 @cli.program

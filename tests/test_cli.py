@@ -137,7 +137,7 @@ def test_typo_prints_exactly_one_line_and_exits_2(tmp_path):
 
 
 def test_exception_to_exit_status(capsys):
-    from hybrid_jax import checkpointing, guards
+    from hybrid_jax.train import checkpoints, guards
 
     def raising(exc):
         def fn():
@@ -148,7 +148,7 @@ def test_exception_to_exit_status(capsys):
             (InputError("data.alpha: must lie in [0, 1]"), 2, "data.alpha: must lie in [0, 1]"),
             (guards.TrainingDiverged("training diverged at step 7"), 1,
              "training diverged at step 7"),
-            (checkpointing.CheckpointWriteError("checkpoints/8: write failed"), 1,
+            (checkpoints.CheckpointWriteError("checkpoints/8: write failed"), 1,
              "checkpoints/8: write failed"),
             (OSError(28, "No space left on device", "/w/metrics.jsonl"), 1,
              "/w/metrics.jsonl: No space left on device")]:

@@ -21,7 +21,7 @@ import pytest
 
 from configs import tiny
 from conftest import REPO
-from hybrid_jax import checkpointing, guards, train
+from hybrid_jax.train import checkpoints, guards, loop, run_setup
 from hybrid_jax.models import run_checkpoint
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
@@ -92,7 +92,7 @@ def _wait_for_step(proc, workdir, at_least: int, timeout: float = 120.0) -> int:
 
 
 def _latest(workdir):
-    ckpt = checkpointing.Checkpointer(workdir, read_only=True)
+    ckpt = checkpoints.Checkpointer(workdir, read_only=True)
     try:
         return ckpt.latest_step()
     finally:
@@ -143,7 +143,7 @@ def test_sigterm_and_kill9_resume_bit_identical(tmp_path):
     assert _latest(workdir) == 120
     print(f"resumed to the end ({time.time() - t0:.0f}s)")
     straight = dict(settings, **{"train.checkpoint_every": 0})  # cadence does not change params
-    train.train_and_evaluate(_config(straight), tmp_path / "straight", evaluate=False)
+    loop.train_and_evaluate(_config(straight), tmp_path / "straight", evaluate=False)
     print(f"uninterrupted reference ({time.time() - t0:.0f}s)")
     _assert_same_params(run_checkpoint.restore_params(tmp_path / "straight")[0],
                         run_checkpoint.restore_params(workdir)[0])
@@ -154,7 +154,7 @@ def test_sigterm_and_kill9_resume_bit_identical(tmp_path):
 
 def nan_params_before_update(monkeypatch, update: int) -> None:
     """train.setup's runner turns the params NaN just before its `update`-th step (1-based)."""
-    real_setup = train.setup
+    real_setup = run_setup.setup
 
     def setup_with_fault(*args, **kwargs):
         run = real_setup(*args, **kwargs)
@@ -169,7 +169,7 @@ def nan_params_before_update(monkeypatch, update: int) -> None:
         run.runner.step_fn = faulty
         return run
 
-    monkeypatch.setattr(train, "setup", setup_with_fault)
+    monkeypatch.setattr(run_setup, "setup", setup_with_fault)
 
 
 def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_path,
@@ -181,7 +181,7 @@ def test_nan_stops_with_step_and_example_ids_and_keeps_last_good_checkpoint(tmp_
     config = _config(dict(BASE, **{"train.num_steps": 12, "train.log_every": 3,
                                    "train.checkpoint_every": 4}))
     with pytest.raises(guards.TrainingDiverged) as e:
-        train.train_and_evaluate(config, tmp_path, evaluate=False)
+        loop.train_and_evaluate(config, tmp_path, evaluate=False)
     msg = str(e.value)
     # SyntheticIterator: batch n (1-based) holds example ids 8(n-1) .. 8n-1
     assert "training diverged at step 7 (loss=nan" in msg, msg
@@ -237,7 +237,7 @@ def _one_error_line(err: str) -> str:
 def trained(tmp_path_factory):
     """A finished 8-step tiny run (checkpoints 4 and 8) to copy from."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
-    train.train_and_evaluate(_config(BASE), workdir, evaluate=False)
+    loop.train_and_evaluate(_config(BASE), workdir, evaluate=False)
     return workdir
 
 

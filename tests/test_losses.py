@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from hybrid_jax import losses
-from hybrid_jax.losses import AXIS_NAME
+from hybrid_jax.train import losses
+from hybrid_jax.train.losses import AXIS_NAME
 
 N_DEV = 4
 LOCAL = 3

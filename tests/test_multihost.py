@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_DATA
-from hybrid_jax import checkpointing
+from hybrid_jax.train import checkpoints
 from hybrid_jax.models import run_checkpoint
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
@@ -119,7 +119,7 @@ def test_two_processes_match_one(tmp_path, parallelism, data):
     assert loss_diff <= ATOL, (loss_one, loss_two)
 
     # the collective orbax save of the 2-process run restores on one host (other device ids)
-    saved = checkpointing.Checkpointer(two, read_only=True)
+    saved = checkpoints.Checkpointer(two, read_only=True)
     assert saved.all_steps() == [2, 4]
     saved.close()
     params_one, _ = run_checkpoint.restore_params(one, STEPS)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybrid_jax import guards, train
+from hybrid_jax.evaluation import entry as eval_entry
+from hybrid_jax.train import guards, loop
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.models.pretrained import load_pretrained
 from test_faults import nan_params_before_update
@@ -19,7 +20,7 @@ def untied_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("untied")
     config = _config(**{"model.tied": False, "train.num_steps": 4, "train.checkpoint_every": 0,
                         "optim.learning_rate": 1e-3, "optim.warmup_steps": 0})
-    train.train_and_evaluate(config, workdir, evaluate=False)
+    loop.train_and_evaluate(config, workdir, evaluate=False)
     params, _ = run_checkpoint.restore_params(workdir)
     assert set(params) == {"query_encoder", "passage_encoder"}
     q, p = (params[k]["layer_0"]["output"]["kernel"] for k in ("query_encoder",
@@ -38,7 +39,7 @@ def test_untied_run_starts_an_untied_run_with_both_towers(untied_run, tmp_path):
     config = _config(**{"model.spec": f"ckpt:{workdir}", "model.tied": False,
                         "train.num_steps": 1, "train.checkpoint_every": 0,
                         "optim.learning_rate": 0.0, "optim.warmup_steps": 0})
-    train.train_and_evaluate(config, tmp_path, evaluate=False)
+    loop.train_and_evaluate(config, tmp_path, evaluate=False)
     started, _ = run_checkpoint.restore_params(tmp_path)
     _same(started, saved)
     with pytest.raises(Exception, match="untied run .* set model.tied=False"):
@@ -53,10 +54,10 @@ def test_evaluate_mode_loads_untied_run_whatever_model_tied_says(untied_run, mon
         seen.update(bundle=bundle, step=step, name=name)
         return {}
 
-    monkeypatch.setattr(train, "run_evaluation", capture)
+    monkeypatch.setattr(eval_entry, "run_evaluation", capture)
     config = _config(**{"model.tied": True})
     config.eval.datasets = [{"name": "x", "type": "xquad-r", "path": "unused"}]
-    train.evaluate_checkpoint(config, workdir)
+    eval_entry.evaluate_checkpoint(config, workdir)
     bundle = seen["bundle"]
     assert seen["step"] == 4 and not bundle.module.tied
     _same(bundle.params, saved)
@@ -74,12 +75,12 @@ def test_diverged_model_is_never_evaluated(tmp_path, monkeypatch):
     """NaN params from update 3; evaluation due at step 4: the divergence stops the run first."""
     evaluated = []
     nan_params_before_update(monkeypatch, 3)
-    monkeypatch.setattr(train, "run_evaluation", lambda *a, **k: evaluated.append(a[3]) or {})
+    monkeypatch.setattr(eval_entry, "run_evaluation", lambda *a, **k: evaluated.append(a[3]) or {})
     config = _config(**{"train.num_steps": 8, "train.log_every": 100,
                         "train.checkpoint_every": 0, "eval.every_steps": 2})
     config.eval.datasets = [{"name": "x", "type": "xquad-r", "path": "unused"}]
     with pytest.raises(guards.TrainingDiverged, match="diverged at step 3"):
-        train.train_and_evaluate(config, tmp_path)
+        loop.train_and_evaluate(config, tmp_path)
     assert evaluated == [2]
 
 

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from hybrid_jax import train
+from hybrid_jax.evaluation import entry as eval_entry
+from hybrid_jax.train import loop
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.models.pretrained import load_pretrained
@@ -37,7 +38,7 @@ def _same(a, b):
 @pytest.fixture(scope="module")
 def selected(shared_data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("selected")
-    train.train_and_evaluate(_select_config(shared_data), workdir, evaluate=False)
+    loop.train_and_evaluate(_select_config(shared_data), workdir, evaluate=False)
     return workdir
 
 
@@ -57,11 +58,11 @@ def test_kept_step_is_the_best_dev_score_and_loads_as_best(selected):
 
 def test_final_evaluation_uses_the_selected_step(shared_data, selected, monkeypatch, tmp_path):
     seen = []
-    monkeypatch.setattr(train, "run_evaluation",
+    monkeypatch.setattr(eval_entry, "run_evaluation",
                         lambda model, config, d, step, name, writer=None: seen.append(model) or {})
     config = _select_config(shared_data)
     config.eval.datasets = ({"name": "x", "type": "xquad-r", "path": "unused"},)
-    train.train_and_evaluate(config, tmp_path)
+    loop.train_and_evaluate(config, tmp_path)
     best = run_checkpoint.best_step(tmp_path)
     (bundle,) = seen
     assert bundle.name == f"{tmp_path}@{best}"
@@ -73,9 +74,9 @@ def test_resume_with_hard_negatives_is_bit_identical(shared_data, tmp_path):
     stopped at step 4 and resumed ends with the same params, scores and selected step as an
     uninterrupted one."""
     config = _select_config(shared_data, **{"data.hard_negatives": 1})
-    train.train_and_evaluate(config, tmp_path / "straight", evaluate=False)
-    train.train_and_evaluate(config, tmp_path / "resumed", evaluate=False, stop_at=4)
-    train.train_and_evaluate(config, tmp_path / "resumed", evaluate=False)
+    loop.train_and_evaluate(config, tmp_path / "straight", evaluate=False)
+    loop.train_and_evaluate(config, tmp_path / "resumed", evaluate=False, stop_at=4)
+    loop.train_and_evaluate(config, tmp_path / "resumed", evaluate=False)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert run_checkpoint.best_step(resumed) == run_checkpoint.best_step(straight) is not None
     for step in (None, "best"):
@@ -88,7 +89,7 @@ def test_resume_with_hard_negatives_is_bit_identical(shared_data, tmp_path):
 
 def test_map_selection_and_bad_settings(shared_data, tmp_path):
     config = _select_config(shared_data, **{"train.select": "map", "train.num_steps": 2})
-    train.train_and_evaluate(config, tmp_path, evaluate=False)
+    loop.train_and_evaluate(config, tmp_path, evaluate=False)
     (row,) = [r for r in _rows(tmp_path) if "select/score" in r]
     assert -1.0 <= row["select/score"] < 0  # minus the mean dev mAP@20: lower is better
     from hybrid_jax import config_checks

@@ -7,7 +7,9 @@ import optax
 import pytest
 
 from configs import default
-from hybrid_jax import losses, optim, steps
+from hybrid_jax.train import losses, optim
+from hybrid_jax.train import runner as runner_lib
+from hybrid_jax.train import step as step_lib
 from hybrid_jax.models import config as config_lib
 from hybrid_jax.models.dual_encoder import DualEncoder
 
@@ -52,8 +54,8 @@ def _loss_config(**kw):
 def _reference(module, params, batch, tx, loss_cfg, frozen_fn=lambda p: False, **kw):
     trainable, frozen = optim.split_params({"model": params, "loss": losses.init_loss_params(loss_cfg)},
                                            frozen_fn)
-    state = steps.create_state(trainable, tx)
-    step = jax.jit(steps.make_train_step(module, tx, lambda s: 1.0, loss_cfg, axis_name=None,
+    state = step_lib.create_state(trainable, tx)
+    step = jax.jit(step_lib.make_train_step(module, tx, lambda s: 1.0, loss_cfg, axis_name=None,
                                          deterministic=True, **kw))
     return step(state, frozen, {k: jnp.asarray(v) for k, v in batch.items()})
 
@@ -62,9 +64,9 @@ def _sharded(parallelism, module, params, batch, tx, loss_cfg, frozen_fn=lambda 
              n_dev=N_DEV, **kw):
     trainable, frozen = optim.split_params({"model": params, "loss": losses.init_loss_params(loss_cfg)},
                                            frozen_fn)
-    runner = steps.make_runner(parallelism, module, tx, lambda s: 1.0, loss_cfg,
+    runner = runner_lib.make_runner(parallelism, module, tx, lambda s: 1.0, loss_cfg,
                                devices=jax.devices()[:n_dev], deterministic=True, **kw)
-    state = runner.replicate(steps.create_state(trainable, tx))
+    state = runner.replicate(step_lib.create_state(trainable, tx))
     new_state, metrics = runner(state, runner.replicate(frozen), runner.shard_batch(batch))
     return runner.unreplicate(new_state), runner.metrics_to_host(metrics)
 
@@ -158,7 +160,7 @@ def test_shard_map_gradient_trap_is_real():
         return losses.contrastive_loss(e, e[:, ::-1], scale=3.0, axis_name=axis_name)[0]
 
     ref = jax.grad(local_loss)(w, x, None)
-    mesh = steps.Runner("shard_map", jax.devices()[:N_DEV]).mesh
+    mesh = runner_lib.Runner("shard_map", jax.devices()[:N_DEV]).mesh
     spec = jax.sharding.PartitionSpec
     sm = lambda f: jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(spec(), spec(losses.AXIS_NAME)),
                                          out_specs=spec()))(w, x)
@@ -183,7 +185,7 @@ def test_frozen_word_embeddings_have_no_state_and_no_update(model):
     trainable, frozen = optim.split_params({"model": params, "loss": {}}, frozen_fn)
     assert "word_embeddings" not in trainable["model"]["encoder"]
     assert frozen["model"]["encoder"]["word_embeddings"]["embedding"].shape == (1000, 32)
-    state = steps.create_state(trainable, tx)
+    state = step_lib.create_state(trainable, tx)
     n_state = sum(x.size for x in jax.tree.leaves(state.opt_state))
     n_train = sum(x.size for x in jax.tree.leaves(trainable))
     assert n_state < 3 * n_train + 10 and n_train < 1000 * 32 * 2  # no moments for the table
@@ -220,15 +222,15 @@ def test_step_compiles_once_and_dropout_differs_per_device_and_step(model, paral
     module = DualEncoder(module.config.replace(hidden_dropout=0.1), tied=True)
     cfg, tx = _loss_config(), optax.adamw(1e-3)
     traces = []
-    per_device = steps.make_train_step(module, tx, lambda s: 1e-3, cfg,
+    per_device = step_lib.make_train_step(module, tx, lambda s: 1e-3, cfg,
                                        reduce_grads=(parallelism == "pmap"), prng_impl="rbg")
 
     def counted(*args):
         traces.append(1)
         return per_device(*args)
 
-    runner = steps.Runner(parallelism, jax.devices()[:N_DEV]).compile(counted)
-    state = runner.replicate(steps.create_state({"model": params, "loss": {}}, tx))
+    runner = runner_lib.Runner(parallelism, jax.devices()[:N_DEV]).compile(counted)
+    state = runner.replicate(step_lib.create_state({"model": params, "loss": {}}, tx))
     losses_seen = []
     for i in range(3):
         state, m = runner(state, {}, runner.shard_batch(synthetic_batch(10, hard_negatives=1)))
@@ -251,11 +253,11 @@ def test_bfloat16_compute_matches_float32_loosely(model):
 def _compiled_step_text(module, params, parallelism="pmap", options=None, ynnpack=False):
     """HLO text of the step `make_runner` compiled (after one step ran), and the runner."""
     cfg, tx = _loss_config(), optax.adamw(1e-3)
-    runner = steps.make_runner(parallelism, module, tx, lambda s: 1e-3, cfg,
+    runner = runner_lib.make_runner(parallelism, module, tx, lambda s: 1e-3, cfg,
                                devices=jax.devices()[:1], cpu_ynnpack_dots=ynnpack)
     if options is not None:
         runner.compiler_options = options
-    state = runner.replicate(steps.create_state({"model": params, "loss": {}}, tx))
+    state = runner.replicate(step_lib.create_state({"model": params, "loss": {}}, tx))
     state, m = runner(state, {}, runner.shard_batch(synthetic_batch(3, hard_negatives=1)))
     assert np.isfinite(runner.metrics_to_host(m)["loss"])
     (executable,) = runner._executables.values()
@@ -268,7 +270,7 @@ def test_cpu_float32_step_without_ynnpack_when_asked_and_bfloat16_keeps_it(model
     default_text, runner = _compiled_step_text(module, params, parallelism, ynnpack=True)
     assert runner.compiler_options is None and "ynn_fusion" in default_text
     f32_text, runner = _compiled_step_text(module, params, parallelism)
-    assert runner.compiler_options == steps.CPU_FLOAT32_STEP_OPTIONS
+    assert runner.compiler_options == runner_lib.CPU_FLOAT32_STEP_OPTIONS
     assert "ynn_fusion" not in f32_text and " dot(" in f32_text
     bf16 = DualEncoder(module.config.replace(compute_dtype="bfloat16"), tied=True)
     bf16_text, runner = _compiled_step_text(bf16, params, parallelism)

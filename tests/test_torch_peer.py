@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from hybrid_jax import losses  # noqa: E402
+from hybrid_jax.train import losses  # noqa: E402
 from benchmarks import torch_peer  # noqa: E402
 from benchmarks.peer import TorchEncodePeer, write_ragged_ids  # noqa: E402
 from hybrid_jax.models import Encoder, export_hf  # noqa: E402

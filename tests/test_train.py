@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from hybrid_jax import checkpointing, config_checks, metrics_writer, steps, train
+from hybrid_jax import config_checks
+from hybrid_jax.train import checkpoints, loop, metrics_writer, run_setup
+from hybrid_jax.train import runner as runner_lib
 from hybrid_jax.data import splits
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.errors import InputError
@@ -104,7 +106,7 @@ def test_disabled_writer_writes_nothing(tmp_path):
 def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
     config = _config(**{"train.num_steps": 16, "train.log_every": 4, "train.checkpoint_every": 0,
                         "parallelism": "shard_map"})
-    metrics = train.train_and_evaluate(config, tmp_path)
+    metrics = loop.train_and_evaluate(config, tmp_path)
     out = capsys.readouterr().out
     assert "steps/s" in out and "ex/s" in out and "ETA" in out
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -146,13 +148,13 @@ def test_short_run_outputs_and_loss_decreases(tmp_path, capsys):
 
 def test_resume_equals_uninterrupted(tmp_path, capsys):
     config = _config(**{"optim.freeze_word_embeddings": False})
-    train.train_and_evaluate(config, tmp_path / "straight")
-    train.train_and_evaluate(config, tmp_path / "resumed", stop_at=4)
-    ckpt = checkpointing.Checkpointer(tmp_path / "resumed", read_only=True)
+    loop.train_and_evaluate(config, tmp_path / "straight")
+    loop.train_and_evaluate(config, tmp_path / "resumed", stop_at=4)
+    ckpt = checkpoints.Checkpointer(tmp_path / "resumed", read_only=True)
     assert ckpt.all_steps() == [4]
     ckpt.close()
     capsys.readouterr()
-    train.train_and_evaluate(config, tmp_path / "resumed")
+    loop.train_and_evaluate(config, tmp_path / "resumed")
     assert "resuming from" in capsys.readouterr().out
     a, _ = run_checkpoint.restore_params(tmp_path / "straight")
     b, _ = run_checkpoint.restore_params(tmp_path / "resumed")
@@ -201,7 +203,7 @@ def test_evaluation_hook_cadence(tmp_path, monkeypatch):
     monkeypatch.setattr(eval_run, "evaluate", fake_evaluate)
     config = _config(**{"eval.every_steps": 4, "train.checkpoint_every": 0})
     config.eval.datasets = [dict(name="toy", type="xquad-r", path="nowhere")]
-    out = train.train_and_evaluate(config, tmp_path)
+    out = loop.train_and_evaluate(config, tmp_path)
     # The curve at 4 and at the end of the schedule (8), then the final evaluation.
     assert [c[0] for c in calls] == [f"{tmp_path}@4", f"{tmp_path}@8", f"{tmp_path}@8"]
     assert calls[0][2].endswith("eval_steps/step_4") and calls[1][2].endswith("eval_steps/step_8")
@@ -210,7 +212,7 @@ def test_evaluation_hook_cadence(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["eval/toy/map@20"] for r in rows if "eval/toy/map@20" in r] == [0.25, 0.5, 0.75]
     calls.clear()
-    train.train_and_evaluate(config, tmp_path, evaluate=False)  # --mode train: no evaluation
+    loop.train_and_evaluate(config, tmp_path, evaluate=False)  # --mode train: no evaluation
     assert calls == []
 
 
@@ -229,7 +231,7 @@ def test_cadence_evaluates_the_named_datasets(tmp_path, monkeypatch):
     config.eval.datasets = [dict(name="a", type="xquad-r", path="nowhere"),
                             dict(name="b", type="mlqa-r", path="nowhere")]
     config.eval.every_datasets = ("a",)
-    train.train_and_evaluate(config, tmp_path)
+    loop.train_and_evaluate(config, tmp_path)
     assert calls == [(["a"], "step_4"), (["a"], "step_8"), (["a", "b"], tmp_path.name)]
     config.eval.every_datasets = ("c",)
     with pytest.raises(InputError, match="eval.every_datasets"):
@@ -241,7 +243,7 @@ def test_final_evaluation_runs_after_the_training_state_is_released(tmp_path, mo
     iterator are gone (their memory is free) before it encodes."""
     from hybrid_jax.evaluation import run as eval_run
     seen = {}
-    release = train._release_training
+    release = loop._release_training
 
     def spy(run):
         release(run)
@@ -254,17 +256,17 @@ def test_final_evaluation_runs_after_the_training_state_is_released(tmp_path, mo
         seen["name"] = bundle.name
         return {"datasets": {}, "scalars": {}}
 
-    monkeypatch.setattr(train, "_release_training", spy)
+    monkeypatch.setattr(loop, "_release_training", spy)
     monkeypatch.setattr(eval_run, "evaluate", fake_evaluate)
     config = _config(**{"train.checkpoint_every": 0})
     config.eval.datasets = [dict(name="toy", type="xquad-r", path="nowhere")]
-    train.train_and_evaluate(config, tmp_path)
+    loop.train_and_evaluate(config, tmp_path)
     assert seen["at_final"] == (None, None, None)
     assert seen["name"] == f"{tmp_path}@{config.train.num_steps}"
 
 
 @pytest.mark.parametrize("ynnpack", [True, False])
 def test_setup_passes_cpu_ynnpack_dots_to_the_runner(tmp_path, ynnpack):
-    run = train.setup(_config(**{"train.cpu_ynnpack_dots": ynnpack}), str(tmp_path / "w"))
-    expected = None if ynnpack else steps.CPU_FLOAT32_STEP_OPTIONS
+    run = run_setup.setup(_config(**{"train.cpu_ynnpack_dots": ynnpack}), str(tmp_path / "w"))
+    expected = None if ynnpack else runner_lib.CPU_FLOAT32_STEP_OPTIONS
     assert run.runner.compiler_options == expected

@@ -1,9 +1,9 @@
 """The saved params of a training run, read-only: what 'ckpt:<workdir>[@step]' specs load.
 
-On-disk layout (written by hybrid_jax/checkpointing.py during training):
+On-disk layout (written during training by hybrid_jax/train/checkpoints.py):
   <workdir>/checkpoints/<step>/params   trainable params {'model': ..., 'loss': ...}
   <workdir>/frozen_params/              params that never train (e.g. the word-embedding table)
-  <workdir>/best/<step>/params          the dev-selected step's trainable params (selection.py)
+  <workdir>/best/<step>/params          the dev-selected step's trainable params
   <workdir>/best/<step>/meta.json       its step, score and metric (written after the params)
   <workdir>/config.json                 the run's configuration (model.spec names its start)
 Only the `params` item is read: the optimizer and iterator state of a step are never touched.

@@ -1,4 +1,5 @@
-"""Checkpoints of a run (orbax): train state and data-iterator state in one step directory.
+"""What a training run writes (orbax) and reads back to resume: each saved step (train state and
+data-iterator state), the frozen params, and the dev-selected best step.
 
 Layout under the workdir:
   checkpoints/<step>/params      trainable params {'model': ..., 'loss': ...}   (StandardSave)
@@ -7,8 +8,10 @@ Layout under the workdir:
   checkpoints/<step>/meta        {'step': n}                                  (JsonSave)
   frozen_params/                 frozen params (e.g. the word-embedding table), written once:
                                  they never change, so they are not repeated in every step.
-  config.json                    the run's configuration (written by train.py)
-Reading a run's params back (for 'ckpt:' specs) is models/run_checkpoint.py, which owns the layout.
+  best/<step>/params, meta.json  the dev-selected step's trainable params and its score
+  config.json                    the run's configuration (written by run_setup.py)
+The layout's names and the read-only loading of a run's params ('ckpt:' model specs) are
+models/run_checkpoint.py: the model layer loads runs without depending on training.
 
 Saving is asynchronous (the arrays are copied to host before `save` returns, writing continues in
 the background); `wait()` blocks until the last save is durable.  Restarting a run resumes from the
@@ -21,14 +24,16 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from typing import Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hybrid_jax.models.run_checkpoint import (CHECKPOINT_DIR, FROZEN_DIR, short_error,
-                                              unreadable_is_input_error)
+from hybrid_jax.models.run_checkpoint import (BEST_DIR, CHECKPOINT_DIR, FROZEN_DIR, best_step,
+                                              short_error, unreadable_is_input_error)
+
 ITEMS = ("params", "opt_state", "data", "meta")
 
 
@@ -140,3 +145,35 @@ def save_frozen(workdir, frozen: dict) -> None:
         return
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, frozen)
+
+
+class BestKeeper:
+    """<workdir>/best/<step>/{params, meta.json}: the best-scoring step so far (lower score is
+    better).  The older best is deleted only after the new one is complete."""
+
+    def __init__(self, workdir: str, metric: str):
+        self.directory = os.path.join(workdir, BEST_DIR)
+        self.metric = metric
+        self.step = best_step(workdir)
+        self.score: Optional[float] = None
+        if self.step is not None:
+            with open(os.path.join(self.directory, str(self.step), "meta.json")) as f:
+                meta = json.load(f)
+            self.score = float(meta["score"])
+
+    def offer(self, step: int, score: float, params) -> bool:
+        """Saves `params` as the best when `score` beats the best so far; True if it did.
+        Multi-process: every process calls it with the same score (orbax saves collectively)."""
+        if self.score is not None and not score < self.score:
+            return False
+        previous = self.step
+        target = os.path.join(self.directory, str(step))
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(os.path.join(target, "params"), params, force=True)
+        if jax.process_index() == 0:
+            with open(os.path.join(target, "meta.json"), "w") as f:
+                json.dump({"step": int(step), "score": score, "metric": self.metric}, f)
+            if previous is not None and previous != step:
+                shutil.rmtree(os.path.join(self.directory, str(previous)), ignore_errors=True)
+        self.step, self.score = int(step), float(score)
+        return True

@@ -14,23 +14,18 @@ keep the best step's params beside the latest checkpoint (`ckpt:<workdir>@best` 
 
 The dev fold is cut by the run's own fold rule (data.split_seed / split_sizes), so it is disjoint
 from the training and test articles.  Scores and the selected step go to metrics.jsonl
-(select/score, select/best_step) and <workdir>/best/<step>/meta.json.
+(select/score, select/best_step) and <workdir>/best/<step>/meta.json (checkpoints.BestKeeper).
 """
 from __future__ import annotations
 
 import copy
-import json
-import os
-import shutil
-from typing import Optional
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
-from hybrid_jax import losses
 from hybrid_jax.errors import InputError
-from hybrid_jax.models.run_checkpoint import BEST_DIR, best_step
+from hybrid_jax.train import losses
+from hybrid_jax.train.checkpoints import BestKeeper
 
 METRICS = ("none", "loss", "map")
 DEV_SEED = 0  # the same dev batches for every run and seed of a grid
@@ -120,38 +115,6 @@ def dev_loss(bundle, batches: list[dict], scale: float, symmetric: bool = False)
         loss, _ = losses.contrastive_loss(q, p, scale=scale, symmetric=symmetric, **negatives)
         total += float(loss)
     return total / len(batches)
-
-
-class BestKeeper:
-    """<workdir>/best/<step>/{params, meta.json}: the best-scoring step so far (lower score is
-    better).  The older best is deleted only after the new one is complete."""
-
-    def __init__(self, workdir: str, metric: str):
-        self.directory = os.path.join(workdir, BEST_DIR)
-        self.metric = metric
-        self.step = best_step(workdir)
-        self.score: Optional[float] = None
-        if self.step is not None:
-            with open(os.path.join(self.directory, str(self.step), "meta.json")) as f:
-                meta = json.load(f)
-            self.score = float(meta["score"])
-
-    def offer(self, step: int, score: float, params) -> bool:
-        """Saves `params` as the best when `score` beats the best so far; True if it did.
-        Multi-process: every process calls it with the same score (orbax saves collectively)."""
-        if self.score is not None and not score < self.score:
-            return False
-        previous = self.step
-        target = os.path.join(self.directory, str(step))
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(os.path.join(target, "params"), params, force=True)
-        if jax.process_index() == 0:
-            with open(os.path.join(target, "meta.json"), "w") as f:
-                json.dump({"step": int(step), "score": score, "metric": self.metric}, f)
-            if previous is not None and previous != step:
-                shutil.rmtree(os.path.join(self.directory, str(previous)), ignore_errors=True)
-        self.step, self.score = int(step), float(score)
-        return True
 
 
 class Selector:

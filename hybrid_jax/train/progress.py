@@ -7,7 +7,7 @@ import time
 import jax
 import numpy as np
 
-from hybrid_jax.guards import check_finite
+from hybrid_jax.train.guards import check_finite
 
 
 def fmt_time(seconds: float) -> str:
