@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from hybrid_jax import config_checks
+from hybrid_jax import config as schema
 
 CONFIGS = [("default", None), ("default", "mono"), ("demo_cpu", None), ("demo_cpu", "cross"),
            ("paper_cpu", None), ("paper_cpu", "mono"), ("xlmr_base", None), ("labse", None),
@@ -15,7 +15,7 @@ CONFIGS = [("default", None), ("default", "mono"), ("demo_cpu", None), ("demo_cp
 def test_config_passes_checks(name, variant):
     c = importlib.import_module(f"configs.{name}").get_config(variant)
     batch, accum = int(c.data.global_batch_size), int(c.optim.grad_accum_steps)
-    config_checks.validate_config(c, num_devices=1 if batch % (2 * accum) else 2)
+    schema.validate_config(c, num_devices=1 if batch % (2 * accum) else 2)
 
 
 @pytest.mark.parametrize("name", ["paper_cpu", "xlmr_base", "labse"])

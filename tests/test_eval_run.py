@@ -8,7 +8,8 @@ from hybrid_jax import compare
 from hybrid_jax.data.beir import load_beir
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, trec
-from hybrid_jax.evaluation.run import evaluate, load_dataset
+from hybrid_jax.evaluation.datasets import load_dataset
+from hybrid_jax.evaluation.run import evaluate
 from test_eval_lareqa import make_dataset
 from test_retrieval_encode import ToyTokenizer, toy_model
 
@@ -133,7 +134,7 @@ def test_bad_input(tmp_path):
     write_beir(bad3, "q0\tnope\t1\n")
     with pytest.raises(InputError, match="not in corpus.jsonl"):
         load_beir(bad3)
-    with pytest.raises(InputError, match="unknown type 'tsv'"):
+    with pytest.raises(InputError, match="entry 'x': type 'tsv' is not one of lareqa, .*beir, miracl"):
         load_dataset({"name": "x", "type": "tsv", "path": str(tmp_path)})
     # a misspelt key would silently evaluate the whole set instead of its test fold
     with pytest.raises(InputError, match=r"entry 'x': unknown key\(s\) \['fodl'\]"):
@@ -142,10 +143,10 @@ def test_bad_input(tmp_path):
         load_dataset({"name": "x", "type": "xquad-r", "path": str(tmp_path), "fold": "valid"})
     with pytest.raises(InputError, match="unknown key"):
         from configs import tiny
-        from hybrid_jax import config_checks
+        from hybrid_jax import config as schema
         c = tiny.get_config()
         c.eval.datasets = ({"name": "x", "type": "xquad-r", "path": "p", "fodl": "test"},)
-        config_checks.validate_config(c, num_devices=1)
+        schema.validate_config(c, num_devices=1)
     with pytest.raises(InputError, match="eval.search"):
         evaluate(ToyBundle(0), [{"type": "beir", "path": "x"}], tmp_path, {"search": "faiss"})
 

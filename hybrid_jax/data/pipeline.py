@@ -20,25 +20,21 @@ With data.hard_negatives = H > 0 (negatives.py), also
 """
 from __future__ import annotations
 
-import pathlib
-
 import grain
 import ml_collections
 import numpy as np
 
 from hybrid_jax.data import examples as examples_lib
-from hybrid_jax.data import pairs_jsonl, splits
+from hybrid_jax.data.formats import FORMATS, formats_carrying
 from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES, HardNegatives
 from hybrid_jax.data.sampler import HybridSampler
 from hybrid_jax.errors import InputError
-
-FORMATS = ("lareqa", "xquad_plain", "pairs_jsonl", "tfds")
 
 
 def default_config() -> ml_collections.ConfigDict:
     """`config.data` fields (see docs/data.md)."""
     return ml_collections.ConfigDict(dict(
-        format="lareqa",          # lareqa | xquad_plain | pairs_jsonl | tfds
+        format="lareqa",          # a name in data/formats.py: lareqa | xquad_plain | pairs_jsonl | tfds
         dataset_dir="",           # <lang>.json folder / xquad.<lang>.json folder / .jsonl file / tfds data_dir
         tfds_name="hybrid_parallel_examples/lareqa",  # for format='tfds'
         download=False,           # fetch missing xquad-r/ or xquad/ files (checksum-verified)
@@ -65,37 +61,17 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def load_training_examples(cfg) -> list[examples_lib.ParallelExample]:
-    """The examples of fold `cfg.train_fold` from the configured source."""
-    fmt, where = cfg.format, pathlib.Path(cfg.dataset_dir)
-    if fmt not in FORMATS:
-        raise InputError(f"data.format: {fmt!r} is not one of {FORMATS}")
+    """The examples of fold `cfg.train_fold` from the configured source (a registered format)."""
+    fmt = FORMATS.get(cfg.format)
     if not cfg.dataset_dir:
         raise InputError("data.dataset_dir: not set")
-    rule = splits.FoldRule.from_config(cfg)
-    if fmt in ("lareqa", "xquad_plain"):
-        if cfg.download:
-            from hybrid_jax.data import download
-            download.ensure_files(where.parent, where.name, cfg.languages or None)
-        # All languages: the sampler restricts to cfg.languages after the split.
-        dataset = splits.load_lareqa_fold(where, cfg.train_fold, rule,
-                                          plain=fmt == "xquad_plain")
-        return examples_lib.from_lareqa(dataset)
-    if fmt == "pairs_jsonl":
-        examples = pairs_jsonl.load_pairs_jsonl(where)
-    else:
-        from hybrid_jax.data import tfds_builders
-        examples = tfds_builders.read_examples(cfg.tfds_name, where)
-    return rule.examples(examples, cfg.train_fold)
+    return fmt.load(cfg)
 
 
 def make_sampler(cfg, examples) -> HybridSampler:
     languages = list(cfg.languages) if cfg.languages else examples_lib.languages_of(examples)
     return HybridSampler(examples, languages, cfg.global_batch_size, cfg.sampling, cfg.alpha,
                          cfg.cross_pairing, cfg.language_weights, cfg.seed)
-
-
-# Which data formats carry each non-mined source's candidates (ParallelExample.negatives).
-_SOURCE_FORMATS = {"same_paragraph": ("lareqa", "xquad_plain"), "from_data": ("pairs_jsonl",)}
 
 
 def make_negatives(cfg, sampler: HybridSampler, *, loaded: bool = True, mining_model=None,
@@ -120,11 +96,12 @@ def make_negatives(cfg, sampler: HybridSampler, *, loaded: bool = True, mining_m
         candidates = mining.mined_candidates(cfg, examples, sampler.languages, mining_model,
                                              workdir, write=write)
     else:
-        fmt = _tfds_config(cfg) if cfg.format == "tfds" else cfg.format
-        if loaded and fmt not in _SOURCE_FORMATS[source]:
+        fmt = FORMATS.get(cfg.format) if loaded else None
+        if fmt is not None and not fmt.carries(cfg, source):
             raise InputError(
                 f"data.negative_source={source!r} needs data.format in "
-                f"{_SOURCE_FORMATS[source]} (or a tfds dataset prepared from one), not {fmt!r}")
+                f"{formats_carrying(source)} (or a tfds dataset prepared from one), not "
+                f"{fmt.source_of(cfg)!r}")
         candidates = [e.negatives for e in examples]
     table = HardNegatives(sampler, candidates, count, source)
     if not table.stats["candidates"]:
@@ -132,12 +109,6 @@ def make_negatives(cfg, sampler: HybridSampler, *, loaded: bool = True, mining_m
                          f"{cfg.train_fold!r} in {cfg.dataset_dir or 'the given examples'} has a "
                          f"candidate negative in the training languages {sampler.languages}")
     return table
-
-
-def _tfds_config(cfg) -> str:
-    """'lareqa' for tfds_name 'hybrid_parallel_examples/lareqa[:version]'."""
-    parts = str(cfg.tfds_name).split(":")[0].split("/")
-    return parts[1] if len(parts) > 1 else parts[0]
 
 
 class BatchMaker:

@@ -16,17 +16,15 @@ import logging
 import os
 import pathlib
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import ml_collections
 import numpy as np
 
-from hybrid_jax.data.splits import FoldRule, load_lareqa_fold
+from hybrid_jax.data.splits import FoldRule
 from hybrid_jax.errors import InputError
-from hybrid_jax.evaluation import per_query, plots, report, trec
-from hybrid_jax.evaluation.beir_eval import evaluate_beir
-from hybrid_jax.evaluation.lareqa_eval import evaluate_lareqa, trec_query_id
-from hybrid_jax.evaluation.specs import LAREQA_TYPES, check_spec
+from hybrid_jax.evaluation import per_query, trec
+from hybrid_jax.evaluation.datasets import DatasetType, load_dataset, type_of
 from hybrid_jax.retrieval.cache import EmbeddingCache, params_fingerprint
 from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, encode_cached
 
@@ -75,22 +73,6 @@ def resolve_config(eval_config=None) -> dict:
     return cfg
 
 
-def load_dataset(spec: Any, folds: Optional[FoldRule] = None):
-    """A dataset from a spec {name, type, path, fold, languages, split}; loaded datasets pass.
-    A LAReQA fold other than 'all' is cut by `folds`, the training run's rule (default: the
-    default `data.split_seed` / `data.split_sizes`)."""
-    if hasattr(spec, "questions") or hasattr(spec, "doc_ids"):
-        return spec
-    spec = check_spec(spec)
-    kind, path = str(spec["type"]).lower(), spec["path"]
-    if kind in LAREQA_TYPES:
-        return load_lareqa_fold(path, spec.get("fold") or "all", folds or FoldRule(),
-                                languages=spec.get("languages") or None, name=spec.get("name"))
-    from hybrid_jax.data.beir import load_beir
-    return load_beir(path, split=spec.get("split") or "test", name=spec.get("name"),
-                     language=spec.get("language") or "")
-
-
 def _write_text(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -125,67 +107,35 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool =
     results, scalars = {}, {}
     for spec in datasets:
         ds = load_dataset(spec, folds)
+        kind = type_of(ds)
         t0 = time.time()
-        kw = dict(k=int(cfg["k"]), recall_ks=tuple(cfg["recall_ks"]), ndcg_k=int(cfg["ndcg_k"]),
-                  search=cfg["search"], depth=int(cfg["depth"]))
-        if hasattr(ds, "questions"):
-            q_emb = encode([q.text for q in ds.questions], "query", f"{ds.name} questions")
-            c_emb = encode([c.text for c in ds.candidates], "passage", f"{ds.name} candidates")
-            out = evaluate_lareqa(ds, q_emb, c_emb, **kw)
-            q_ids = [trec_query_id(q) for q in ds.questions]
-            q_langs = [q.language for q in ds.questions]
-            c_ids, c_langs = [c.uid for c in ds.candidates], [c.language for c in ds.candidates]
-        else:
-            q_emb = encode(ds.query_texts, "query", f"{ds.name} queries")
-            c_emb = encode(ds.doc_texts, "passage", f"{ds.name} corpus")
-            out = evaluate_beir(ds, q_emb, c_emb, **kw)
-            q_ids, q_langs = ds.query_ids, [ds.language] * len(ds.query_ids)
-            c_ids, c_langs = ds.doc_ids, [ds.language] * len(ds.doc_ids)
+        done = kind.evaluate(ds, encode, k=int(cfg["k"]), recall_ks=tuple(cfg["recall_ks"]),
+                             ndcg_k=int(cfg["ndcg_k"]), search=cfg["search"],
+                             depth=int(cfg["depth"]))
+        out = done.out
         out.metrics.update(dataset=ds.name, model=str(model_bundle.name),
                            seconds=round(time.time() - t0, 2))
         d = pathlib.Path(workdir) / "eval" / ds.name
         if write:
             d.mkdir(parents=True, exist_ok=True)
-            write_outputs(d, ds.name, out, str(model_bundle.name), cfg)
+            write_outputs(d, ds.name, out, str(model_bundle.name), cfg, kind)
         if write and cfg["save_embeddings"]:
-            np.savez(d / "embeddings.npz", query_ids=np.array(q_ids), query_languages=np.array(
-                q_langs), query_vectors=q_emb, candidate_ids=np.array(c_ids),
-                candidate_languages=np.array(c_langs), candidate_vectors=c_emb)
+            np.savez(d / "embeddings.npz", query_ids=np.array(done.query_ids),
+                     query_languages=np.array(done.query_languages),
+                     query_vectors=done.query_vectors, candidate_ids=np.array(done.candidate_ids),
+                     candidate_languages=np.array(done.candidate_languages),
+                     candidate_vectors=done.candidate_vectors)
         results[ds.name] = out.metrics
-        scalars.update(headline_scalars(ds.name, out.metrics, int(cfg["k"])))
+        scalars.update(kind.scalars(ds.name, out.metrics, int(cfg["k"])))
         logging.info("evaluated %s in %.1fs: %s", ds.name, time.time() - t0,
                      {k: round(v, 4) for k, v in scalars.items() if k.startswith(ds.name + "/")})
     return {"datasets": results, "scalars": scalars}
 
 
-def write_outputs(d: pathlib.Path, name: str, out, tag: str, cfg: dict) -> None:
+def write_outputs(d: pathlib.Path, name: str, out, tag: str, cfg: dict,
+                  kind: DatasetType) -> None:
     per_query.save(d / "per_query.npz", out.groups)
     trec.write_run(d / "run.trec", out.run, tag=tag)
     trec.write_qrels(d / "qrels.trec", out.qrels)
-    if out.metrics["type"] == "lareqa":
-        pngs = []
-        if cfg["plots"]:
-            pngs = [p.name for p in plots.lareqa_plots(out.metrics, d, f"map@{cfg['k']}")]
-        text = report.lareqa_report(name, out.metrics, pngs)
-    else:
-        text = report.beir_report(name, out.metrics)
-    _write_text(d / "report.md", text)
+    _write_text(d / "report.md", kind.report(d, name, out.metrics, cfg))
     _write_text(d / "metrics.json", json.dumps(out.metrics, indent=1, sort_keys=True))
-
-
-def headline_scalars(name: str, m: dict, k: int) -> dict[str, float]:
-    """A few flat numbers for training logs (TensorBoard and metrics.jsonl)."""
-    out = {}
-    if m["type"] == "lareqa":
-        for s in ("mono", "cross", "multi"):
-            for metric in (f"map@{k}", "recall@1", "mrr"):
-                v = m[s]["macro"].get(metric)
-                if v is not None:
-                    out[f"{name}/{s}/{metric}"] = v
-        if m["rank_distance"]["macro"] is not None:
-            out[f"{name}/rank_distance"] = m["rank_distance"]["macro"]
-    else:
-        for metric, v in m["all"].items():
-            if metric != "n_queries":
-                out[f"{name}/{metric}"] = v
-    return out

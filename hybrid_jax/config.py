@@ -1,0 +1,206 @@
+"""The config schema's checks: everything that stops a run before anything is loaded or written.
+
+The keys and their defaults are configs/default.py (`get_config(arg)`, with named variants; the
+data and eval sections come from data/pipeline.py and evaluation/run.py, which read them).
+`validate_config` checks every value a run reads, each with one message naming the key; keys that
+name a registered member (data.format, model.spec, the type of each eval.datasets entry) are
+looked up in their registry, whose error lists the known names. Also here: the workdir, the
+devices, and the first training batch against the configured shapes.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+import jax
+
+from hybrid_jax.data.formats import FORMATS
+from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES
+from hybrid_jax.data.sampler import CROSS_PAIRINGS, LANGUAGE_WEIGHTS, SAMPLINGS
+from hybrid_jax.errors import InputError
+from hybrid_jax.evaluation import run as eval_run
+from hybrid_jax.evaluation.datasets import check_spec
+from hybrid_jax.models import config as model_config
+from hybrid_jax.models.families import family_of
+
+PRNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
+SELECT_METRICS = ("none", "loss", "map")  # train.select (train/selection.py)
+TRAIN_FOLDS = ("train", "dev", "test", "all")
+
+
+def _require(ok, key: str, message: str) -> None:
+    if not ok:
+        raise InputError(f"{key}: {message}")
+
+
+def _one_of(key: str, value, allowed) -> None:
+    _require(value in allowed, key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def devices(config) -> list:
+    """The local devices a run uses (config.num_devices; 0: all)."""
+    available = jax.local_devices()
+    n = int(config.num_devices)
+    if n < 0 or n > len(available):
+        raise InputError(f"num_devices: {n} requested but {len(available)} local devices exist")
+    return available[:n] if n else available
+
+
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")  # a scheme of 2+ letters: not a drive letter
+
+
+def check_workdir(workdir) -> str:
+    if not workdir:
+        raise InputError("--workdir is required")
+    workdir = os.fspath(workdir)
+    url = _URL.match(workdir)  # gs://b/x, or gs:/b/x once a pathlib.Path has collapsed the '//'
+    if url:
+        # Everything under the workdir is written with plain file I/O: a URL would silently
+        # become a local directory named "gs:" (or "s3:") on each host.
+        scheme, path = url.group(1).lower(), workdir[url.end():].strip("/")
+        example = f" (here --workdir /gcs/{path})" if scheme == "gs" and path else ""
+        raise InputError(
+            f"workdir {workdir}: a URL, not a directory: mount the bucket on every host (for "
+            f"gs://, Cloud Storage FUSE: gcsfuse --implicit-dirs BUCKET /gcs/BUCKET) and pass the "
+            f"mount path{example}; launch/tpu.sh run does both for a gs:// workdir")
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise InputError(f"workdir {workdir}: exists and is not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"workdir {workdir}: cannot create it ({e.strerror})") from e
+    if not os.path.isdir(workdir):
+        raise InputError(f"workdir {workdir}: exists and is not a directory")
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise InputError(f"workdir {workdir}: not writable")
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+    try:  # os.access says yes to root on a read-only file system: really write
+        with open(probe, "w") as f:
+            f.write("x")
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f"workdir {workdir}: not writable ({e.strerror})") from e
+    return workdir
+
+
+def validate_config(config, num_devices: Optional[int] = None) -> None:
+    """Impossible values stop the run before anything is loaded, with one message naming the key."""
+    # train/ imports this module; its step and optimizer names are read here, when checking.
+    from hybrid_jax.train import optim, step
+
+    _one_of("parallelism", config.parallelism, step.PARALLELISMS)
+    n = num_devices if num_devices is not None else len(devices(config))
+    _check_batch(config, n)
+    _check_data(config.data)
+    _check_model(config)
+    _require(float(config.loss.temperature) > 0, "loss.temperature",
+             f"must be > 0, got {config.loss.temperature}")
+    _require(float(config.optim.learning_rate) >= 0, "optim.learning_rate", "must be >= 0")
+    _require(int(config.optim.warmup_steps) >= 0, "optim.warmup_steps", "must be >= 0")
+    _one_of("optim.schedule", config.optim.schedule, optim.SCHEDULES)
+    optim.frozen_predicate(config.optim)  # optim.frozen_params: a regular expression
+    _check_train(config.train)
+    _check_selection(config)
+    _check_eval(config.eval)
+
+
+def _check_batch(config, num_devices: int) -> None:
+    batch = int(config.data.global_batch_size)
+    accum = int(config.optim.grad_accum_steps)
+    _require(batch >= 1, "data.global_batch_size", f"must be >= 1, got {batch}")
+    _require(accum >= 1, "optim.grad_accum_steps", f"must be >= 1, got {accum}")
+    devices_total = jax.process_count() * num_devices
+    _require(batch % (devices_total * accum) == 0, "data.global_batch_size",
+             f"{batch} is not divisible by {devices_total} devices x {accum} accumulation steps")
+
+
+def _check_data(d) -> None:
+    _require(0.0 <= float(d.alpha) <= 1.0, "data.alpha", f"must lie in [0, 1], got {d.alpha}")
+    _one_of("data.sampling", d.sampling, SAMPLINGS)
+    _one_of("data.cross_pairing", d.cross_pairing, CROSS_PAIRINGS)
+    _one_of("data.language_weights", d.language_weights, LANGUAGE_WEIGHTS)
+    _one_of("data.train_fold", d.train_fold, TRAIN_FOLDS)
+    hard = d.hard_negatives
+    _require(isinstance(hard, int) and not isinstance(hard, bool) and hard >= 0,
+             "data.hard_negatives", f"must be an integer >= 0, got {hard!r}")
+    _one_of("data.negative_source", d.negative_source, NEGATIVE_SOURCES)
+    if hard and d.negative_source == "mined":
+        _require(int(d.mining_depth) >= hard, "data.mining_depth",
+                 f"{d.mining_depth} mined candidates cannot give data.hard_negatives={hard} "
+                 f"per pair")
+        if d.mining_model:
+            family_of(str(d.mining_model))
+    if not d.synthetic:
+        FORMATS.get(d.format)
+
+
+def _check_model(config) -> None:
+    m = config.model
+    family_of(str(m.spec))
+    _one_of("model.compute_dtype", m.compute_dtype, model_config.COMPUTE_DTYPES)
+    _one_of("model.remat", m.remat, model_config.REMAT_POLICIES)
+    _require(float(m.dropout) < 1.0, "model.dropout", "must be < 1")
+
+
+def _check_train(t) -> None:
+    _require(int(t.num_steps) >= 1, "train.num_steps", f"must be >= 1, got {t.num_steps}")
+    _require(int(t.log_every) >= 1, "train.log_every", f"must be >= 1, got {t.log_every}")
+    _require(int(t.checkpoint_every) >= 0, "train.checkpoint_every", "must be >= 0")
+    _require(int(t.keep_checkpoints) >= 1, "train.keep_checkpoints", "must be >= 1")
+    _one_of("train.prng_impl", t.prng_impl, PRNG_IMPLS)
+
+
+def _check_selection(config) -> None:
+    """train.select: the dev-fold score that keeps the best step (train/selection.py)."""
+    t = config.train
+    _one_of("train.select", t.select, SELECT_METRICS)
+    if t.select == "none":
+        return
+    _require(int(t.select_every) >= 1, "train.select_every",
+             f"must be >= 1 with train.select={t.select!r}")
+    _require(not config.data.synthetic, "train.select",
+             "needs a dev fold; data.synthetic has none")
+    _require(t.select != "map" or config.data.format == "lareqa", "train.select='map'",
+             f"needs LAReQA articles (data.format 'lareqa'), not {config.data.format!r}; "
+             f"use 'loss'")
+
+
+def _check_eval(e) -> None:
+    eval_run.resolve_config(e)  # unknown keys, eval.search, eval.compute_dtype
+    _require(int(e.every_steps) >= 0, "eval.every_steps", "must be >= 0")
+    for spec in e.datasets:
+        check_spec(spec)
+    names = {str(dict(d).get("name")) for d in e.datasets}
+    unknown = sorted(set(map(str, e.get("every_datasets") or ())) - names)
+    _require(not unknown, "eval.every_datasets",
+             f"{unknown} not in eval.datasets ({sorted(names)})")
+
+
+def check_first_batch(batch: dict, config) -> None:
+    """The iterator gives what the step reads, in the configured shapes (checked once)."""
+    from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS  # train/ imports this module
+
+    missing = [k for k in MODEL_INPUTS if k not in batch]
+    if missing:
+        raise InputError(f"data: the training iterator gives no {missing}")
+    b = batch["query_ids"].shape[0]
+    expected = int(config.data.global_batch_size) // jax.process_count()
+    if b != expected:
+        raise InputError(f"data: batch of {b} examples, expected {expected} "
+                         f"(data.global_batch_size / processes)")
+    hard = int(config.data.hard_negatives)
+    if hard > 0:
+        missing = [k for k in NEGATIVE_INPUTS if k not in batch]
+        if missing:
+            raise InputError(f"data.hard_negatives={hard} but the training iterator gives no "
+                             f"{missing}")
+        if (batch["negative_ids"].shape[:2] != (b, hard)
+                or batch["negative_valid"].shape != (b, hard)):
+            raise InputError(f"data: negatives of shape {batch['negative_ids'].shape} / "
+                             f"{batch['negative_valid'].shape}, expected ({b}, {hard}, ...) / "
+                             f"({b}, {hard})")
+    elif "negative_ids" in batch:
+        raise InputError("data: the training iterator gives hard negatives but "
+                         "data.hard_negatives is 0")
