@@ -11,7 +11,7 @@ BENCH_POOL_DIR ?= workdirs/real_pool
 BENCH_POOL := $(BENCH_POOL_DIR)/eval/xquad-r-test/embeddings.npz
 BENCH_ARGS ?=
 
-.PHONY: venv demo test bench device-prep clean
+.PHONY: venv demo test bench offline-bundle clean
 
 venv: $(VENV)/.installed
 
@@ -36,11 +36,12 @@ $(BENCH_POOL): | venv
 	$(PY) -m hybrid_jax.main --config configs/demo_cpu.py --workdir $(BENCH_POOL_DIR) --mode evaluate \
 	    --config.eval.save_embeddings=True --config.eval.plots=False --config.eval.progress=False
 
-# The bundle a GPU call carries (device_bundle/: wheels, XQuAD-R + MLQA-R archive, trimmed model
-# pack; BUILD.md "One prepared GPU call").  Needs PyPI for the wheels and ../shared/data.
-device-prep: venv
-	launch/device_wheels.sh device_bundle/wheels
-	$(PY) -m hybrid_jax.device_check --prepare --bundle device_bundle
+# The offline bundle for an accelerator host without network (device_bundle/: wheels, XQuAD-R +
+# MLQA-R archive, trimmed model pack; BUILD.md "Accelerator acceptance check"). Needs PyPI for
+# the wheels and ../shared/data.
+offline-bundle: venv
+	launch/offline_wheels.sh device_bundle/wheels
+	$(PY) -m benchmarks.accelerator_check --prepare --bundle device_bundle
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

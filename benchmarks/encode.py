@@ -65,11 +65,11 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> dict:
 def encode_benchmark(config, n_texts: int = 512, repeats: int = 3, peer: bool = True,
                      peer_bf16: bool = False) -> dict:
     """Texts/s of each variant and of the peer (float32; bfloat16 autocast with `peer_bf16`)."""
-    from hybrid_jax import train
     from benchmarks.peer import torch_available
+    from hybrid_jax.models.from_config import load_model
     from hybrid_jax.retrieval.encode import encode_texts
 
-    pretrained = train.load_model(config)
+    pretrained = load_model(config)
     bundle = pretrained.bundle(tied=True)
     texts = _sample(config, bundle, n_texts)
     max_length = min(int(config.eval.max_length), bundle.config.max_length)

@@ -1,9 +1,10 @@
 """Train-step benchmark: our step against the PyTorch peer, side by side.
 
-The JAX step is the real one (`train.setup` -> `steps.Runner`, the run's config, real batches from
-the input pipeline); the PyTorch peer (benchmarks/torch_peer.py) trains the same weights on the same
-batches with the same loss in its own process.  Steps alternate JAX, PyTorch, JAX, ... so both see
-the same machine load; medians over the rounds and the per-round ratio are reported.
+The JAX step is the real one (`train.run_setup.setup` -> `train.runner.Runner`, the run's config,
+real batches from the input pipeline); the PyTorch peer (benchmarks/torch_peer.py) trains the same
+weights on the same batches with the same loss in its own process.  Steps alternate JAX,
+PyTorch, JAX, ... so both see the same machine load; medians over the rounds and the per-round
+ratio are reported.
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ def train_step_flops(config, batch: int, query_len: int, passage_len: int,
 
 def setup_run(config, tmp: str):
     """The real training run (pretrained weights, runner, data iterator) in a scratch workdir."""
-    from hybrid_jax import train
+    from hybrid_jax.models.from_config import load_model
+    from hybrid_jax.train import run_setup
 
-    pretrained = train.load_model(config)
-    return pretrained, train.setup(config, os.path.join(tmp, "run"), pretrained)
+    pretrained = load_model(config)
+    return pretrained, run_setup.setup(config, os.path.join(tmp, "run"), pretrained)
 
 
 def batch_shapes(batches: list) -> dict:
@@ -138,7 +140,7 @@ def _start_peer(config, pretrained, batches: list, tmp: str,
                 autocast: bool = False) -> TorchPeer:
     """The PyTorch peer on the same weights (exported to HF format) and the same batches (their
     hard negatives included), accumulating over the run's `optim.grad_accum_steps` as ours does."""
-    from hybrid_jax.steps import MODEL_INPUTS, NEGATIVE_INPUTS
+    from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS
 
     model_dir = export_peer_model(config, tmp)
     batch_file = os.path.join(tmp, "batches.npz")

@@ -71,11 +71,12 @@ def whole_eval_benchmark(config_file: str, overrides: list[str],
 def main(argv):
     del argv
     from benchmarks.measure import max_rss_mb
-    from hybrid_jax import train
+    from hybrid_jax import config as schema
+    from hybrid_jax.evaluation import entry
 
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     t = time.perf_counter()
-    train.evaluate_checkpoint(config, workdir)
+    entry.evaluate_checkpoint(config, schema.check_workdir(workdir))
     result = {"evaluate_s": time.perf_counter() - t, "max_rss_mb": max_rss_mb()}
     pathlib.Path(workdir, RESULT_FILE).write_text(json.dumps(result))
 

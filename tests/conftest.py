@@ -1,6 +1,6 @@
 """Test set-up: simulate 8 CPU devices (must happen before jax is imported anywhere).
 
-JAX_PLATFORMS and XLA_FLAGS already in the environment win: hybrid_jax.device_check runs a
+JAX_PLATFORMS and XLA_FLAGS already in the environment win: benchmarks.accelerator_check runs a
 selection of these tests on a GPU with JAX_PLATFORMS=cuda."""
 import os
 import pathlib

@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO
 
 LAUNCH = REPO / "launch"
-SCRIPTS = ["tpu.sh", "gcs_mount.sh", "slurm.sh", "slurm_gpu.sbatch"]
+SCRIPTS = ["tpu.sh", "gcs_mount.sh", "slurm.sh", "slurm_gpu.sbatch", "accelerator_check.sh",
+           "offline_wheels.sh"]
 TPU = ["--project", "proj", "--zone", "us-central2-b", "--name", "hj-pod"]
 
 
@@ -229,6 +230,31 @@ def test_slurm_validation(script, args, env, message):
     r = _run(script, *args, env=env)
     assert r.returncode == 2, r.stdout
     assert f"error: {message}" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("accelerator_check.sh", [], "--out DIR is required (the results folder)"),
+    ("accelerator_check.sh", ["--cpu-dry-run"], "--out DIR is required (the results folder)"),
+    ("offline_wheels.sh", ["--all"],
+     "unknown option --all (usage: launch/offline_wheels.sh [DEST])"),
+    ("offline_wheels.sh", ["a", "b"], "one destination folder at most (got 2)"),
+])
+def test_accelerator_check_scripts_refuse_bad_arguments(script, args, message):
+    r = _run(script, *args)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.strip() == f"error: {message}", r.stderr
+
+
+@pytest.mark.parametrize("script, first, last", [
+    ("accelerator_check.sh", "Accelerator acceptance check on a GPU or TPU host",
+     "`--cpu-dry-run --out DIR` runs the same stages on a CPU."),
+    ("offline_wheels.sh", "Download the wheels benchmarks.accelerator_check installs",
+     "PIP overrides the pip command (default: the venv's, else python3 -m pip)."),
+])
+def test_accelerator_check_scripts_help_is_the_header(script, first, last):
+    r = _run(script, "--help")
+    assert r.returncode == 0 and r.stdout.startswith(first)
+    assert r.stdout.rstrip().endswith(last), r.stdout
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")

@@ -12,11 +12,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-from hybrid_jax.device_check.files import REPO, now_iso, write_json
+from benchmarks.accelerator_check.files import REPO, now_iso, write_json
 
 OUT_FILES = {"summary": "summary.json", "log": "log.txt", "tests": "tests.xml",
              "bench": "bench.json", "bench_md": "bench.md", "grid": "grid-{}.tar.xz"}
-MAX_GRID_PARTS = 3  # the device tool brings back 8 files: the 5 above and the grid's parts
 
 # Seconds per stage; the grid takes what is left of the whole budget.
 STAGE_BUDGETS = {"prepare": 90, "install": 60, "env": 60, "data": 30, "tests": 120,
@@ -26,11 +25,12 @@ GRID_MARGIN_S = 60   # the grid stops its runs this long before its limit (a run
                      # SIGTERM, then packing the results)
 MIN_STAGE_S = 10     # a stage with less time than this is not started
 STOP_GRACE_S = 20    # after SIGTERM a child saves its checkpoint, then SIGKILL
-# The first call on the H200 (2026-12-04) spent its whole grid compiling: XLA autotuned Triton
-# GEMM fusions ("Compiling module gemm_fusion_dot... took 2m42s") in 8 processes at once, and no
-# run got past its first compiled programs in 460 s.  The grid, the tests and the resume check
+# On an H200 (2026-12-04) a whole grid stage went to compiling: XLA autotuned Triton GEMM fusions
+# ("Compiling module gemm_fusion_dot... took 2m42s") in 8 processes at once, and no run got past
+# its first compiled programs in 460 s.  The grid, the tests and the resume check
 # therefore compile plain cuBLAS GEMMs without autotuning; the bench keeps XLA's defaults.
 FAST_COMPILE_XLA_FLAGS = "--xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0"
+JAX_PLATFORMS = {"gpu": "cuda", "tpu": "tpu"}  # --backend -> the jax platform its children use
 
 
 def stop_process_groups(procs: list, grace_s: float = STOP_GRACE_S) -> None:
@@ -62,7 +62,7 @@ class Runner:
         self.stages: dict[str, dict] = {}
         self.lock = threading.RLock()  # the tests/resume thread and the grid both report
         self.facts: dict = {}
-        self.summary = {"mode": "cpu-dry-run" if self.dry else "device", "started": now_iso(),
+        self.summary = {"mode": "cpu-dry-run" if self.dry else args.backend, "started": now_iso(),
                         "budget_s": float(args.budget_s), "work": str(work),
                         "python": sys.executable, "stages": []}
 
@@ -73,7 +73,7 @@ class Runner:
         return (self.bundle or self.work) / "data"
 
     def say(self, message: str) -> None:
-        line = f"[device_check {time.time() - self.started:6.1f}s] {message}"
+        line = f"[accelerator_check {time.time() - self.started:6.1f}s] {message}"
         with self.lock:
             print(line, flush=True)
             with open(self.log_path, "a") as f:
@@ -95,14 +95,15 @@ class Runner:
         paths = [str(self.site)] if self.site.is_dir() and any(self.site.iterdir()) else []
         paths += [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
-                   JAX_PLATFORMS="cpu" if self.dry else "cuda",
-                   # Several processes share the GPU (the grid's runs, the tests): each takes
-                   # memory as it needs it instead of 75% of the device up front.
+                   # the named platform only: no silent fall-back to the CPU
+                   JAX_PLATFORMS="cpu" if self.dry else JAX_PLATFORMS[self.args.backend],
+                   # Several processes share the accelerator (the grid's runs, the tests): each
+                   # takes memory as it needs it instead of 75% of the device up front.
                    XLA_PYTHON_CLIENT_PREALLOCATE="false")
         if self.dry:
-            # One simulated device, as on the one-chip machine: the same tests and layouts.
+            # One simulated device, as on a one-chip host: the same tests and layouts.
             env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-        elif fast_compile:
+        elif fast_compile and self.args.backend == "gpu":
             env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS", ""),
                                                       FAST_COMPILE_XLA_FLAGS]))
         env.update(extra or {})
@@ -135,7 +136,7 @@ class Runner:
         result = self.work / f"{name}-{time.time_ns()}.json"
         spec = self.work / f"{name}-args-{time.time_ns()}.json"
         write_json(spec, dict(args, result=str(result)))
-        rc, timed_out = self.child([sys.executable, "-m", "hybrid_jax.device_check", "--worker",
+        rc, timed_out = self.child([sys.executable, "-m", "benchmarks.accelerator_check", "--worker",
                                     name, "--worker-args", str(spec)], timeout, env)
         return (json.loads(result.read_text()) if result.is_file() else None), rc, timed_out
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from hybrid_jax.device_check.device_tests import select_tests
-from hybrid_jax.device_check.figures import bench_figures, junit_counts
-from hybrid_jax.device_check.run_settings import RunSettings, flag_value
-from hybrid_jax.device_check.runner import MIN_STAGE_S, OUT_FILES
+from benchmarks.accelerator_check.device_tests import select_tests
+from benchmarks.accelerator_check.figures import bench_figures, junit_counts
+from benchmarks.accelerator_check.run_settings import RunSettings, flag_value
+from benchmarks.accelerator_check.runner import MIN_STAGE_S, OUT_FILES
 
 
 class MeasureStages(RunSettings):
@@ -69,7 +69,7 @@ class MeasureStages(RunSettings):
     def do_bench(self, limit: float) -> dict:
         config, overrides, extra = self.bench_settings()
         out_json = self.out / OUT_FILES["bench"]
-        cmd = [sys.executable, "-m", "hybrid_jax.bench", "--sections", "peak,step",
+        cmd = [sys.executable, "-m", "benchmarks", "--sections", "peak,step",
                f"--config={config}", f"--out={out_json}",
                f"--markdown={self.out / OUT_FILES['bench_md']}", "--nopeer", *extra]
         cmd += [f"--config.{k}={flag_value(v)}" for k, v in overrides.items()]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import threading
 
-from hybrid_jax.device_check.bundle import MANIFEST
-from hybrid_jax.device_check.grid_stage import GridStage
-from hybrid_jax.device_check.measure_stages import MeasureStages
-from hybrid_jax.device_check.runner import END_RESERVE_S
-from hybrid_jax.device_check.setup_stages import SetupStages
+from benchmarks.accelerator_check.bundle import MANIFEST
+from benchmarks.accelerator_check.grid_stage import GridStage
+from benchmarks.accelerator_check.measure_stages import MeasureStages
+from benchmarks.accelerator_check.runner import END_RESERVE_S
+from benchmarks.accelerator_check.setup_stages import SetupStages
 
 
 class Check(SetupStages, MeasureStages, GridStage):
     """Runs the stages as child processes against one deadline and keeps summary.json current.
     The tests and the resume check run beside the grid (they check numbers, not speed, and the
-    grid's runs leave the GPU mostly idle); the bench times the GPU alone, after the grid, if
+    grid's runs leave the accelerator mostly idle); the bench times it alone, after the grid, if
     time is left."""
 
     def run(self) -> int:
@@ -23,16 +23,16 @@ class Check(SetupStages, MeasureStages, GridStage):
         if self.dry and self.bundle is None:
             self.stage("prepare", self.do_prepare)
         elif self.bundle is None or not self.bundle.is_dir():
-            raise SystemExit(f"error: bundle {self.bundle}: no such folder (make device-prep, "
-                             f"then name it in the device call's carry)")
+            raise SystemExit(f"error: bundle {self.bundle}: no such folder (make offline-bundle "
+                             f"on a connected machine, then copy it to this host)")
         if self.bundle is not None and (self.bundle / MANIFEST).is_file():
             m = json.loads((self.bundle / MANIFEST).read_text())
             self.summary["bundle"] = {k: m.get(k) for k in ("created", "commit", "dirty",
-                                                            "total_bytes")}
+                                                            "bundle_bytes")}
         have_bundle = ("prepare",) if self.dry and "prepare" in self.stages else ()
         self.stage("install", self.do_install, needs=have_bundle)
         self.stage("env", self.do_env)
-        # On a machine whose jax fell back to the CPU, the GPU figures would be wrong: stop.
+        # Where jax does not see the accelerator, its figures would be the CPU's: stop.
         on_device = ("env",) if self.facts.get("wrong_backend") else ()
         self.stage("data", self.do_data, needs=have_bundle)
         beside = threading.Thread(target=self._tests_and_resume, args=(on_device,), daemon=True)

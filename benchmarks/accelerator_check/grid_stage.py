@@ -1,28 +1,29 @@
 """The grid stage: the second-edition trade-off grid (configs/tradeoff2.py) run as parallel
 slices, one run per child process, as many at once as `--grid-slots`.
 
-One small model leaves most of a GPU idle, so the runs share it: each run is
-`python -m hybrid_jax.experiment --only <run>` in its own workdir (no two processes write one
+One small model leaves most of an accelerator idle, so the runs share it: each run is
+`python -m hybrid_jax.study --only <run>` in its own workdir (no two processes write one
 folder), launched in the plan's order (zero-shot, then seed by seed, then the alpha sweep), so a
 grid cut short by the time limit has whole early seeds.  A run is not started when the longest
 finished run says it would not end before the stage's limit; one still running there gets SIGTERM
 (training saves a checkpoint) and counts as not finished.  A run that dies of device memory
-(`RESOURCE_EXHAUSTED`) is queued again, once, and the slots shrink to the runs still going: on the
-H200, ten batch-100 runs at once asked for more than its 112 GB.  The finished runs are then moved into
-one workdir, `<work>/grid/runs/`, which is what comes back (`grid-<n>.tar.xz`): the report is
-made from those files with `python -m hybrid_jax.experiment --config configs/tradeoff2.py:gpu100
---workdir W --report_only`, here or anywhere, so the GPU's time goes to the runs."""
+(`RESOURCE_EXHAUSTED`) is queued again, once, and the slots shrink to the runs still going: on an
+H200, ten batch-100 runs at once asked for more than its 112 GB.  The finished runs are then moved
+into one workdir, `<work>/grid/runs/`, and packed into the results folder (`grid-<n>.tar.xz`,
+without checkpoints): the report is made from those files with `python -m hybrid_jax.study
+--config configs/tradeoff2.py:gpu100 --workdir W --report_only`, on any machine, so the
+accelerator's time goes to the runs."""
 from __future__ import annotations
 
 import shutil
 import subprocess
 import time
 
-from hybrid_jax.device_check.files import REPO
-from hybrid_jax.device_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
-from hybrid_jax.device_check.run_settings import RunSettings
-from hybrid_jax.device_check import runner
-from hybrid_jax.device_check.runner import GRID_MARGIN_S, OUT_FILES
+from benchmarks.accelerator_check.files import REPO
+from benchmarks.accelerator_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
+from benchmarks.accelerator_check.run_settings import RunSettings
+from benchmarks.accelerator_check import runner
+from benchmarks.accelerator_check.runner import GRID_MARGIN_S, OUT_FILES
 
 POLL_S = 1.0
 STOP_GRACE_S = runner.STOP_GRACE_S
@@ -133,17 +134,19 @@ class GridStage(RunSettings):
         return name not in done and any(OUT_OF_MEMORY in line for line in log[-LOG_TAIL_LINES:])
 
     def _grid_results(self, figures: dict, wanted: list[str]) -> dict:
-        """The runs' figures and the archive parts into $OUT; the status."""
+        """The runs' figures and the archive parts into the results folder; the status."""
         workdir = self.work / "grid"
         figures.update(grid_figures(workdir, wanted))
-        parts = pack_grid(workdir, self.out, OUT_FILES["grid"], max_parts=self.args.grid_parts)
+        parts = pack_grid(workdir, self.out, OUT_FILES["grid"],
+                          part_bytes=int(self.args.archive_part_mib * 2 ** 20),
+                          max_parts=self.args.archive_parts or None)
         figures["archive"] = parts
         if not figures["finished"]:
             figures.update(status="failed", error="no run of the grid finished")
         elif parts["left_out"]:
             figures.update(status="failed",
-                           error=f"{len(parts['left_out'])} result files did not fit the "
-                                 f"archive parts")
+                           error=f"{len(parts['left_out'])} result files did not fit "
+                                 f"--archive-parts")
         elif figures["not_finished"]:
             figures.update(status="timeout",
                            error=f"{len(figures['not_finished'])} of {len(wanted)} runs not "

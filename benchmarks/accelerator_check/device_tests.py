@@ -1,7 +1,7 @@
-"""The device-relevant tests the check runs, and which of them fit the machine's devices."""
+"""The accelerator-relevant tests the check runs, and which of them fit the host's devices."""
 from __future__ import annotations
 
-# Tests that need one device.  Under the device check they run with
+# Tests that need one device.  Under the check they run with
 # JAX_DEFAULT_MATMUL_PRECISION=highest: they compare against float32 references at rtol 1e-5,
 # and a GPU computes float32 matmuls in TF32 by default.
 ONE_DEVICE_TESTS = (

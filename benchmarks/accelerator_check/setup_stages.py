@@ -1,4 +1,4 @@
-"""The stages that set the machine up: the dry run's bundle, the wheel install, the environment
+"""The stages that set the host up: the dry run's bundle, the wheel install, the environment
 check and the data archive."""
 from __future__ import annotations
 
@@ -8,22 +8,21 @@ import subprocess
 import sys
 import tarfile
 
-from hybrid_jax.device_check.bundle import (DATA_ARCHIVE, DATA_SETS, MANIFEST, WHEELS_DIR,
+from benchmarks.accelerator_check.bundle import (DATA_ARCHIVE, DATA_SETS, MANIFEST, WHEELS_DIR,
                                             plan_install, prepare, wheel_name_version)
-from hybrid_jax.device_check.files import sha256
-from hybrid_jax.device_check.runner import Runner
+from benchmarks.accelerator_check.files import sha256
+from benchmarks.accelerator_check.runner import Runner
 
 
 class SetupStages(Runner):
     """prepare, install, env and data: each `do_<stage>(limit_s) -> figures`."""
 
     def do_prepare(self, limit: float) -> dict:
-        # The dry run's bundle: the real one's layout, two languages, no wheels or pack.  It never
-        # travels, so the working tree's size (committed grid runs) is reported, not an error.
+        # The dry run's bundle: the real one's layout, two languages, no wheels or pack.
         self.bundle = self.work / "bundle"
         try:
             m = prepare(self.bundle, pathlib.Path(self.args.data_root), languages=["en", "de"],
-                        model=False, wheels_required=False, require_fit=False, log=self.say)
+                        model=False, wheels_required=False, log=self.say)
         except SystemExit as e:  # prepare's command-line errors: here a failed stage
             raise RuntimeError(str(e).removeprefix("error: ")) from None
         return {"data_bytes": m["data"]["bytes"], "bundle": str(self.bundle)}
@@ -40,7 +39,7 @@ class SetupStages(Runner):
                  "print(json.dumps(out))")
         names = [wheel_name_version(w)[0] for w in wheels]
         env = self.child_env()
-        env.pop("PYTHONPATH", None)  # what the machine itself has, not our site folder
+        env.pop("PYTHONPATH", None)  # what the host itself has, not our site folder
         r = subprocess.run([sys.executable, "-c", probe, *names], capture_output=True, text=True,
                            env=env, timeout=limit)
         if r.returncode != 0:
@@ -69,7 +68,7 @@ class SetupStages(Runner):
             return {"status": "timeout" if timed_out else "failed",
                     "error": f"env worker: status {rc}"}
         self.facts["devices"] = int(result.get("device_count") or 1)
-        expected = "cpu" if self.dry else "gpu"
+        expected = "cpu" if self.dry else self.args.backend
         bad_imports = {k: v for k, v in result.get("imports", {}).items() if v != "ok"}
         if result.get("backend") != expected:
             result.update(status="failed", error=f"jax backend is {result.get('backend')!r}, "
@@ -78,18 +77,19 @@ class SetupStages(Runner):
         elif bad_imports:
             result.update(status="failed", error=f"imports failed: {sorted(bad_imports)}")
         elif not result.get("matmul_ok"):
-            result.update(status="failed", error="a bfloat16 matmul on the device gave a wrong sum")
+            result.update(status="failed",
+                          error="a bfloat16 matmul on the accelerator gave a wrong sum")
         return result
 
     def do_data(self, limit: float) -> dict:
         archive = self.bundle / DATA_ARCHIVE
         if not archive.is_file():
-            raise FileNotFoundError(f"{archive}: no data archive (make device-prep)")
+            raise FileNotFoundError(f"{archive}: no data archive (make offline-bundle)")
         manifest_path = self.bundle / MANIFEST
         want = json.loads(manifest_path.read_text())["data"]["sha256"] \
             if manifest_path.is_file() else None
         got = sha256(archive)
-        if want and got != want:  # a carry cut short, or an archive rebuilt without its manifest
+        if want and got != want:  # a copy cut short, or an archive rebuilt without its manifest
             raise RuntimeError(f"{archive}: sha256 {got[:12]} differs from manifest {want[:12]}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive, "r:gz") as tar:

@@ -1,5 +1,5 @@
 """Reading a stage's results in the check's own process: pytest's junit XML, bench.json, the
-grid's plan and its runs' files, and the archive of the grid results brought back."""
+grid's plan and its runs' files; and packing the grid's results into archive parts."""
 from __future__ import annotations
 
 import json
@@ -56,7 +56,7 @@ _PLAN_LINE = re.compile(r"^\[experiment\] ([A-Za-z0-9_.-]+): (to do|finished|hal
 
 
 def parse_plan(text: str) -> list[str]:
-    """Run names, in order, from `python -m hybrid_jax.experiment --dry_run` output."""
+    """Run names, in order, from `python -m hybrid_jax.study --dry_run` output."""
     return [m.group(1) for m in map(_PLAN_LINE.match, text.splitlines()) if m]
 
 
@@ -102,19 +102,18 @@ def grid_figures(workdir: pathlib.Path, planned: list[str]) -> dict:
             "failed": [n for n, e in runs.items() if e["status"] == "failed"], "runs": runs}
 
 
-# Result files of the grid worth bringing back (checkpoints and embedding caches are not).
+# Result files of the grid worth keeping (checkpoints and embedding caches are not).
 _GRID_KEEP = re.compile(r"(\.json|\.jsonl|\.md|\.png|\.csv|per_query\.npz)$")
 _GRID_SKIP = re.compile(r"(^|/)(checkpoints|best|cache|tensorboard)(/|$)")
-PART_LIMIT_BYTES = 15 * 2 ** 20  # the device tool brings back at most 16 MiB a file
-# Uncompressed bytes per part: xz packs the runs' files ~6x (their per-query arrays of question
-# ids repeat across files, which xz's window finds and gzip's does not); a part that still comes
-# out over the limit is written again with fewer files.
-PART_RAW_BYTES = 48 * 2 ** 20
+# Uncompressed bytes per part, in parts of the compressed limit: xz packs the runs' files ~6x
+# (their per-query arrays of question ids repeat across files, which xz's window finds and gzip's
+# does not); a part that still comes out over the limit is written again with fewer files.
+RAW_PER_PART_BYTE = 3
 
 
 def _grid_files(workdir: pathlib.Path) -> list[pathlib.Path]:
-    """The files to bring back, small ones first, then final per-query scores, then the budget
-    curve's: a grid that does not fit loses curve points first."""
+    """The files to keep, small ones first, then final per-query scores, then the budget
+    curve's: a grid that does not fit its parts loses curve points first."""
     found = workdir.rglob("*") if workdir.is_dir() else []
     files = [p for p in found if p.is_file() and _GRID_KEEP.search(p.name)
              and not _GRID_SKIP.search(p.relative_to(workdir).as_posix())]
@@ -132,9 +131,11 @@ def _write_part(dest: pathlib.Path, workdir: pathlib.Path, files: list) -> int:
     return dest.stat().st_size
 
 
-def pack_grid(workdir: pathlib.Path, out: pathlib.Path, pattern: str, max_parts: int) -> dict:
+def pack_grid(workdir: pathlib.Path, out: pathlib.Path, pattern: str, part_bytes: int,
+              max_parts: int | None = None) -> dict:
     """The grid's result files as xz tar parts `pattern.format(i)` (1, 2, ...) in `out`, each
-    under PART_LIMIT_BYTES, at most `max_parts`; unpack them all into one folder."""
+    under `part_bytes`, at most `max_parts` (None: as many as needed); unpack them all into one
+    folder."""
     todo, parts = _grid_files(workdir), []
 
     def count_within(raw_budget: float) -> int:
@@ -145,14 +146,14 @@ def pack_grid(workdir: pathlib.Path, out: pathlib.Path, pattern: str, max_parts:
             take += 1
         return take
 
-    while todo and len(parts) < max_parts:
-        take = count_within(PART_RAW_BYTES)
+    while todo and (max_parts is None or len(parts) < max_parts):
+        take = count_within(RAW_PER_PART_BYTE * part_bytes)
         dest = out / pattern.format(len(parts) + 1)
         size = _write_part(dest, workdir, todo[:take])
-        while size > PART_LIMIT_BYTES and take > 1:
+        while size > part_bytes and take > 1:
             # fewer files, in proportion to how far over the limit the part came out
             raw = sum(p.stat().st_size for p in todo[:take])
-            take = min(take - 1, count_within(0.95 * raw * PART_LIMIT_BYTES / size))
+            take = min(take - 1, count_within(0.95 * raw * part_bytes / size))
             size = _write_part(dest, workdir, todo[:take])
         parts.append({"name": dest.name, "files": take, "bytes": size})
         todo = todo[take:]
