@@ -23,7 +23,7 @@ except Exception:  # noqa: BLE001 - any import failure means "unavailable"
     _scann = None
 
 METHODS = ("auto", "exact", "scann")
-# Measured on this 2-core CPU with retrieval/bench.py (dim 384; docs/evaluation.md): exact search
+# Measured on this 2-core CPU with benchmarks/search.py (dim 384; docs/evaluation.md): exact search
 # costs ~2.2e-8 s per query-candidate pair; building a ScaNN index took these seconds (searching it
 # is ~100x cheaper than exact search, so the build decides). "auto" estimates both and takes exact
 # search when it is no slower: it is exact, and for one evaluation pass usually faster.
