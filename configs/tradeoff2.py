@@ -1,6 +1,6 @@
 """The trade-off study, second edition: the paper's recipe on both benchmarks, five seeds.
 
-    python -m hybrid_jax.experiment --config configs/tradeoff2.py --workdir results/tradeoff2
+    python -m hybrid_jax.study --config configs/tradeoff2.py --workdir results/tradeoff2
 
 docs/tradeoff_protocol.md is the pre-registered protocol (endpoints, margin, families, seeds,
 budget, selection rule); this config is its recipe, and `experiment.protocol_sha256` pins the
@@ -19,16 +19,16 @@ Variants:
   'tiny'  random tiny model, en + de on both benchmarks, X-X-mono, X-Y and hybrid x 1 seed +
           one sweep alpha, 4 steps with the curve at 2 and 4 (tests; seconds).
   'gpu100' the same grid at the paper's batch of 100 in one pass (no accumulation), as the
-          prepared GPU check runs it (hybrid_jax/device_check): the model is the bundle's
-          trimmed pack and the data the bundle's archive unpacked, both under device_bundle/
-          (`make device-prep`; the check unpacks the data).  Its workdir is another grid.
+          accelerator check runs it (benchmarks/accelerator_check): the model is the offline
+          bundle's trimmed pack and the data its archive unpacked, both under device_bundle/
+          (`make offline-bundle`; the check unpacks the data).  Its workdir is another grid.
 """
 import ml_collections
 
 from configs import paper_cpu, tradeoff
 
 VARIANTS = ("", "tiny", "gpu100")
-# Where the GPU check finds the pack and the unpacked data (relative to the repository root).
+# Where the accelerator check finds the pack and the unpacked data (repository-relative).
 DEVICE_BUNDLE = "device_bundle"
 PROTOCOL = "docs/tradeoff_protocol.md"
 PROTOCOL_SHA256 = "795b796366e4d2a800ee5b8c0d9bb0183c4b267290afeeddf973d9d12c8b09ad"
@@ -44,7 +44,8 @@ def _experiment() -> ml_collections.ConfigDict:
     e.delta = 0.010
     e.protocol = PROTOCOL
     e.protocol_sha256 = PROTOCOL_SHA256
-    # What the report says around its figures (hybrid_jax/evaluation/tradeoff2_report.render).
+    e.edition = "second"  # hybrid_jax/study/editions.py
+    # What the report says around its figures (hybrid_jax/study/sections_seeded.py).
     e.report_name = "tradeoff.md"
     e.see_also = ("tradeoff_gpu100.md|the same grid at the paper's batch of 100 on one H200",
                   "tradeoff_first_edition.md|the first edition (appendix: its recipe, batch 16 "

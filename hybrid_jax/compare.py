@@ -5,7 +5,7 @@
 RUN is an evaluation directory holding per_query.npz (workdir/eval/<dataset>), or a workdir whose
 eval/<dataset>/per_query.npz files are compared dataset by dataset. Several seeds of one run:
 join them with commas (RUN_A=seed0,seed1,...); per-query scores are averaged over seeds and
-queries resampled jointly (evaluation/stats.py). Rows: the setting macro averages and per-language
+queries resampled jointly (evaluation/statistics/paired.py). Rows: the setting macro averages and per-language
 rows with Holm-adjusted p-values (bootstrap p) across the languages of each setting.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pathlib
 import sys
 
 from hybrid_jax.errors import InputError
-from hybrid_jax.evaluation import per_query, report, stats
+from hybrid_jax.evaluation import per_query, report
+from hybrid_jax.evaluation.statistics import paired, tables
 
 
 def find_runs(arg: str) -> dict[str, pathlib.Path]:
@@ -38,38 +39,29 @@ def compare_dataset(name: str, groups_a: list, groups_b: list, metric: str | Non
         + ["rank_distance"] if lareqa else ["ndcg@10"])
     rows = []
     for met in metrics:
-        la = [stats.per_question_scores(g, met) for g in groups_a]
-        lb = [stats.per_question_scores(g, met) for g in groups_b]
+        la = [tables.per_question_scores(g, met) for g in groups_a]
+        lb = [tables.per_question_scores(g, met) for g in groups_b]
         views = sorted(la[0])
 
-        def add(view_name, selection, stratify, holm_group=None):
-            r = stats.paired_row(la, lb, selection, stratify, **kw)
-            if r:
+        def add(view_name, row, holm_group=None):
+            if row:
                 rows.append({"dataset": name, "view": view_name, "metric": met,
-                             "holm_group": holm_group and f"{holm_group}:{met}", **r})
+                             "holm_group": holm_group and f"{holm_group}:{met}", **row})
 
-        if lareqa:
-            langs = sorted({v.split("/")[1] for v in views if v.startswith("multi/")})
-            mono = [v for v in views if v.startswith("mono/")]
-            cross = [v for v in views if v.startswith("cross/")]
-            add("multi (macro over languages)", ["multi"], "lang")
-            if mono:
-                add("mono (macro)", mono, "view")
-            if cross:
-                add("cross (macro)", cross, "view")
-            for setting, view_name, stratify in (("mono", "mono/{}", None),
-                                                 ("cross", "cross/{}->* (macro)", "view")):
-                for x in langs:
-                    sel = stats.language_views(x, setting, views)
-                    if sel:
-                        add(view_name.format(x), sel, stratify, setting)
-            for x in langs:
-                add(f"multi/{x}", [f"multi/{x}"], None, "multi")
-        else:
+        if not lareqa:
             for v in views:
-                add(v, [v], None)
+                add(v, tables.paired_row(la, lb, [v], None, **kw))
+            continue
+        langs = sorted({v.split("/")[1] for v in views if v.startswith("multi/")})
+        add("multi (macro over languages)", tables.paired_row(la, lb, ["multi"], "lang", **kw))
+        add("mono (macro)", tables.scope_row(la, lb, "mono", langs, **kw))
+        add("cross (macro)", tables.scope_row(la, lb, "cross", langs, **kw))
+        for setting, view_name in (("mono", "mono/{}"), ("cross", "cross/{}->* (macro)"),
+                                   ("multi", "multi/{}")):
+            for x in langs:
+                add(view_name.format(x), tables.scope_row(la, lb, setting, [x], **kw), setting)
     for group in {r["holm_group"] for r in rows if r["holm_group"]}:
-        stats.add_holm([r for r in rows if r["holm_group"] == group], "p_holm")
+        paired.add_holm([r for r in rows if r["holm_group"] == group], "p_holm")
     return rows
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 from configs import tradeoff2
-from hybrid_jax import experiment
+from hybrid_jax.study import driver, plan
 from hybrid_jax.errors import InputError
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
@@ -25,18 +25,18 @@ def test_the_registered_protocol_is_unedited():
 
 def test_plan_main_grid_first_then_the_sweep():
     config = tradeoff2.get_config()
-    specs = experiment.plan(config)
+    specs = plan.plan(config)
     names = [s.name for s in specs]
     main = [f"{c}-s{seed}" for seed in range(5) for c in ("mono", "cross", "hybrid-a0.5")]
     sweep = [f"hybrid-a{a}-s{seed}" for seed in range(3) for a in ("0.25", "0.75")]
     assert names == ["zero-shot"] + main + sweep
-    datasets = experiment.run_datasets(config, specs)
+    datasets = plan.run_datasets(config, specs)
     assert datasets["hybrid-a0.5-s4"] == ["xquad-r-test", "mlqa-r"]
     assert datasets["hybrid-a0.75-s2"] == ["xquad-r-test"]
-    c = experiment.run_config(config, specs[-1])
+    c = plan.run_config(config, specs[-1])
     assert [d["name"] for d in c.eval.datasets] == ["xquad-r-test"]
     assert (c.data.sampling, c.data.alpha, c.seed) == ("hybrid", 0.75, 2)
-    main_cfg = experiment.run_config(config, specs[1])
+    main_cfg = plan.run_config(config, specs[1])
     assert [d["name"] for d in main_cfg.eval.datasets] == ["xquad-r-test", "mlqa-r"]
     assert tuple(main_cfg.eval.every_datasets) == ("xquad-r-test",)
     # The recipe the protocol registers.
@@ -53,7 +53,7 @@ def test_bad_sweep_config(key, value, message):
     config = tradeoff2.get_config()
     config.experiment[key] = value
     with pytest.raises(InputError, match=message):
-        experiment.run_datasets(config, experiment.plan(config))
+        plan.run_datasets(config, plan.plan(config))
 
 
 def test_an_edited_protocol_stops_the_driver_before_anything_runs(tmp_path, monkeypatch):
@@ -64,7 +64,7 @@ def test_an_edited_protocol_stops_the_driver_before_anything_runs(tmp_path, monk
     config = tradeoff2.get_config("tiny")
     config.experiment.protocol = str(protocol)
     with pytest.raises(InputError, match="edited after registration"):
-        experiment.run_experiment(config, tmp_path / "w")
+        driver.run_experiment(config, tmp_path / "w")
     assert not (tmp_path / "w" / "runs").exists()
 
 
@@ -79,7 +79,7 @@ def test_tiny_grid_two_benchmarks_and_a_budget_curve(tmp_path, shared_data, monk
     workdir = tmp_path / "w"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        report = experiment.run_experiment(config, workdir)
+        report = driver.run_experiment(config, workdir)
     runs = workdir / "runs"
     assert _files(runs) == ["cross-s0", "hybrid-a0.25-s0", "hybrid-a0.5-s0", "mono-s0",
                             "zero-shot"]
@@ -127,5 +127,5 @@ def test_tiny_grid_two_benchmarks_and_a_budget_curve(tmp_path, shared_data, monk
     # A rerun has nothing left to do.
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        experiment.run_experiment(config, workdir)
+        driver.run_experiment(config, workdir)
     assert "0 to do" in out.getvalue()

@@ -1,10 +1,10 @@
 """The second edition's analysis (docs/tradeoff_protocol.md is the plan it follows), as data.
 
-Input: the finished runs of the grid (hybrid_jax/experiment.py), each with eval/<dataset>/ and
+Input: the finished runs of the grid (runs.Run), each with eval/<dataset>/ and
 eval_steps/step_<n>/eval/<dataset>/ (metrics.json, per_query.npz). Output, per benchmark:
 
 * families: the registered comparisons (primary, S1-S3), one row per high-resource language:
-  the two-level bootstrap (seed_stats.py: seeds, then question clusters) estimate, 95% interval,
+  the two-level bootstrap (statistics/seeds.py: seeds, then question clusters) estimate, 95% interval,
   SE, p, TOST at +-delta, MDE, and the verdict after Holm within the family;
 * descriptive: multi mAP and rank distance, macro rows, uncorrected;
 * curves: the primary and cross comparisons (macro over the high-resource languages and per
@@ -16,86 +16,21 @@ Nothing here writes files.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import pathlib
 from typing import Optional, Sequence
 
 import numpy as np
 
-from hybrid_jax.errors import InputError
-from hybrid_jax.evaluation import per_query, seed_stats, stats
-from hybrid_jax.evaluation.tradeoff_analysis import _order, language_value
+from hybrid_jax.evaluation.statistics import design as stat_design
+from hybrid_jax.evaluation.statistics import seeds as seed_stats
+from hybrid_jax.evaluation.statistics import tables
+from hybrid_jax.evaluation.statistics.seeds import mean_std
+from hybrid_jax.study.runs import ZERO_SHOT, Run, by_condition, language_value
 
 ALPHA = 0.05
 TARGET_HALF_WIDTH = 0.010
-ZERO_SHOT = "zero-shot"
-
-
-@dataclasses.dataclass
-class Run:
-    name: str
-    condition: str            # 'zero-shot' | 'mono' | 'cross' | 'hybrid-a<alpha>'
-    seed: Optional[int]
-    alpha: Optional[float]
-    run_dir: pathlib.Path
-    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
-
-    def folder(self, dataset: str, step: Optional[int] = None) -> pathlib.Path:
-        base = pathlib.Path(self.run_dir)
-        if step is not None:
-            base = base / "eval_steps" / f"step_{step}"
-        return base / "eval" / dataset
-
-    def has(self, dataset: str, step: Optional[int] = None) -> bool:
-        return (self.folder(dataset, step) / "per_query.npz").is_file()
-
-    def metrics(self, dataset: str, step: Optional[int] = None) -> dict:
-        path = self.folder(dataset, step) / "metrics.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: unreadable ({e})") from e
-
-    def tables(self, dataset: str, key: str, step: Optional[int] = None) -> dict:
-        """stats.per_question_scores of one evaluation (read once)."""
-        k = (dataset, key, step)
-        if k not in self._cache:
-            groups = per_query.load(self.folder(dataset, step) / "per_query.npz")
-            self._cache[k] = stats.per_question_scores(groups, key)
-        return self._cache[k]
-
-    def curve_steps(self, dataset: str) -> list[int]:
-        d = pathlib.Path(self.run_dir) / "eval_steps"
-        steps = sorted(int(p.name[len("step_"):]) for p in d.glob("step_*")) if d.is_dir() else []
-        return [s for s in steps if self.has(dataset, s)]
-
-
-def group(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = {}
-    for r in sorted(runs, key=lambda r: (_order(r.condition), r.seed or 0)):
-        out.setdefault(r.condition, []).append(r)
-    return out
 
 
 # ----------------------------------------------------------------------------- one comparison
-
-
-def scope_views(setting: str, langs: Sequence[str], views: Sequence[str]) -> list[str]:
-    """The per-query views of `setting` for question languages `langs`."""
-    if setting == "multi":
-        return [f"multi/{x}" for x in langs if f"multi/{x}" in views]
-    return [v for x in langs for v in stats.language_views(x, setting, views)]
-
-
-def aligned(tables_a: list[dict], tables_b: list[dict], views: Sequence[str]):
-    """(A [S_a, Q], B [S_b, Q], clusters, view of each column) over the cells finite in every
-    run of both sides (stats.aligned_cells); None when there is none."""
-    cells = stats.aligned_cells(tables_a, tables_b, views)
-    if cells is None:
-        return None
-    a, b, clusters, cell_views, _ = cells
-    return np.array(a, np.float64), np.array(b, np.float64), clusters, cell_views
 
 
 def compare(a: list[Run], b: list[Run], dataset: str, setting: str, langs: Sequence[str],
@@ -105,7 +40,7 @@ def compare(a: list[Run], b: list[Run], dataset: str, setting: str, langs: Seque
     several): seed_stats.SeedBootstrap.summary plus what was compared."""
     ta = [r.tables(dataset, key, step) for r in a]
     tb = [r.tables(dataset, key, step) for r in b]
-    cells = aligned(ta, tb, scope_views(setting, langs, sorted(ta[0])))
+    cells = tables.aligned_arrays(ta, tb, tables.setting_views(setting, langs, sorted(ta[0])))
     if cells is None:
         return None
     A, B, clusters, views = cells
@@ -227,7 +162,7 @@ def _macros(m: dict, hr: Sequence[str], key: str) -> dict:
 
 def design(groups: dict, dataset: str, hr: Sequence[str], key: str, primary: str) -> list[dict]:
     """The primary comparison's variance components per language and what a 95% half-width of
-    TARGET_HALF_WIDTH would take (seed_stats.design_for_half_width)."""
+    TARGET_HALF_WIDTH would take (statistics/design.py)."""
     out = []
     hyb, mono = groups.get(primary), groups.get("mono")
     if not hyb or not mono:
@@ -235,13 +170,13 @@ def design(groups: dict, dataset: str, hr: Sequence[str], key: str, primary: str
     ta = [r.tables(dataset, key) for r in hyb]
     tb = [r.tables(dataset, key) for r in mono]
     for x in hr:
-        cells = aligned(ta, tb, scope_views("mono", [x], sorted(ta[0])))
+        cells = tables.aligned_arrays(ta, tb, tables.setting_views("mono", [x], sorted(ta[0])))
         if cells is None:
             continue
         A, B, clusters, _ = cells
-        vc = seed_stats.variance_components(A, B, clusters=clusters)
+        vc = stat_design.variance_components(A, B, clusters=clusters)
         out.append({"language": x, **vc.as_dict(),
-                    "for_half_width": seed_stats.design_for_half_width(vc, TARGET_HALF_WIDTH)})
+                    "for_half_width": stat_design.design_for_half_width(vc, TARGET_HALF_WIDTH)})
     return out
 
 
@@ -265,18 +200,10 @@ def summary(groups: dict, dataset: str, hr: Sequence[str], languages: Sequence[s
     return out
 
 
-def _mean_std(values) -> tuple:
-    """(mean, sample std or None, n) over the finite values; (None, None, 0) without any."""
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], np.float64)
-    if not len(v):
-        return (None, None, 0)
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None, len(v))
-
-
 def _scopes(per_run: list[dict], hr, languages) -> dict:
-    out = {x: _mean_std([p[x] for p in per_run]) for x in languages}
+    out = {x: mean_std([p[x] for p in per_run], None) for x in languages}
     for scope, langs in (("macro_hr", hr), ("macro_all", languages)):
-        out[scope] = _mean_std([float(np.mean([p[x] for x in langs])) for p in per_run])
+        out[scope] = mean_std([float(np.mean([p[x] for x in langs])) for p in per_run], None)
     return out
 
 
@@ -291,7 +218,7 @@ def analyse(runs: Sequence[Run], *, benchmarks: Sequence[str], high_resource: Se
     out = {"key": key, "delta": delta, "primary": primary, "alpha": ALPHA,
            "n_resamples": n_resamples, "benchmarks": {}}
     for i, ds in enumerate(benchmarks):
-        groups = {c: [r for r in rs if r.has(ds)] for c, rs in group(runs).items()}
+        groups = {c: [r for r in rs if r.has(ds)] for c, rs in by_condition(runs).items()}
         groups = {c: rs for c, rs in groups.items() if rs}
         if not groups:
             continue
@@ -308,7 +235,7 @@ def analyse(runs: Sequence[Run], *, benchmarks: Sequence[str], high_resource: Se
             "design": design(groups, ds, hr, key, primary)}
     if benchmarks and benchmarks[0] in out["benchmarks"]:
         b = out["benchmarks"][benchmarks[0]]
-        groups = {c: [r for r in rs if r.has(benchmarks[0])] for c, rs in group(runs).items()}
+        groups = {c: [r for r in rs if r.has(benchmarks[0])] for c, rs in by_condition(runs).items()}
         out["sweep"] = sweep({c: rs for c, rs in groups.items() if rs}, benchmarks[0],
                              b["high_resource"], key, sweep_seeds)
     return out

@@ -1,18 +1,15 @@
-"""Paired significance tests over queries: bootstrap CI and p-value, randomisation test, Holm.
+"""Paired tests over queries: bootstrap CI and p-value, randomisation test, Holm.
 
 A run's scores are per-query arrays aligned to the same query order. Several seeds of a run may be
 given (a list of arrays, or [S, n]); queries are then resampled jointly for every seed, so the
 per-query difference is pooled over seeds: d_q = mean_seeds(a_q) - mean_seeds(b_q). With
 `resample_seeds=True` the seeds are also drawn with replacement in each bootstrap replicate, which
-widens the interval by the seed-to-seed variance.
+widens the interval by the seed-to-seed variance (seeds.py has the two-level bootstrap the second
+edition of the study registered).
 
 Optional structure: `clusters` (resampling units: LAReQA questions share an id across languages and
 are correlated, so they are drawn together) and `strata` (the statistic is then the macro average:
 the mean over strata of the per-stratum mean, matching macro-averaged metrics).
-
-The bottom of the module turns per-query tables (per_query.py) into those paired arrays: the one
-place where the compare CLI and the trade-off analysis pick views, align queries across runs and
-apply Holm, so the two always test the same thing the same way.
 """
 from __future__ import annotations
 
@@ -20,8 +17,6 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
-
-from hybrid_jax.evaluation import per_query
 
 
 @dataclasses.dataclass
@@ -49,7 +44,7 @@ def _runs(x) -> np.ndarray:
     return arr[None, :] if arr.ndim == 1 else arr
 
 
-class _Design:
+class Design:
     """Cluster and stratum indices, and the (macro) mean of per-query values under weights."""
 
     def __init__(self, n: int, clusters=None, strata=None):
@@ -69,7 +64,7 @@ class _Design:
             return np.nanmean(np.where(den > 0, num / den, np.nan), axis=-1)
 
 
-def _check(a, b):
+def as_pair(a, b):
     A, B = _runs(a), _runs(b)
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"runs cover different numbers of queries ({A.shape[1]} vs {B.shape[1]})")
@@ -83,9 +78,9 @@ def paired_bootstrap(a, b, *, clusters=None, strata=None, n_resamples: int = 10_
                      chunk: int = 250) -> tuple[float, float, float, float]:
     """(diff, ci_low, ci_high, p): percentile CI of statistic(a) - statistic(b); two-sided p from
     the bootstrap distribution shifted to the null, p = (1 + #|d* - d| >= |d|) / (B + 1)."""
-    A, B = _check(a, b)
+    A, B = as_pair(a, b)
     n = A.shape[1]
-    des = _Design(n, clusters, strata)
+    des = Design(n, clusters, strata)
     ones = np.ones(n)
     d_obs = float(des.stat(A.mean(0) - B.mean(0), ones))
     rng = np.random.default_rng(seed)
@@ -112,9 +107,9 @@ def permutation_test(a, b, *, clusters=None, strata=None, n_resamples: int = 10_
                      seed: int = 0, chunk: int = 250) -> tuple[float, float]:
     """(diff, p): paired randomisation test swapping the two runs' scores per cluster (a sign
     flip of the per-query difference); two-sided, p = (1 + #|d_perm| >= |d|) / (B + 1)."""
-    A, B = _check(a, b)
+    A, B = as_pair(a, b)
     n = A.shape[1]
-    des = _Design(n, clusters, strata)
+    des = Design(n, clusters, strata)
     d = A.mean(0) - B.mean(0)
     ones = np.ones(n)
     d_obs = float(des.stat(d, ones))
@@ -131,8 +126,8 @@ def permutation_test(a, b, *, clusters=None, strata=None, n_resamples: int = 10_
 def compare_runs(a, b, *, clusters=None, strata=None, n_resamples: int = 10_000,
                  confidence: float = 0.95, seed: int = 0,
                  resample_seeds: bool = False) -> PairedResult:
-    A, B = _check(a, b)
-    des = _Design(A.shape[1], clusters, strata)
+    A, B = as_pair(a, b)
+    des = Design(A.shape[1], clusters, strata)
     ones = np.ones(A.shape[1])
     d, lo, hi, p_b = paired_bootstrap(A, B, clusters=clusters, strata=strata,
                                       n_resamples=n_resamples, confidence=confidence, seed=seed,
@@ -161,57 +156,3 @@ def add_holm(rows: Sequence[dict], key: str = "p_holm") -> None:
     """Sets row[key] to the Holm-adjusted `p_bootstrap` over `rows` (one family)."""
     for r, p in zip(rows, holm([r["p_bootstrap"] for r in rows])):
         r[key] = float(p)
-
-
-# ----------------------------------------------------------------------------- per-query tables
-
-
-def per_question_scores(groups: dict, metric: str) -> dict[str, dict]:
-    """view -> {qid: (value, cluster, lang)} for the views holding `metric`."""
-    out = {}
-    for view, t in per_query.views(groups).items():
-        if metric in t:
-            cl = t.get("cluster", t["qid"])
-            lang = t.get("lang", np.array([""] * len(t["qid"])))
-            out[view] = {q: (v, c, lg) for q, v, c, lg in zip(t["qid"], t[metric], cl, lang)}
-    return out
-
-
-def language_views(lang: str, setting: str, views: Sequence[str]) -> list[str]:
-    """The views of question language `lang` in `setting`: 'mono' -> [mono/lang] (if present),
-    'cross' -> every cross/lang->Y."""
-    if setting == "mono":
-        return [f"mono/{lang}"] if f"mono/{lang}" in views else []
-    if setting == "cross":
-        return [v for v in views if v.startswith(f"cross/{lang}->")]
-    raise ValueError(f"setting {setting!r}: expected 'mono' or 'cross'")
-
-
-def aligned_cells(runs_a, runs_b, views: Sequence[str]):
-    """The (view, query) cells of `views` finite in every run of both sides (per_question_scores
-    tables), sorted: (a [runs_a x cells], b, clusters, views, query languages) as lists, or None
-    when there is no such cell."""
-    keys = None
-    for t in list(runs_a) + list(runs_b):
-        ks = {(v, q) for v in views for q, val in t.get(v, {}).items() if np.isfinite(val[0])}
-        keys = ks if keys is None else keys & ks
-    keys = sorted(keys or ())
-    if not keys:
-        return None
-    ref = runs_a[0]
-    a = [[t[v][q][0] for v, q in keys] for t in runs_a]
-    b = [[t[v][q][0] for v, q in keys] for t in runs_b]
-    return (a, b, [ref[v][q][1] for v, q in keys], [v for v, _ in keys],
-            [ref[v][q][2] for v, q in keys])
-
-
-def paired_row(runs_a, runs_b, views: list[str], stratify: str | None, **kw):
-    """compare_runs(...).as_dict() over the queries of `views` present (finite) in every run of
-    both sides (per_question_scores tables), or None when none is. stratify: None, 'view' (macro
-    over views) or 'lang' (macro over query languages); kw goes to compare_runs."""
-    cells = aligned_cells(runs_a, runs_b, views)
-    if cells is None:
-        return None
-    a, b, clusters, cell_views, langs = cells
-    strata = {"view": cell_views, "lang": langs}[stratify] if stratify else None
-    return compare_runs(a, b, clusters=clusters, strata=strata, **kw).as_dict()

@@ -1,5 +1,6 @@
-"""The trade-off report from hand-built runs (no training): the text follows the runs' config,
-the statistics are the compare CLI's, and the evaluation package never imports that CLI."""
+"""The first edition's report (study/pooled.py and its sections) from hand-built runs (no
+training): the text follows the runs' config, the statistics are the compare CLI's, and the
+evaluation package never imports that CLI."""
 import ast
 import json
 import pathlib
@@ -12,12 +13,16 @@ import pytest
 from conftest import REPO
 from configs import labse, tradeoff as tradeoff_config, xlmr_base
 from hybrid_jax import compare
-from hybrid_jax.evaluation import (per_query, stats, tradeoff, tradeoff_analysis,
-                                   tradeoff_plots, tradeoff_report)
+from hybrid_jax.evaluation import per_query
+from hybrid_jax.evaluation.statistics import paired, tables
+from hybrid_jax.study import editions, figures_pooled, paper, pooled, report, sections_pooled
+from hybrid_jax.study.markdown import Page
+from hybrid_jax.study.runs import Run
 
 DATASET = "toy"
 LANGS = ["de", "en", "fr"]
 NQ = 24
+FIRST = editions.EDITIONS["first"]
 
 
 def _groups(rng, shift):
@@ -65,8 +70,7 @@ def _run(root, name, condition, alpha, seed, shift, rng):
                 for s in (1, 2, 3)))
     (root / name / "timing.json").write_text(json.dumps({"wall_seconds": 60.0,
                                                          "sessions": [{}]}))
-    sampler = condition.split("-")[0]
-    return tradeoff.RunRecord(name, condition, sampler, alpha, seed, root / name)
+    return Run(name, condition, seed, alpha, root / name)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +94,10 @@ def _config(**changes):
 
 def _report(grid, tmp_path, **kw):
     kw.setdefault("config", _config())
-    path = tradeoff.write_report(grid, dataset=DATASET, out_dir=tmp_path, n_bootstrap=200,
-                                 high_resource=("en", "de"), model="toy", **kw)
+    path = report.write_report(FIRST, grid, out_dir=tmp_path, report_name="tradeoff.md",
+                               planned=len(grid),
+                               parameters=dict(dataset=DATASET, n_bootstrap=200,
+                                               high_resource=("en", "de"), model="toy", **kw))
     return path.read_text()
 
 
@@ -109,7 +115,7 @@ def test_hard_negatives_are_counted(grid, tmp_path):
                                                   data__hard_negatives=2))
     # every query scores all 8 * 2 hard negatives of the batch (losses.py gathers them)
     assert "global batch 8 (7 in-batch and 16 hard negatives per query)" in text
-    assert tradeoff_analysis.negatives_per_query(
+    assert pooled.negatives_per_query(
         _config(data__global_batch_size=8, data__hard_negatives=2)) == (7, 16)
 
 
@@ -132,12 +138,12 @@ def test_accelerator_paragraph_lists_only_real_changes(grid, tmp_path):
 def test_accelerator_constants_are_the_configs():
     for module in (xlmr_base, labse):
         c = module.get_config()
-        assert tradeoff_report.ACCELERATOR == dict(
+        assert paper.ACCELERATOR == dict(
             global_batch_size=c.data.global_batch_size,
             passage_max_length=c.data.passage_max_length, num_steps=c.train.num_steps,
             hard_negatives=c.data.hard_negatives)
         assert c.data.negative_source == "same_paragraph" and c.train.select == "loss"
-    for name in tradeoff_report.ACCELERATOR_CONFIGS.split(", "):
+    for name in paper.ACCELERATOR_CONFIGS.split(", "):
         assert (REPO / name).is_file()
 
 
@@ -154,43 +160,46 @@ def test_macro_rows_are_not_called_significant(grid, tmp_path):
                 and "significant gain" not in line
     row = next(r for r in comps["mono"] if r["scope"] == "macro_all")
     assert row["diff"] < 0 and row["p_bootstrap"] < 0.05
-    assert tradeoff_analysis.uncorrected_verdict(row) == "loss at uncorrected p < 0.05"
+    assert pooled.uncorrected_verdict(row) == "loss at uncorrected p < 0.05"
     assert "it is not evidence that there is no difference" in text
     assert "high-resource tests of both comparisons" in text
 
 
 def test_sections_render_the_analysis(grid, tmp_path):
-    a = tradeoff.analyse(grid, dataset=DATASET, high_resource=("en", "xx"), n_bootstrap=100)
+    a = pooled.analyse(grid, dataset=DATASET, high_resource=("en", "xx"), n_bootstrap=100)
     assert a.high_resource == ["en"] and a.primary == "hybrid-a0.5"
     assert [r["scope"] for r in a.family] == ["en", "en"]      # mono and cross
     assert [r["p_holm"] for r in a.family] == pytest.approx(
-        list(stats.holm([r["p_bootstrap"] for r in a.family])))
-    text = tradeoff_report.render(a, "x")
-    for section in (tradeoff_report.header, tradeoff_report.paper, tradeoff_report.how_it_was_run):
-        assert "\n".join(section(a)) in text
+        list(paired.holm([r["p_bootstrap"] for r in a.family])))
+    page = Page(a, [], len(grid), "x")
+    text = report.render(FIRST, page)
+    for section in (sections_pooled.header, sections_pooled.paper, sections_pooled.how_it_was_run):
+        assert "\n".join(section(page)) in text
     assert "Holm-adjusted over the 2 high-resource tests" in text
-    assert set(tradeoff_plots.files(a)) == {"settings", "answer", "curves", "alpha"}
-    only_mono = tradeoff.analyse([r for r in grid if r.condition != "cross"], dataset=DATASET,
-                                 high_resource=("en",), n_bootstrap=100)
-    assert "high-resource tests of the one comparison" in tradeoff_report.render(only_mono, "x")
+    assert set(figures_pooled.files(a)) == {"settings", "answer", "curves", "alpha"}
+    only_mono = pooled.analyse([r for r in grid if r.condition != "cross"], dataset=DATASET,
+                               high_resource=("en",), n_bootstrap=100)
+    assert "high-resource tests of the one comparison" in report.render(
+        FIRST, Page(only_mono, [], len(grid), "x"))
 
 
 # -- one implementation of the statistics -----------------------------------------------------
 
 def test_compare_cli_and_tradeoff_give_the_same_rows(grid, monkeypatch):
-    runs = {r.name: r.load(DATASET) for r in grid}
+    runs = {r.name: r for r in grid}
     hyb, mono = [runs["hybrid-a0.5-s0"], runs["hybrid-a0.5-s1"]], [runs["mono-s0"],
                                                                    runs["mono-s1"]]
     calls = []
-    shared = stats.paired_row
-    monkeypatch.setattr(stats, "paired_row", lambda *a, **k: calls.append(1) or shared(*a, **k))
-    cli = compare.compare_dataset(DATASET, [r.groups for r in hyb], [r.groups for r in mono],
-                                  "map@20", n_resamples=300, seed=4)
+    shared = tables.paired_row
+    monkeypatch.setattr(tables, "paired_row", lambda *a, **k: calls.append(1) or shared(*a, **k))
+    cli = compare.compare_dataset(DATASET, [r.groups(DATASET) for r in hyb],
+                                  [r.groups(DATASET) for r in mono], "map@20", n_resamples=300,
+                                  seed=4)
     n_cli = len(calls)
-    ours = {s: tradeoff_analysis.compare_conditions(hyb, mono, s, LANGS, ["en"], "map@20",
-                                                    n_bootstrap=300, seed=4)
+    ours = {s: pooled.compare_conditions(hyb, mono, DATASET, s, LANGS, ["en"], "map@20",
+                                         n_bootstrap=300, seed=4)
             for s in ("mono", "cross")}
-    assert n_cli > 0 and len(calls) > n_cli                   # both went through stats
+    assert n_cli > 0 and len(calls) > n_cli                   # both went through tables
     keys = ("mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_bootstrap", "p_permutation",
             "n_queries", "n_clusters")
     by_view = {r["view"]: r for r in cli}
@@ -213,12 +222,16 @@ def _imports(path: pathlib.Path) -> set[str]:
     return names
 
 
-def test_evaluation_never_imports_the_compare_cli():
-    files = sorted((REPO / "hybrid_jax" / "evaluation").glob("*.py"))
-    assert any(f.name == "tradeoff.py" for f in files)
+def test_evaluation_and_the_study_never_import_the_compare_cli():
+    root = REPO / "hybrid_jax"
+    files = sorted((root / "evaluation").rglob("*.py")) + sorted((root / "study").glob("*.py"))
+    assert any(f.name == "report.py" and f.parent.name == "study" for f in files)
+    assert any(f.parent.name == "statistics" for f in files)
     for f in files:
         assert "hybrid_jax.compare" not in _imports(f), f
-    modules = ", ".join(f"hybrid_jax.evaluation.{f.stem}" for f in files if f.stem != "__init__")
+    dotted = [".".join(f.relative_to(REPO).with_suffix("").parts) for f in files
+              if f.stem not in ("__init__", "__main__")]
+    modules = ", ".join(dotted)
     code = f"import sys, {modules}; print('hybrid_jax.compare' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=300)

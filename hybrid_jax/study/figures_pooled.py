@@ -1,4 +1,4 @@
-"""The trade-off report's figures, drawn from an `Analysis` (tradeoff_analysis.py).
+"""The first edition's figures, drawn from its `Analysis` (pooled.py).
 
 `files(a)` names the PNGs a report has (the report links exactly these), `draw(a, folder)` writes
 them."""
@@ -10,7 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from hybrid_jax.evaluation import plots
-from hybrid_jax.evaluation.tradeoff_analysis import CONFIDENCE, SETTINGS, Analysis, label
+from hybrid_jax.study.pooled import CONFIDENCE, SETTINGS, Analysis
+from hybrid_jax.study.runs import label
 
 
 def files(a: Analysis) -> dict[str, str]:

@@ -5,7 +5,7 @@ import types
 
 import ml_collections
 
-from hybrid_jax import grid_checks
+from hybrid_jax.study import grid_checks
 
 
 def _config(**eval_keys):

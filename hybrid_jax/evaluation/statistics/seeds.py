@@ -1,8 +1,8 @@
-"""Seed-aware paired comparisons: two-level bootstrap, TOST equivalence, verdicts, MDE, design.
+"""Seed-aware paired comparisons: two-level bootstrap, TOST equivalence, verdicts, MDE.
 
 Two conditions A and B, each trained with several seeds and scored per question on the same
 questions: a [S_a, Q], b [S_b, Q]. The estimand is mean(A) - mean(B) over seeds and questions
-(or, with `strata`, the macro mean over strata of the per-stratum means, as in stats.py).
+(or, with `strata`, the macro mean over strata of the per-stratum means, as in paired.py).
 
 Each bootstrap replicate draws
 1. seeds with replacement, independently for A and B (seed s of A and seed s of B are different
@@ -14,7 +14,7 @@ Each bootstrap replicate draws
 
 Everything else (p-values, TOST, verdicts, MDE) is read off that one bootstrap distribution, so the
 intervals, the tests and the verdicts cannot disagree. docs/evaluation.md, "Seed-aware intervals
-and equivalence", states the rules.
+and equivalence", states the rules; design.py says what precision a design reaches.
 """
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ from typing import Sequence
 
 import numpy as np
 
-from hybrid_jax.evaluation import stats
+from hybrid_jax.evaluation.statistics import paired
 
 LOSS, EQUIVALENT, INCONCLUSIVE, GAIN = ("significant loss", "equivalent within ±delta",
                                         "inconclusive", "significant gain")
 VERDICTS = (LOSS, EQUIVALENT, INCONCLUSIVE, GAIN)
 
 
-def _z(p: float) -> float:
+def z_quantile(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
@@ -48,7 +48,7 @@ class _Cells:
     weighted sum of cells, so it costs O(K * H * S) whatever the number of questions."""
 
     def __init__(self, A: np.ndarray, B: np.ndarray, clusters, strata):
-        self.design = des = stats._Design(A.shape[1], clusters, strata)
+        self.design = des = paired.Design(A.shape[1], clusters, strata)
         self.K, self.H = des.n_clusters, des.onehot.shape[1]
         self.size = np.zeros((self.K, self.H))
         np.add.at(self.size, des.cl, des.onehot)
@@ -161,8 +161,8 @@ class SeedBootstrap:
         return d
 
 
-def _inputs(a, b, paired_seeds: bool):
-    A, B = stats._check(a, b)
+def as_inputs(a, b, paired_seeds: bool):
+    A, B = paired.as_pair(a, b)
     if paired_seeds and len(A) != len(B):
         raise ValueError(f"paired_seeds needs as many seeds of A as of B ({len(A)} vs {len(B)})")
     return A, B
@@ -173,7 +173,7 @@ def replicate_differences(a, b, seeds_a, seeds_b, cluster_draws, *, clusters=Non
     """The statistic A - B on given draws: seeds_a [R, k_a] (indices of a's seeds), seeds_b
     [R, k_b], cluster_draws [R, k] (indices into the sorted distinct cluster ids, or into the
     questions when clusters is None). Pass seeds_b = seeds_a for paired seeds. -> [R]."""
-    A, B = stats._check(a, b)
+    A, B = paired.as_pair(a, b)
     return _Cells(A, B, clusters, strata).from_draws(seeds_a, seeds_b, cluster_draws)
 
 
@@ -183,8 +183,8 @@ def two_level_bootstrap(a, b, *, clusters=None, strata=None, n_resamples: int = 
     """Bootstrap of mean(A) - mean(B) resampling seeds (per condition, or jointly with
     paired_seeds) and then question clusters (one draw for both conditions). a [S_a, Q] and
     b [S_b, Q] (or lists of per-seed arrays, or one array for a single seed) score the same Q
-    questions in the same order; clusters, strata: length-Q ids as in stats.paired_bootstrap."""
-    A, B = _inputs(a, b, paired_seeds)
+    questions in the same order; clusters, strata: length-Q ids as in paired.paired_bootstrap."""
+    A, B = as_inputs(a, b, paired_seeds)
     cells = _Cells(A, B, clusters, strata)
     rng = np.random.default_rng(seed)
     reps = []
@@ -203,7 +203,7 @@ def two_level_bootstrap(a, b, *, clusters=None, strata=None, n_resamples: int = 
 
 def mde(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Minimum detectable effect of a two-sided level-alpha test: (z_{1-alpha/2} + z_power) * se."""
-    return (_z(1 - alpha / 2) + _z(power)) * se
+    return (z_quantile(1 - alpha / 2) + z_quantile(power)) * se
 
 
 def verdict(diff: float, p_holm: float, p_tost_holm: float, alpha: float = 0.05,
@@ -225,98 +225,18 @@ def add_verdicts(rows: Sequence[dict], *, alpha: float = 0.05,
     `equivalent`, `verdict`, and `mde_family`: the MDE at alpha / m, the strictest Holm step, an
     effect the design detects with the stated power whatever the other p-values are."""
     m = len(rows)
-    for r, ph, pth in zip(rows, stats.holm([r["p"] for r in rows]),
-                          stats.holm([r["p_tost"] for r in rows])):
+    for r, ph, pth in zip(rows, paired.holm([r["p"] for r in rows]),
+                          paired.holm([r["p_tost"] for r in rows])):
         r["p_holm"], r["p_tost_holm"] = float(ph), float(pth)
         r["significant"], r["equivalent"] = bool(ph < alpha), bool(pth < alpha)
         r["verdict"] = verdict(r["diff"], ph, pth, alpha, higher_is_better)
         r["mde_family"] = mde(r["se"], alpha / m, r.get("power", 0.8))
 
 
-# ----------------------------------------------------------------------------- design
-
-
-@dataclasses.dataclass(frozen=True)
-class VarianceComponents:
-    """Var(estimate) ~= seed_var + question_var, each scaling as 1 / (number of its units)."""
-    seed_var: float
-    question_var: float
-    n_seeds_a: int
-    n_seeds_b: int
-    n_questions: int
-    n_clusters: int
-
-    @property
-    def se(self) -> float:
-        return math.sqrt(self.seed_var + self.question_var)
-
-    def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "se": self.se}
-
-
-def variance_components(a, b, *, clusters=None, strata=None,
-                        paired_seeds: bool = False) -> VarianceComponents:
-    """Seed component: the between-seed sample variance (ddof 1) of each condition's seed means
-    (the statistic on one seed's scores), over its number of seeds, summed over A and B; with
-    paired_seeds, the sample variance of the per-seed differences over S. Question component: the
-    cluster-robust (linearised) variance of the statistic of the seed-averaged per-question
-    differences, K / (K - 1) * sum_k psi_k^2 with psi_k = mean over strata h of
-    (T_kh - D_h n_kh) / N_h (T_kh: cluster k's total difference in stratum h, n_kh its question
-    count, N_h and D_h the stratum's count and mean difference); without strata and clusters this
-    is s^2 / Q. Each component also carries the seed x question interaction, so their sum
-    slightly overstates the variance when that interaction dominates. A condition with one seed
-    contributes no seed variance: right for a deterministic one (the zero-shot model), an
-    omission for a trained one, exactly as in the bootstrap."""
-    A, B = _inputs(a, b, paired_seeds)
-    des = stats._Design(A.shape[1], clusters, strata)
-
-    def seed_means(X):
-        return des.stat(X, np.ones_like(X))
-
-    def var_of_mean(x):
-        return float(np.var(x, ddof=1) / len(x)) if len(x) > 1 else 0.0
-
-    if paired_seeds:
-        seed_var = var_of_mean(seed_means(A) - seed_means(B))
-    else:
-        seed_var = var_of_mean(seed_means(A)) + var_of_mean(seed_means(B))
-    d = A.mean(0) - B.mean(0)
-    K, H = des.n_clusters, des.onehot.shape[1]
-    n_h = des.onehot.sum(0)
-    present = n_h > 0
-    D_h = np.divide(d @ des.onehot, n_h, out=np.zeros(H), where=present)
-    T = np.zeros((K, H))
-    n = np.zeros((K, H))
-    np.add.at(T, des.cl, des.onehot * d[:, None])
-    np.add.at(n, des.cl, des.onehot)
-    psi = ((T - D_h * n)[:, present] / n_h[present]).mean(1)
-    question_var = float(K / (K - 1) * np.sum(psi ** 2)) if K > 1 else math.nan
-    return VarianceComponents(seed_var, question_var, len(A), len(B), A.shape[1], K)
-
-
-def design_for_half_width(vc: VarianceComponents, target_half_width: float,
-                          confidence: float = 0.95) -> dict:
-    """Seeds or questions needed for a normal-approximation interval of half-width
-    z_{(1+confidence)/2} * sqrt(seed_var + question_var) <= target, scaling one component as
-    1 / n while the other stays as measured. seeds_needed_a/_b (questions unchanged) and
-    clusters_needed / questions_needed (seeds unchanged) are inf when the other component alone
-    already exceeds the target. Holding the other component fixed is conservative: it also
-    shrinks a little, through its share of the seed x question interaction."""
-    z = _z((1 + confidence) / 2)
-    budget = (target_half_width / z) ** 2
-
-    def factor(own: float, other: float) -> float:
-        return own / (budget - other) if budget > other else math.inf
-
-    def need(f: float, n: int) -> float:
-        return math.inf if not math.isfinite(f) else max(1, math.ceil(f * n - 1e-9))
-
-    fs = factor(vc.seed_var, vc.question_var)
-    fq = factor(vc.question_var, vc.seed_var)
-    return {"target_half_width": target_half_width, "confidence": confidence,
-            "half_width": z * vc.se,
-            "seed_half_width": z * math.sqrt(vc.seed_var),
-            "question_half_width": z * math.sqrt(vc.question_var),
-            "seeds_needed_a": need(fs, vc.n_seeds_a), "seeds_needed_b": need(fs, vc.n_seeds_b),
-            "clusters_needed": need(fq, vc.n_clusters),
-            "questions_needed": need(fq, vc.n_questions)}
+def mean_std(values, missing=math.nan) -> tuple:
+    """(mean, sample std, n) over the finite values: the spread over seeds the reports show. The
+    std of one value, and both of none, are `missing` (NaN, or None for JSON-bound tables)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if not len(v):
+        return missing, missing, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else missing, len(v)

@@ -1,72 +1,18 @@
-"""The trade-off report's markdown, one function per section, each a pure function of an
-`Analysis` (tradeoff_analysis.py): every number in the text comes from the runs, their config or
-the constants below."""
+"""The first edition's sections (pooled-seed comparisons, pooled.py), one function per section,
+each a pure function of the report's `Page`: every number in the text comes from the runs, their
+config or paper.py."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
-
-from hybrid_jax.evaluation import tradeoff_plots
-from hybrid_jax.evaluation.report import table
-from hybrid_jax.evaluation.tradeoff_analysis import (CONFIDENCE, LEVEL, SETTINGS, Analysis,
-                                                     label, negatives_per_query,
-                                                     uncorrected_verdict, verdict)
-
-# arXiv 2408.10536 (hybrid batch training), XQuAD-R mAP and rank distance, as published: their
-# models, their training data, their evaluation protocol -- not ours.
-PAPER = {
-    "XLM-R": {"mono": dict(mono=.792, cross=.674, multi=.547, rank_distance=410),
-              "cross": dict(mono=.755, cross=.700, multi=.593, rank_distance=295),
-              "hybrid": dict(mono=.798, cross=.705, multi=.593, rank_distance=287)},
-    "LaBSE": {"mono": dict(mono=.808, cross=.752, multi=.652, rank_distance=262),
-              "cross": dict(mono=.801, cross=.762, multi=.679, rank_distance=225),
-              "hybrid": dict(mono=.817, cross=.767, multi=.682, rank_distance=221)},
-}
-PAPER_BATCH = 100
-# What configs/xlmr_base.py and configs/labse.py (the paper's setting, for an accelerator) set;
-# a test holds these equal to those configs.
-ACCELERATOR_CONFIGS = "configs/xlmr_base.py, configs/labse.py"
-ACCELERATOR = dict(global_batch_size=PAPER_BATCH, passage_max_length=128, num_steps=3000,
-                   hard_negatives=1)
+from hybrid_jax.study import figures_pooled
+from hybrid_jax.study.markdown import Page, and_list, ci, count, duration, mean_std, p_value, table
+from hybrid_jax.study.paper import ACCELERATOR, ACCELERATOR_CONFIGS, PAPER, PAPER_BATCH
+from hybrid_jax.study.pooled import (CONFIDENCE, LEVEL, SETTINGS, Analysis, negatives_per_query,
+                                     uncorrected_verdict, verdict)
+from hybrid_jax.study.runs import label
 
 CI = f"{CONFIDENCE:.0%}"
-Link = Callable[[str], str]
-
-
-def _p(v) -> str:
-    return "-" if v is None or not np.isfinite(v) else (f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}")
-
-
-def _ci(r) -> str:
-    return f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-
-
-def _ms(t) -> str:
-    mean, std, n = t
-    if not np.isfinite(mean):
-        return "-"
-    big = abs(mean) >= 10
-    f = (lambda v: f"{v:.1f}") if big else (lambda v: f"{v:.3f}")
-    return f"{f(mean)} ± {f(std)}" if n > 1 and np.isfinite(std) else f(mean)
-
-
-def _fmt_s(s) -> str:
-    if s is None:
-        return "-"
-    m, sec = divmod(int(round(s)), 60)
-    return f"{m}m{sec:02d}s" if m else f"{sec}s"
-
-
-def _and(items: list[str]) -> str:
-    if len(items) < 3:
-        return " and ".join(items)
-    return ", ".join(items[:-1]) + ", and " + items[-1]
-
-
-def _count(n: int, what: str) -> str:
-    words = {1: "one", 2: "two", 3: "three", 4: "four"}
-    return f"{words.get(n, n)} {what}{'' if n == 1 else 's'}"
 
 
 def negatives_phrase(config: Optional[dict]) -> str:
@@ -83,7 +29,8 @@ def negatives_phrase(config: Optional[dict]) -> str:
 # ----------------------------------------------------------------------------- sections
 
 
-def header(a: Analysis) -> list[str]:
+def header(p: Page) -> list[str]:
+    a = p.analysis
     L = ["# Does hybrid training trade away accuracy on high-resource languages?", "",
          f"Dataset `{a.dataset}` ({len(a.languages)} languages: {', '.join(a.languages)}; "
          f"{a.n_multi_queries} questions in the multi setting). "
@@ -104,11 +51,11 @@ def _answer_rows(a: Analysis) -> list[list]:
     for setting, ref in (("mono", "X-X-mono"), ("cross", "X-Y")):
         def cells(r):
             return [f"{setting}: vs {ref}", f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
-                    f"{r['diff']:+.4f}", _ci(r), _p(r["p_bootstrap"])]
+                    f"{r['diff']:+.4f}", ci(r), p_value(r["p_bootstrap"])]
 
         for r in a.answer.get(setting, []):
             if r["scope"] in a.high_resource:
-                rows.append([r["scope"]] + cells(r) + [_p(r.get("p_holm")), verdict(r)])
+                rows.append([r["scope"]] + cells(r) + [p_value(r.get("p_holm")), verdict(r)])
         for r in a.answer.get(setting, []):
             if r["scope"] in macro:
                 rows.append([macro[r["scope"]]] + cells(r)
@@ -124,12 +71,13 @@ def _answer_words(a: Analysis) -> list[str]:
             if r["scope"] in a.high_resource:
                 L.append(f"- **{r['scope']}**, {what} retrieval: {label(a.primary)} scores "
                          f"{abs(r['diff']):.4f} {'higher' if r['diff'] > 0 else 'lower'} than "
-                         f"{ref} ({CI} CI {_ci(r)}, Holm p = {_p(r.get('p_holm'))}): "
+                         f"{ref} ({CI} CI {ci(r)}, Holm p = {p_value(r.get('p_holm'))}): "
                          f"**{verdict(r)}**.")
     return L
 
 
-def answer(a: Analysis, link: Link) -> list[str]:
+def answer(p: Page) -> list[str]:
+    a, link = p.analysis, p.link
     L = ["## The answer", ""]
     if not a.answer:
         return L + ["Not available yet: it needs a hybrid condition and its X-X-mono / X-Y "
@@ -156,14 +104,14 @@ def answer(a: Analysis, link: Link) -> list[str]:
               "± std columns below."]
     if len(a.seeds) < 3:
         L += ["", f"Caution: only {len(a.seeds)} seed(s)."]
-    L += ["", f"![differences]({link(tradeoff_plots.files(a)['answer'])})", ""]
+    L += ["", f"![differences]({link(figures_pooled.files(a)['answer'])})", ""]
     return L + every_language(a)
 
 
 def every_language(a: Analysis) -> list[str]:
     hr = a.high_resource
     rows = [[r["scope"] + ("*" if r["scope"] in hr else ""), r["setting"], f"{r['diff']:+.4f}",
-             _ci(r), _p(r["p_bootstrap"]), _p(r.get("p_holm_all")), verdict(r, "p_holm_all")]
+             ci(r), p_value(r["p_bootstrap"]), p_value(r.get("p_holm_all")), verdict(r, "p_holm_all")]
             for r in a.per_language]
     return ["### Every language", "",
             "The same comparisons for all languages (Holm over all "
@@ -172,26 +120,28 @@ def every_language(a: Analysis) -> list[str]:
                    "p Holm (all)", "verdict"], rows), ""]
 
 
-def results(a: Analysis, link: Link) -> list[str]:
+def results(p: Page) -> list[str]:
+    a, link = p.analysis, p.link
     L = ["## Results by condition", "",
          f"Mean ± sample std over seeds (zero-shot: one evaluation). Macro (HR) = mean over "
          f"{', '.join(a.high_resource)}; macro (all) = over all {len(a.languages)} languages. "
          f"Rank distance: multi setting, lower = less language bias.", ""]
     rows = [[label(cond), len(a.groups[cond])]
-            + [_ms(d[s][scope]) for s in SETTINGS for scope in ("macro_hr", "macro_all")]
-            + [_ms(d["rank_distance"]["macro_all"])] for cond, d in a.summary.items()]
+            + [mean_std(d[s][scope]) for s in SETTINGS for scope in ("macro_hr", "macro_all")]
+            + [mean_std(d["rank_distance"]["macro_all"])] for cond, d in a.summary.items()]
     L += [table(["condition", "seeds", "mono HR", "mono all", "cross HR", "cross all",
                  "multi HR", "multi all", "rank distance"], rows), ""]
     for setting in SETTINGS + ("rank_distance",):
         title = f"{a.key}, {setting}" if setting != "rank_distance" else "rank distance (multi)"
         L += [f"### {title} per question language", ""]
         rows = [[x + ("*" if x in a.high_resource else "")]
-                + [_ms(a.summary[c][setting][x]) for c in a.summary] for x in a.languages]
+                + [mean_std(a.summary[c][setting][x]) for c in a.summary] for x in a.languages]
         L += [table(["language"] + [label(c) for c in a.summary], rows), ""]
-    return L + [f"![settings]({link(tradeoff_plots.files(a)['settings'])})", ""]
+    return L + [f"![settings]({link(figures_pooled.files(a)['settings'])})", ""]
 
 
-def sweep(a: Analysis, link: Link) -> list[str]:
+def sweep(p: Page) -> list[str]:
+    a, link = p.analysis, p.link
     L = []
     if a.sweep:
         L += ["## Alpha sweep", "", "Each hybrid alpha minus the reference on macro scores "
@@ -200,15 +150,16 @@ def sweep(a: Analysis, link: Link) -> list[str]:
         rows = [[label(r["condition"]),
                  f"{r['setting']} vs {'X-X-mono' if r['setting'] == 'mono' else 'X-Y'}",
                  "high-resource" if r["scope"] == "macro_hr" else "all",
-                 f"{r['diff']:+.4f}", _ci(r), _p(r["p_bootstrap"])] for r in a.sweep]
+                 f"{r['diff']:+.4f}", ci(r), p_value(r["p_bootstrap"])] for r in a.sweep]
         L += [table(["condition", "comparison", "languages", "difference", f"{CI} CI", "p"],
                     rows), ""]
-    if "alpha" in tradeoff_plots.files(a):
-        L += [f"![alpha]({link(tradeoff_plots.files(a)['alpha'])})", ""]
+    if "alpha" in figures_pooled.files(a):
+        L += [f"![alpha]({link(figures_pooled.files(a)['alpha'])})", ""]
     return L
 
 
-def paper(a: Analysis) -> list[str]:
+def paper(p: Page) -> list[str]:
+    a = p.analysis
     L = ["## Published numbers (theirs, not ours)", "",
          f"arXiv 2408.10536, XQuAD-R mAP as published: **their** models ({', '.join(PAPER)}), "
          f"training data, batch size {PAPER_BATCH} on an A100, and evaluation protocol. Our runs "
@@ -224,8 +175,8 @@ def paper(a: Analysis) -> list[str]:
                          str(v["rank_distance"])])
     for cond, d in a.summary.items():
         rows.append([f"ours: {a.model} ({a.dataset})", label(cond)]
-                    + [_ms(d[s]["macro_all"]) for s in SETTINGS]
-                    + [_ms(d["rank_distance"]["macro_all"])])
+                    + [mean_std(d[s]["macro_all"]) for s in SETTINGS]
+                    + [mean_std(d["rank_distance"]["macro_all"])])
     L += [table(["source", "condition", "mono", "cross", "multi", "rank distance"], rows), ""]
     deltas = [[f"paper: {theirs}", f"{d['hybrid']['mono'] - d['mono']['mono']:+.3f}",
                f"{d['hybrid']['cross'] - d['cross']['cross']:+.3f}", "none given"]
@@ -234,7 +185,7 @@ def paper(a: Analysis) -> list[str]:
              for s in ("mono", "cross")}
     if any(macro.values()):
         deltas.append(["ours (macro, all languages)"]
-                      + [f"{r['diff']:+.3f} {_ci(r)}" if r else "-" for r in macro.values()]
+                      + [f"{r['diff']:+.3f} {ci(r)}" if r else "-" for r in macro.values()]
                       + [f"bootstrap {CI} CI"])
     return L + [table(["source", "hybrid - X-X-mono (mono)", "hybrid - X-Y (cross)",
                        "uncertainty"], deltas), ""]
@@ -264,15 +215,16 @@ def _accelerator(config: Optional[dict]) -> str:
     if not changes:
         return (f"These runs already have the batch, passage length and step budget of the "
                 f"GPU/TPU configs ({setting}).")
-    return (f"A GPU/TPU run ({setting}) changes {_count(len(changes), 'thing')} this CPU budget "
-            f"cannot: {_and(changes)}. The same driver runs it: `--config.model.spec=hf:<dir> "
+    return (f"A GPU/TPU run ({setting}) changes {count(len(changes), 'thing')} this CPU budget "
+            f"cannot: {and_list(changes)}. The same driver runs it: `--config.model.spec=hf:<dir> "
             f"--config.data.global_batch_size={acc['global_batch_size']} ...` on "
             f"configs/tradeoff.py; the comparison and its statistics are unchanged.")
 
 
-def how_it_was_run(a: Analysis) -> list[str]:
+def how_it_was_run(p: Page) -> list[str]:
     """The budget (from the experiment's config), the grid's total wall time, and what a larger
     accelerator run would change."""
+    a = p.analysis
     total, config = a.total_wall_seconds, a.config
     lines = ["## How it was run", ""]
     if config:
@@ -288,10 +240,11 @@ def how_it_was_run(a: Analysis) -> list[str]:
             f"{e.get('max_length')} tokens with {e.get('search')} search.")
     return lines + ["", f"Total wall time of these {len(a.runs)} runs (training, evaluation, "
                     f"model loading and compilation, every session): **{total / 3600:.2f} h** "
-                    f"({_fmt_s(total)}).", "", _accelerator(config), ""]
+                    f"({duration(total)}).", "", _accelerator(config), ""]
 
 
-def runs(a: Analysis, link: Link) -> list[str]:
+def runs(p: Page) -> list[str]:
+    a, link = p.analysis, p.link
     L = ["## Runs", "", "Wall time from each run's timing.json (all invocations, including "
          "model loading, compilation and the final evaluation); steps/s is the training "
          "rate logged in metrics.jsonl.", ""]
@@ -303,19 +256,16 @@ def runs(a: Analysis, link: Link) -> list[str]:
                          "-" if t["first_loss"] is None else f"{t['first_loss']:.3f}",
                          "-" if t["final_loss"] is None else f"{t['final_loss']:.3f}",
                          "-" if t["steps_per_sec"] is None else f"{t['steps_per_sec']:.2f}",
-                         _fmt_s(t["eval_seconds"]), _fmt_s(t["wall_seconds"]), t["sessions"],
+                         duration(t["eval_seconds"]), duration(t["wall_seconds"]), t["sessions"],
                          f"[metrics.json]({link('metrics/' + r.name + '.json')})"])
     return L + [table(["run", "condition", "seed", "steps", "first loss", "final loss",
                        "steps/s", "eval", "wall time", "sessions", "metrics"], rows), "",
-                f"![curves]({link(tradeoff_plots.files(a)['curves'])})", "",
+                f"![curves]({link(figures_pooled.files(a)['curves'])})", "",
                 f"Machine-readable: [comparisons.json]({link('comparisons.json')}), "
                 f"[summary.json]({link('summary.json')})"
                 + (f", [config.json]({link('config.json')})" if a.config is not None else "")
                 + ".", ""]
 
 
-def render(a: Analysis, stem: str) -> str:
-    """The whole report; figures and data files are linked under `stem`/."""
-    link = lambda f: f"{stem}/{f}"  # noqa: E731
-    return "\n".join(header(a) + answer(a, link) + results(a, link) + sweep(a, link)
-                     + paper(a) + how_it_was_run(a) + runs(a, link))
+# The first edition's page, top to bottom.
+SECTIONS = (header, answer, results, sweep, paper, how_it_was_run, runs)

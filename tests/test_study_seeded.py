@@ -1,5 +1,6 @@
-"""The second edition's analysis on synthetic runs with known effects: per-language verdicts
-after Holm, the zero-shot family, the budget curve and the alpha sweep."""
+"""The second edition's analysis (study/seeded.py) and its report on synthetic runs with known
+effects: per-language verdicts after Holm, the zero-shot family, the budget curve and the alpha
+sweep."""
 import json
 import zlib
 
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 
 from hybrid_jax.evaluation import per_query
-from hybrid_jax.evaluation import tradeoff2_analysis as ta
+from hybrid_jax.study import editions, report
+from hybrid_jax.study import seeded
+from hybrid_jax.study.markdown import Page
+from hybrid_jax.study.runs import Run, by_condition
 
 LANGS = ("de", "en")
 KEY = "map@20"
@@ -66,13 +70,13 @@ def _run(tmp_path, condition, seed, alpha, mono_shift, cross_shift, noise=0.002,
         _write(d / "eval_steps" / f"step_{s}" / "eval" / "b",
                _groups(rng, {k: v * scale for k, v in mono_shift.items()}, cross_shift * scale,
                        noise))
-    return ta.Run(d.name, condition, seed, alpha, d)
+    return Run(d.name, condition, seed, alpha, d)
 
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
-    runs = [ta.Run("zero-shot", "zero-shot", None, None, tmp / "zs")]
+    runs = [Run("zero-shot", "zero-shot", None, None, tmp / "zs")]
     _write(tmp / "zs" / "eval" / "b", _groups(np.random.default_rng(1), {}, 0.0, 0.002))
     for seed in range(3):
         # X-X-mono: +0.03 mono on both; X-Y: +0.03 cross; hybrid: mono +0.03 on de (same as
@@ -80,14 +84,14 @@ def grid(tmp_path_factory):
         runs.append(_run(tmp, "mono", seed, 1.0, {"de": 0.03, "en": 0.03}, 0.0))
         runs.append(_run(tmp, "cross", seed, 0.0, {}, 0.03))
         runs.append(_run(tmp, "hybrid-a0.5", seed, 0.5, {"de": 0.03, "en": 0.08}, 0.03))
-    return ta.group(runs)
+    return by_condition(runs)
 
 
 KW = dict(delta=0.01, n_resamples=2000)
 
 
 def test_families_verdicts(grid):
-    fams = ta.families(grid, "b", LANGS, KEY, "hybrid-a0.5", "primary", **KW)
+    fams = seeded.families(grid, "b", LANGS, KEY, "hybrid-a0.5", "primary", **KW)
     primary = {r["scope"]: r for r in fams["primary"]}
     assert primary["en"]["verdict"] == "significant gain"
     assert primary["en"]["ci_low"] < 0.05 < primary["en"]["ci_high"]
@@ -107,7 +111,7 @@ def test_families_verdicts(grid):
 
 
 def test_descriptive_rows_are_uncorrected(grid):
-    rows = ta.descriptive(grid, "b", ["en"], LANGS, KEY, "hybrid-a0.5", **KW)
+    rows = seeded.descriptive(grid, "b", ["en"], LANGS, KEY, "hybrid-a0.5", **KW)
     assert {(r["b"], r["setting"], r["metric"], r["scope"]) for r in rows} == {
         (ref, s, m, sc) for ref in ("mono", "cross")
         for s, m in (("mono", KEY), ("cross", KEY), ("multi", KEY), ("multi", "rank_distance"))
@@ -116,7 +120,7 @@ def test_descriptive_rows_are_uncorrected(grid):
 
 
 def test_budget_curve_grows_with_the_steps(grid):
-    rows = ta.curves(grid, "b", LANGS, KEY, "hybrid-a0.5", **KW)
+    rows = seeded.curves(grid, "b", LANGS, KEY, "hybrid-a0.5", **KW)
     en = {r["step"]: r["diff"] for r in rows if r["b"] == "mono" and r["scope"] == "en"}
     assert sorted(en) == [2, 4]
     assert en[2] == pytest.approx(0.025, abs=0.004) and en[4] == pytest.approx(0.05, abs=0.004)
@@ -126,19 +130,19 @@ def test_budget_curve_grows_with_the_steps(grid):
 
 
 def test_sweep_and_design(grid):
-    rows = ta.sweep(grid, "b", LANGS, KEY, seeds=(0, 1))
+    rows = seeded.sweep(grid, "b", LANGS, KEY, seeds=(0, 1))
     assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
     assert all(r["n_seeds"] == 2 for r in rows)
     by = {r["alpha"]: r for r in rows}
     assert by[0.5]["mono"] - by[1.0]["mono"] == pytest.approx(0.025, abs=0.003)
-    d = ta.design(grid, "b", LANGS, KEY, "hybrid-a0.5")
+    d = seeded.design(grid, "b", LANGS, KEY, "hybrid-a0.5")
     assert [x["language"] for x in d] == list(LANGS)
     assert all(x["for_half_width"]["half_width"] < 0.01 for x in d)
 
 
 def test_analyse_the_whole_grid(grid):
     runs = [r for rs in grid.values() for r in rs]
-    out = ta.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=500)
+    out = seeded.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=500)
     b = out["benchmarks"]["b"]
     assert b["high_resource"] == ["en", "de"] and set(b["families"]) == {"primary", "S2", "S3"}
     mono = b["summary"]["mono"]["mono map@20"]
@@ -148,17 +152,19 @@ def test_analyse_the_whole_grid(grid):
     json.dumps(out)  # the report's data file
 
 
-def test_a_partial_grid_says_so(grid):
-    from hybrid_jax.evaluation import tradeoff2_report
+def _render(a, info, planned, **presentation):
+    return report.render(editions.EDITIONS["second"], Page(a, info, planned, "t", presentation))
 
+
+def test_a_partial_grid_says_so(grid):
     runs = [r for rs in grid.values() for r in rs]
-    a = ta.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=200)
+    a = seeded.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=200)
     info = [{"name": r.name, "condition": r.condition, "seed": r.seed, "wall_seconds": 60.0,
              "sessions": 1, "code": "git abc"} for r in runs]
-    text = tradeoff2_report.render(a, info, planned=len(runs) + 3, stem="t")
+    text = _render(a, info, planned=len(runs) + 3)
     assert f"not complete: {len(runs)} of {len(runs) + 3} runs" in text
     assert "significant gain" in text and "equivalent within ±delta" in text
-    full = tradeoff2_report.render(a, info, planned=len(runs), stem="t")
+    full = _render(a, info, planned=len(runs))
     assert "not complete" not in full
     assert f"{len(runs) * 60 / 3600:.2f} h" in full
     assert f"({2 * len(runs) * 60 / 3600:.2f} CPU-hours)" in full and "Deviations" in full
@@ -168,15 +174,13 @@ def test_a_partial_grid_says_so(grid):
 def test_the_report_says_what_its_config_asks_around_the_figures(grid):
     """Title, links to companion reports, deviations and the machine (the GPU grid's runs
     shared one device, so no CPU-hours) come from the experiment config."""
-    from hybrid_jax.evaluation import tradeoff2_report
-
     runs = [r for rs in grid.values() for r in rs]
-    a = ta.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=200)
+    a = seeded.analyse(runs, benchmarks=["b"], high_resource=("en", "de"), n_resamples=200)
     info = [{"name": r.name, "condition": r.condition, "seed": r.seed, "wall_seconds": 90.0,
              "sessions": 1, "code": "git abc"} for r in runs]
-    text = tradeoff2_report.render(a, info, planned=len(runs), stem="t", title="At batch 100",
-                                   see_also=["other.md|the CPU grid"], machine="one GPU",
-                                   cpu_cores=0, deviations=["batch 100, not 64"])
+    text = _render(a, info, planned=len(runs), title="At batch 100",
+                   see_also=["other.md|the CPU grid"], machine="one GPU", cpu_cores=0,
+                   deviations=["batch 100, not 64"])
     assert text.startswith("# At batch 100\n\nSee also: [the CPU grid](other.md).")
     assert "\n- batch 100, not 64\n" in text and "None." not in text
     assert "CPU-hours" not in text and "side by side on one GPU" in text
@@ -186,11 +190,11 @@ def test_the_report_says_what_its_config_asks_around_the_figures(grid):
 def test_report_of_a_grid_without_hybrid_runs_yet(grid, tmp_path):
     """Early in the grid (zero-shot and X-X-mono only): the families that exist, no figure for
     the ones that do not."""
-    from hybrid_jax.evaluation import tradeoff2
-
     runs = grid["zero-shot"] + grid["mono"][:1]
-    path = tradeoff2.write_report(runs, benchmarks=["b"], out_dir=tmp_path, planned=10,
-                                  high_resource=("en", "de"), n_resamples=200)
+    path = report.write_report(editions.EDITIONS["second"], runs, out_dir=tmp_path,
+                               report_name="tradeoff.md", planned=10,
+                               parameters=dict(benchmarks=["b"], high_resource=("en", "de"),
+                                               n_resamples=200))
     text = path.read_text()
     assert "not complete: 2 of 10 runs" in text and "S3:" in text and "Primary" not in text
     assert "one seed so far" in text  # a single trained seed: no seed variance in the interval

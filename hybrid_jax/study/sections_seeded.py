@@ -1,46 +1,22 @@
-"""The second edition's markdown, one function per section, each a pure function of the analysis
-(tradeoff2_analysis.analyse) and the run list: every number comes from the runs or from the
-paper's published deltas below (labelled as theirs)."""
+"""The second edition's sections (the registered two-level families, seeded.py), one function per
+section, each a pure function of the report's `Page`: every number comes from the runs or from
+the paper's published deltas (paper.py, labelled as theirs)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from hybrid_jax.study import figures_seeded
+from hybrid_jax.study.markdown import Page, ci, diff, duration, mean_std, table
+from hybrid_jax.study.paper import PAPER_DELTAS
+from hybrid_jax.study.runs import label
 
-from hybrid_jax.evaluation import tradeoff2_plots
-from hybrid_jax.evaluation.report import table
-from hybrid_jax.evaluation.tradeoff_analysis import label
-from hybrid_jax.evaluation.tradeoff_report import _fmt_s
-
-# arXiv 2408.10536, hybrid minus X-X-mono, mono mAP per high-resource language, as published
-# (../shared/DESIGN.md): their models, training data and batch 100; no intervals, no seeds.
-PAPER_DELTAS = {
-    "xquad-r-test": {"XLM-R": dict(en=.006, de=.014, es=.007, ru=.011, zh=-.003),
-                     "LaBSE": dict(en=.007, de=.007, es=.021, ru=.007, zh=.004)},
-    "mlqa-r": {"XLM-R": dict(en=-.006, de=.008, es=-.002, zh=.004),
-               "LaBSE": dict(en=.016, de=.007, es=-.008, zh=-.009)},
-}
 FAMILY_TITLES = {
     "primary": "Primary endpoint: hybrid - X-X-mono, monolingual mAP@20",
     "S1": "S1: hybrid - X-X-mono, monolingual mAP@20 (zero-shot benchmark)",
     "S2": "S2: hybrid - X-Y, cross-lingual mAP@20",
     "S3": "S3: each trained condition - the zero-shot model, monolingual mAP@20",
 }
-Link = Callable[[str], str]
-
-
-def _d(v, digits: int = 4) -> str:
-    return "-" if v is None else f"{v:+.{digits}f}"
-
-
-def _ms(t, digits: int = 3) -> str:
-    mean, std, n = t
-    if mean is None:
-        return "-"
-    digits = 1 if abs(mean) >= 10 else digits
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
-
 
 def _row_cells(r: dict) -> list:
-    return [_d(r["diff"]), f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", f"{r['half_width']:.4f}",
+    return [diff(r["diff"]), ci(r), f"{r['half_width']:.4f}",
             f"{r['mde']:.4f}", f"{r['p_holm']:.4f}", f"{r['p_tost_holm']:.4f}",
             f"**{r['verdict']}**"]
 
@@ -60,12 +36,14 @@ STARTING_MODEL_NOTE = (
     "of the size our intervals can barely resolve.")
 
 
-def status(a: dict, runs: list[dict], planned: int, title: str = TITLE,
-           see_also: Sequence[str] = ()) -> list[str]:
-    done = len(runs)
-    L = [f"# {title}", ""]
+def status(p: Page) -> list[str]:
+    """Title, companion reports (presentation 'see_also': "file|what" items), how complete the
+    grid is, and how its intervals and verdicts are made."""
+    a, done, planned = p.analysis, len(p.runs), p.planned
+    L = [f"# {p.presentation.get('title', TITLE)}", ""]
     links = [f"[{text or target}]({target})"
-             for target, _, text in (item.partition("|") for item in see_also)]  # "file|what"
+             for target, _, text in (item.partition("|")
+                                     for item in p.presentation.get("see_also", ()))]
     if links:
         L += ["See also: " + "; ".join(links) + ".", ""]
     if done < planned:
@@ -108,10 +86,10 @@ def summary_section(a: dict, ds: str) -> list[str]:
     b = a["benchmarks"][ds]
     metrics = list(next(iter(b["summary"].values())))
     head = ["condition", "seeds"] + [f"{m} (HR)" for m in metrics]
-    body = [[label(c), len(b["runs"][c])] + [_ms(row[m]["macro_hr"]) for m in metrics]
+    body = [[label(c), len(b["runs"][c])] + [mean_std(row[m]["macro_hr"]) for m in metrics]
             for c, row in b["summary"].items()]
     langs = b["languages"]
-    per_lang = [[label(c)] + [_ms(row["mono map@20"][x]) for x in langs]
+    per_lang = [[label(c)] + [mean_std(row["mono map@20"][x]) for x in langs]
                 for c, row in b["summary"].items()]
     return [f"### Scores on {ds} (mean ± std over seeds)", "",
             "Macro over the high-resource languages "
@@ -120,14 +98,14 @@ def summary_section(a: dict, ds: str) -> list[str]:
             table(["condition"] + langs, per_lang), ""]
 
 
-def curve_section(a: dict, ds: str, link: Link) -> list[str]:
+def curve_section(a: dict, ds: str, link) -> list[str]:
     b = a["benchmarks"][ds]
     rows = [r for r in b["curves"] if r["scope"] == "macro"]
     if not rows:
         return []
-    body = [[r["step"], f"hybrid - {tradeoff2_plots.REFERENCE_LABEL[r['b']]} ({r['setting']})",
-             _d(r["diff"]), f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"] for r in rows]
-    name = tradeoff2_plots.files(a).get(f"curves:{ds}")
+    body = [[r["step"], f"hybrid - {figures_seeded.REFERENCE_LABEL[r['b']]} ({r['setting']})",
+             diff(r["diff"]), ci(r)] for r in rows]
+    name = figures_seeded.files(a).get(f"curves:{ds}")
     return [f"### Budget curve on {ds}", "",
             "Checkpoints of one schedule (not separately scheduled budgets); macro over the "
             "high-resource languages, 95% two-level bootstrap intervals, uncorrected.", "",
@@ -135,15 +113,16 @@ def curve_section(a: dict, ds: str, link: Link) -> list[str]:
             *([f"![curves]({link(name)})", ""] if name else [])]
 
 
-def sweep_section(a: dict, link: Link) -> list[str]:
+def sweep_section(p: Page) -> list[str]:
+    a, link = p.analysis, p.link
     rows = a.get("sweep") or []
     if not rows:
         return []
     body = [[f"{r['alpha']:g}", label(r["condition"]), r["n_seeds"]]
-            + [_ms((r[m], r[f"{m}_std"], r["n_seeds"])) for m in ("mono", "cross", "multi",
+            + [mean_std((r[m], r[f"{m}_std"], r["n_seeds"])) for m in ("mono", "cross", "multi",
                                                                  "rank_distance")]
             for r in rows]
-    name = tradeoff2_plots.files(a).get("sweep")
+    name = figures_seeded.files(a).get("sweep")
     return ["## The alpha sweep", "",
             "Macro over the high-resource languages on the primary benchmark, mean ± std over "
             "the sweep's seeds.", "",
@@ -151,7 +130,8 @@ def sweep_section(a: dict, link: Link) -> list[str]:
                   body), "", *([f"![sweep]({link(name)})", ""] if name else [])]
 
 
-def paper_section(a: dict) -> list[str]:
+def paper_section(p: Page) -> list[str]:
+    a = p.analysis
     L = ["## Side by side with the paper (theirs: XLM-R and LaBSE; ours: multilingual-e5-small)",
          "", "Their numbers are as published (no intervals, no seeds, their training data and "
          "models); ours are hybrid - X-X-mono on mono mAP@20 with 95% intervals.", ""]
@@ -169,7 +149,8 @@ def paper_section(a: dict) -> list[str]:
     return L + [STARTING_MODEL_NOTE, ""]
 
 
-def design_section(a: dict) -> list[str]:
+def design_section(p: Page) -> list[str]:
+    a = p.analysis
     L = ["## Precision reached", ""]
     for ds, b in a["benchmarks"].items():
         body = [[d["language"], f"{d['for_half_width']['half_width']:.4f}",
@@ -186,11 +167,15 @@ def design_section(a: dict) -> list[str]:
     return L
 
 
-def runs_section(runs: list[dict], machine: str = "2 CPU cores", cpu_cores: int = 2) -> list[str]:
-    """`cpu_cores` > 0: the runs ran one at a time on that many cores (CPU-hours = wall x cores);
-    0: they shared `machine` side by side, so only their summed wall time is given."""
+def runs_section(p: Page) -> list[str]:
+    """presentation 'cpu_cores' > 0: the runs ran one at a time on that many cores (CPU-hours =
+    wall x cores); 0: they shared 'machine' side by side, so only their summed wall time is
+    given."""
+    runs = p.runs
+    machine = p.presentation.get("machine", "2 CPU cores")
+    cpu_cores = p.presentation.get("cpu_cores", 2)
     body = [[r["name"], label(r["condition"]), "-" if r["seed"] is None else r["seed"],
-             _fmt_s(r["wall_seconds"]), r["sessions"], r["code"]] for r in runs]
+             duration(r["wall_seconds"]), r["sessions"], r["code"]] for r in runs]
     total = sum(r["wall_seconds"] or 0 for r in runs)
     if cpu_cores:
         line = (f"Wall time of the finished runs, one at a time on {machine}: "
@@ -202,21 +187,26 @@ def runs_section(runs: list[dict], machine: str = "2 CPU cores", cpu_cores: int 
             table(["run", "condition", "seed", "wall time", "sessions", "code"], body), ""]
 
 
-def render(a: dict, runs: list[dict], planned: int, stem: str,
-           deviations: Optional[Sequence[str]] = None, title: str = TITLE,
-           see_also: Sequence[str] = (), machine: str = "2 CPU cores",
-           cpu_cores: int = 2) -> str:
-    link = lambda f: f"{stem}/{f}"  # noqa: E731
-    L = status(a, runs, planned, title, see_also)
+def benchmarks(p: Page) -> list[str]:
+    """Per benchmark: its families, the answer figure, the scores and the budget curve."""
+    a, L = p.analysis, []
     for ds in a["benchmarks"]:
         L += [f"## {ds}", ""]
         for name in ("primary", "S1", "S2", "S3"):
             L += family_section(a, ds, name)
-        answer = tradeoff2_plots.files(a).get(f"answer:{ds}")
+        answer = figures_seeded.files(a).get(f"answer:{ds}")
         if answer:
-            L += [f"![answer]({link(answer)})", ""]
-        L += summary_section(a, ds) + curve_section(a, ds, link)
-    L += sweep_section(a, link) + paper_section(a) + design_section(a)
-    L += ["## Deviations from the protocol", ""] + [f"- {d}" for d in deviations or ()]
-    L += ([] if deviations else ["None."]) + [""]
-    return "\n".join(L + runs_section(runs, machine, cpu_cores))
+            L += [f"![answer]({p.link(answer)})", ""]
+        L += summary_section(a, ds) + curve_section(a, ds, p.link)
+    return L
+
+
+def deviations_section(p: Page) -> list[str]:
+    deviations = p.presentation.get("deviations") or ()
+    L = ["## Deviations from the protocol", ""] + [f"- {d}" for d in deviations]
+    return L + ([] if deviations else ["None."]) + [""]
+
+
+# The second edition's page, top to bottom.
+SECTIONS = (status, benchmarks, sweep_section, paper_section, design_section, deviations_section,
+            runs_section)

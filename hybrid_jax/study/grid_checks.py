@@ -1,4 +1,4 @@
-"""What the existing runs of a grid must agree with before the experiment driver adds to it:
+"""What the existing runs of a grid must agree with before the study driver adds to it:
 the same config (up to keys that never change a result) and the same code.
 
 A run is finished when eval/<dataset>/metrics.json exists for every eval dataset; half-done when it
@@ -14,8 +14,8 @@ from typing import Optional
 from hybrid_jax import code_version
 from hybrid_jax.errors import InputError
 from hybrid_jax.models.run_checkpoint import saved_steps
+from hybrid_jax.study.runs import ZERO_SHOT
 
-ZERO_SHOT = "zero-shot"
 # Keys that change speed or logging, never the result: a finished run stays finished when they do.
 IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
                 "eval.buckets", "eval.token_budget",  # padding and batching of the encoder
@@ -102,11 +102,11 @@ def check_code_versions(workdir: pathlib.Path, made: dict[str, list[dict]],
 
 def check_configs(workdir: pathlib.Path, specs: list, configs: dict) -> None:
     """Every run's config is valid and matches what an earlier invocation saved for it."""
-    from hybrid_jax import config_checks
+    from hybrid_jax import config as schema
 
     for s in specs:
         if s.sampler != ZERO_SHOT:
-            config_checks.validate_config(configs[s.name])
+            schema.validate_config(configs[s.name])
         diffs = config_differences(workdir / "runs" / s.name, configs[s.name], s)
         if diffs:
             raise InputError(

@@ -1,4 +1,4 @@
-"""The second edition's figures, drawn from tradeoff2_analysis.analyse()'s output.
+"""The second edition's figures, drawn from seeded.analyse()'s output.
 
 `files(a)` names the PNGs the report links (exactly those), `draw(a, folder)` writes them."""
 from __future__ import annotations
