@@ -3,12 +3,12 @@
 A module adds a member with a decorator and the code that needs one looks it up by the name a
 config gives:
 
-    FORMATS = Registry("data.format")
+    SCHEDULES = Registry("optim.schedule")
 
-    @FORMATS.register("pairs_jsonl")
-    def load_pairs(cfg): ...
+    @SCHEDULES.register("linear", "linear_decay")
+    def linear(config): ...
 
-    FORMATS.get(config.data.format)   # an unknown name: one InputError listing the known ones
+    SCHEDULES.get(config.optim.schedule)  # an unknown name: one InputError listing the known ones
 
 So a new data source, dataset type or model family is one new module plus a test, not an edit of
 closed lists in the modules that use them.
