@@ -84,10 +84,10 @@ def run(config, workdir: str, mode: str):
         print(inspect_data(config), flush=True)
         return None
     if mode == "evaluate":  # evaluation's own entry, not the train loop
-        from hybrid_jax import config_checks
+        from hybrid_jax import config as schema
         from hybrid_jax.evaluation import entry
 
-        return entry.evaluate_checkpoint(config, config_checks.check_workdir(workdir))
+        return entry.evaluate_checkpoint(config, schema.check_workdir(workdir))
     from hybrid_jax.train import loop
 
     return loop.train_and_evaluate(config, workdir, evaluate=(mode == "train_and_evaluate"))

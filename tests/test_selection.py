@@ -92,10 +92,10 @@ def test_map_selection_and_bad_settings(shared_data, tmp_path):
     loop.train_and_evaluate(config, tmp_path, evaluate=False)
     (row,) = [r for r in _rows(tmp_path) if "select/score" in r]
     assert -1.0 <= row["select/score"] < 0  # minus the mean dev mAP@20: lower is better
-    from hybrid_jax import config_checks
+    from hybrid_jax import config as schema
     for key, value, message in [("train.select", "accuracy", "train.select"),
                                 ("data.synthetic", True, "needs a dev fold")]:
         with pytest.raises(InputError, match=message):
-            config_checks.validate_config(_select_config(shared_data, **{key: value}))
+            schema.validate_config(_select_config(shared_data, **{key: value}))
     with pytest.raises(InputError, match="kept no dev-selected step"):
         run_checkpoint.restore_params(tmp_path / "nowhere", "best")

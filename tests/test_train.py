@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from hybrid_jax import config_checks
+from hybrid_jax import config as schema
 from hybrid_jax.train import checkpoints, loop, metrics_writer, run_setup
 from hybrid_jax.train import runner as runner_lib
 from hybrid_jax.data import splits
@@ -175,16 +175,16 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
 ])
 def test_config_validation(key, value, message):
     with pytest.raises(InputError, match=message):
-        config_checks.validate_config(_config(**{key: value}))
+        schema.validate_config(_config(**{key: value}))
 
 
 def test_unusable_workdir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InputError, match="workdir"):
-        config_checks.check_workdir(blocker / "run")
+        schema.check_workdir(blocker / "run")
     with pytest.raises(InputError, match="not a directory"):
-        config_checks.check_workdir(blocker)
+        schema.check_workdir(blocker)
 
 
 def test_evaluation_hook_cadence(tmp_path, monkeypatch):
@@ -235,7 +235,7 @@ def test_cadence_evaluates_the_named_datasets(tmp_path, monkeypatch):
     assert calls == [(["a"], "step_4"), (["a"], "step_8"), (["a", "b"], tmp_path.name)]
     config.eval.every_datasets = ("c",)
     with pytest.raises(InputError, match="eval.every_datasets"):
-        config_checks.validate_config(config)
+        schema.validate_config(config)
 
 
 def test_final_evaluation_runs_after_the_training_state_is_released(tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def evaluate_checkpoint(config, workdir) -> dict:
     """--mode evaluate: the dev-selected step of workdir (with train.select), else its latest
     checkpoint, else the pretrained model.  A checkpoint loads through its 'ckpt:' spec, on the
     architecture and towers it was saved with (whatever this config's model.tied says).
-    `workdir`: checked by the caller (config_checks.check_workdir)."""
+    `workdir`: checked by the caller (hybrid_jax.config.check_workdir)."""
     workdir = os.path.abspath(os.fspath(workdir))
     if not eval_datasets(config):
         raise InputError("eval.datasets: empty; name the datasets to evaluate on")

@@ -7,7 +7,8 @@ import time
 
 import jax
 
-from hybrid_jax import config_checks, host_memory
+from hybrid_jax import config as schema
+from hybrid_jax import host_memory
 from hybrid_jax.evaluation import entry as eval_entry
 from hybrid_jax.train.progress import Pending, Progress
 from hybrid_jax.train.run_setup import Run, current_bundle
@@ -37,7 +38,7 @@ class StepLoop:
         run, c = self.run, self.run.config
         batch = next(run.iterator)
         if step == run.start_step:
-            config_checks.check_first_batch(batch, c)
+            schema.check_first_batch(batch, c)
         run.state, metrics = run.runner(run.state, run.frozen, run.runner.shard_batch(batch))
         step += 1
         self.progress.steps += 1

@@ -13,7 +13,8 @@ from typing import Optional
 
 import jax
 
-from hybrid_jax import code_version, config_checks, host_memory
+from hybrid_jax import code_version, host_memory
+from hybrid_jax import config as schema
 from hybrid_jax.evaluation import entry as eval_entry
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.train import compilation_cache, run_setup
@@ -29,8 +30,8 @@ def train_and_evaluate(config, workdir, *, evaluate: bool = True,
     """The whole run: set up (or resume), train to the step budget, evaluate at the cadence and
     at the end (when `evaluate` and config.eval.datasets is set).  Returns final metrics.
     `stop_at` ends this invocation early (a checkpoint is saved) without changing the schedule."""
-    workdir = config_checks.check_workdir(workdir)
-    config_checks.validate_config(config)
+    workdir = schema.check_workdir(workdir)
+    schema.validate_config(config)
     compilation_cache.enable(config)
     run = run_setup.setup(config, workdir)  # a failure here leaves the workdir as it was
     if jax.process_index() == 0:

@@ -12,7 +12,8 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from hybrid_jax import config_checks, host_memory
+from hybrid_jax import config as schema
+from hybrid_jax import host_memory
 from hybrid_jax.data.training_batches import make_train_iterator
 from hybrid_jax.models.dual_encoder import DualEncoder
 from hybrid_jax.models.from_config import load_model
@@ -76,7 +77,7 @@ def _resume(checkpointer, host_state, iterator, workdir: str, frozen):
 
 
 def setup(config, workdir: str, pretrained=None) -> Run:
-    devices = config_checks.devices(config)
+    devices = schema.devices(config)
     if pretrained is None:
         pretrained = _load_model(config)
     tied = bool(config.model.tied)

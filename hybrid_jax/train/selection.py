@@ -27,23 +27,7 @@ from hybrid_jax.errors import InputError
 from hybrid_jax.train import losses
 from hybrid_jax.train.checkpoints import BestKeeper
 
-METRICS = ("none", "loss", "map")
 DEV_SEED = 0  # the same dev batches for every run and seed of a grid
-
-
-def check_config(config) -> None:
-    t = config.train
-    if t.select not in METRICS:
-        raise InputError(f"train.select: {t.select!r} is not one of {METRICS}")
-    if t.select == "none":
-        return
-    if int(t.select_every) < 1:
-        raise InputError(f"train.select_every: must be >= 1 with train.select={t.select!r}")
-    if config.data.synthetic:
-        raise InputError("train.select: needs a dev fold; data.synthetic has none")
-    if t.select == "map" and config.data.format != "lareqa":
-        raise InputError(f"train.select='map': needs LAReQA articles (data.format 'lareqa'), "
-                         f"not {config.data.format!r}; use 'loss'")
 
 
 class DevScorer:
