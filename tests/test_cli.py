@@ -197,7 +197,7 @@ def test_program_asks_for_the_memory_ordered_schedule_and_synchronous_dispatch(
 
 def test_experiment_driver_shares_the_harness(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", "hybrid_jax.experiment",
+    r = subprocess.run([sys.executable, "-m", "hybrid_jax.study",
                         "--config=configs/tradeoff.py:tiny", f"--workdir={tmp_path / 'w'}",
                         "--config.experiment.seedz=3"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
