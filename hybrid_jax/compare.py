@@ -5,8 +5,8 @@
 RUN is an evaluation directory holding per_query.npz (workdir/eval/<dataset>), or a workdir whose
 eval/<dataset>/per_query.npz files are compared dataset by dataset. Several seeds of one run:
 join them with commas (RUN_A=seed0,seed1,...); per-query scores are averaged over seeds and
-queries resampled jointly (evaluation/statistics/paired.py). Rows: the setting macro averages and per-language
-rows with Holm-adjusted p-values (bootstrap p) across the languages of each setting.
+queries resampled jointly (evaluation/statistics/paired.py). Rows: the setting macro averages and
+per-language rows with Holm-adjusted p-values (bootstrap p) across the languages of each setting.
 """
 from __future__ import annotations
 

@@ -157,9 +157,7 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
     """Runs the unfinished runs of the grid (at most `max_runs`, 0 = all; with `only`, just
     those), then writes the report on every finished run (not with `only`). Returns the report's
     path (None when no run has finished or `only` was given)."""
-    from hybrid_jax import config as schema
-
-    workdir = pathlib.Path(schema.check_workdir(workdir))
+    workdir = pathlib.Path(config_schema.check_workdir(workdir))
     analysed_dataset(config)  # a wrong experiment.dataset stops before anything runs
     specs = plan(config)
     unknown = sorted(set(only) - {s.name for s in specs})

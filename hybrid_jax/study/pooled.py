@@ -234,8 +234,9 @@ def analyse(runs: Sequence[Run], *, dataset: str, k: int = 20,
     runs, languages, hr = _load(runs, dataset, key, high_resource)
     groups = by_condition(runs)
     primary = primary_condition(groups, primary_alpha)
-    answer, sweep = _comparisons(groups, dataset, primary, languages, hr, key, n_bootstrap=n_bootstrap,
-                                 seed=bootstrap_seed, resample_seeds=resample_seeds)
+    answer, sweep = _comparisons(groups, dataset, primary, languages, hr, key,
+                                 n_bootstrap=n_bootstrap, seed=bootstrap_seed,
+                                 resample_seeds=resample_seeds)
     curves = {r.name: read_curve(r.run_dir) for r in runs}
     return Analysis(dataset=dataset, key=key, languages=languages, high_resource=hr, runs=runs,
                     groups=groups, summary=summarize(groups, dataset, languages, hr, key),

@@ -111,8 +111,8 @@ def answer(p: Page) -> list[str]:
 def every_language(a: Analysis) -> list[str]:
     hr = a.high_resource
     rows = [[r["scope"] + ("*" if r["scope"] in hr else ""), r["setting"], f"{r['diff']:+.4f}",
-             ci(r), p_value(r["p_bootstrap"]), p_value(r.get("p_holm_all")), verdict(r, "p_holm_all")]
-            for r in a.per_language]
+             ci(r), p_value(r["p_bootstrap"]), p_value(r.get("p_holm_all")),
+             verdict(r, "p_holm_all")] for r in a.per_language]
     return ["### Every language", "",
             "The same comparisons for all languages (Holm over all "
             f"{len(a.per_language)} per-language tests).", "",

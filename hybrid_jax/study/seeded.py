@@ -4,8 +4,8 @@ Input: the finished runs of the grid (runs.Run), each with eval/<dataset>/ and
 eval_steps/step_<n>/eval/<dataset>/ (metrics.json, per_query.npz). Output, per benchmark:
 
 * families: the registered comparisons (primary, S1-S3), one row per high-resource language:
-  the two-level bootstrap (statistics/seeds.py: seeds, then question clusters) estimate, 95% interval,
-  SE, p, TOST at +-delta, MDE, and the verdict after Holm within the family;
+  the two-level bootstrap (statistics/seeds.py: seeds, then question clusters) estimate, 95%
+  interval, SE, p, TOST at +-delta, MDE, and the verdict after Holm within the family;
 * descriptive: multi mAP and rank distance, macro rows, uncorrected;
 * curves: the primary and cross comparisons (macro over the high-resource languages and per
   language) at every evaluated step;
@@ -235,7 +235,8 @@ def analyse(runs: Sequence[Run], *, benchmarks: Sequence[str], high_resource: Se
             "design": design(groups, ds, hr, key, primary)}
     if benchmarks and benchmarks[0] in out["benchmarks"]:
         b = out["benchmarks"][benchmarks[0]]
-        groups = {c: [r for r in rs if r.has(benchmarks[0])] for c, rs in by_condition(runs).items()}
+        groups = {c: [r for r in rs if r.has(benchmarks[0])]
+                  for c, rs in by_condition(runs).items()}
         out["sweep"] = sweep({c: rs for c, rs in groups.items() if rs}, benchmarks[0],
                              b["high_resource"], key, sweep_seeds)
     return out

@@ -51,8 +51,8 @@ def aligned_cells(runs_a, runs_b, views: Sequence[str]):
 
 
 def paired_row(runs_a, runs_b, views: list[str], stratify: str | None, **kw):
-    """paired.compare_runs(...).as_dict() over the queries of `views` present (finite) in every run of
-    both sides (per_question_scores tables), or None when none is. stratify: None, 'view' (macro
+    """paired.compare_runs(...).as_dict() over the queries of `views` present (finite) in every run
+    of both sides (per_question_scores tables), or None when none is. stratify: None, 'view' (macro
     over views) or 'lang' (macro over query languages); kw goes to compare_runs."""
     cells = aligned_cells(runs_a, runs_b, views)
     if cells is None:
