@@ -81,6 +81,10 @@ flags.DEFINE_bool("peer_bf16", None,
 flags.DEFINE_string("peak_dtype", "", "dtype of the peak matmul ('' = model.compute_dtype).")
 flags.DEFINE_integer("peak_size", 0, "Side of the square peak matmul (0 = 2048 on CPU, 8192 on "
                      "accelerators, where smaller products do not fill the chip).")
+flags.DEFINE_string("compilation_cache_dir", "",
+                    "Persistent XLA compilation cache the sections share, e.g. the profile reusing "
+                    "the step sections' programs ('' = none: every section compiles afresh, as "
+                    "its compile figures assume).")
 flags.DEFINE_string("out", "benchmarks/results.json", "Results file (merged per section).")
 flags.DEFINE_string("markdown", "BENCHMARKS.md", "Table regenerated from --out ('' = none).")
 
@@ -273,6 +277,14 @@ def main(argv):
         from configs import demo_cpu
 
         config = demo_cpu.get_config()
+    if FLAGS.compilation_cache_dir:
+        import jax
+
+        # this process's sections, and through the environment the whole_eval children
+        os.environ.update(JAX_COMPILATION_CACHE_DIR=FLAGS.compilation_cache_dir,
+                          JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     run_benchmarks(config)
 
 

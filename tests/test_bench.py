@@ -14,15 +14,20 @@ from conftest import REPO
 def bench_run(tmp_path_factory, shared_data):
     """Two invocations into one results file (sections merge): the step section against the
     PyTorch peer, the rest without it (tests/test_torch_peer.py checks the peer's encoder and
-    loss; its start-up in every section would cost the suite about a minute)."""
+    loss; its start-up in every section would cost the suite about a minute).  Cheaper than the
+    sections' defaults where no figure below depends on it: one compilation cache for both
+    invocations (the profile reuses the step sections' programs), no dev-selection batches, and
+    texts encoded at 32 tokens (one length bucket)."""
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     cmd = [sys.executable, "-m", "benchmarks", "--config", "configs/tiny.py",
            "--config.num_devices=1", "--config.data.synthetic=False",
            f"--config.data.dataset_dir={shared_data / 'xquad-r'}",
+           "--config.train.select=none", "--config.eval.max_length=32",
+           f"--compilation_cache_dir={out / 'xla_cache'}",
            "--rounds", "3", "--repeats", "1", "--search_sizes", "3000", "--search_queries", "64",
            "--encode_texts", "48", "--pipeline_batches", "5", "--study_rounds", "2",
-           "--study_config=configs/tradeoff2.py:tiny",
+           "--study_config=configs/tradeoff2.py:tiny", "--study_config.train.select=none",
            "--config.eval.datasets=" + json.dumps([dict(
                name="xquad-r-test", type="xquad-r", path=str(shared_data / "xquad-r"),
                fold="test", languages=["en", "de"])]),

