@@ -109,7 +109,7 @@ def test_dry_run_grid_results(dry_run, tmp_path):
         for dataset in ("xquad-r-test", "mlqa-r"):
             assert f"grid/runs/{name}/eval/{dataset}/per_query.npz" in names
     assert not any("/checkpoints/" in n for n in names)
-    # The report is made from what came back, with the grid's own config.
+    # The report is made from the packed results, with the grid's own config.
     variant, overrides = _dry_check(tmp_path, out.parent / "work" / "bundle").grid_settings()
     flags = [f"--config.{k}={dc.flag_value(v)}" for k, v in overrides.items()]
     r = subprocess.run([sys.executable, "-m", "hybrid_jax.study",
@@ -164,7 +164,7 @@ def test_only_missing_or_too_old_packages_are_installed():
                  "protobuf": "4.25.1"}
     todo, skipped = dc.plan_install(wheels, installed)
     assert sorted(todo) == sorted([wheels[0], wheels[1], wheels[3]])
-    assert skipped == {"tensorboardx": "2.6.2 installed (carried 2.6.5)"}
+    assert skipped == {"tensorboardx": "2.6.2 installed (the bundle has 2.6.5)"}
     todo, skipped = dc.plan_install(wheels, dict(installed, protobuf="6.31.1"))
     assert wheels[3] not in todo and "protobuf" in skipped  # new enough: the image's stays
     assert dc.wheel_name_version("ml_collections-1.1.0-py3-none-any.whl") == (
@@ -371,7 +371,7 @@ def test_grid_runs_in_parallel_slots_and_stops_at_its_limit(tmp_path, monkeypatc
     times = [(float(s), float(e)) for _, s, e in rows]
     assert len(times) == 4
     assert max(sum(s0 <= s < e0 for s0, e0 in times) for s, _ in times) <= 3
-    # the finished runs were moved into one workdir, and came back in the archive
+    # the finished runs were moved into one workdir, and packed into the archive
     assert sorted(p.name for p in (check.work / "grid" / "runs").iterdir()) == sorted(
         figures["finished"])
     with tarfile.open(tmp_path / "out" / "grid-1.tar.xz") as tar:

@@ -73,7 +73,7 @@ def plan_install(wheels: list[str], installed: dict) -> tuple[list[str], dict]:
         elif minimum and version_tuple(have) < version_tuple(minimum):
             todo.append(w)
         else:
-            skipped[name] = f"{have} installed (carried {version})"
+            skipped[name] = f"{have} installed (the bundle has {version})"
     return todo, skipped
 
 

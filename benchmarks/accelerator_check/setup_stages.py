@@ -50,7 +50,7 @@ class SetupStages(Runner):
                    "installing": [pathlib.Path(w).name for w in todo]}
         if not todo:
             figures["status"] = "skipped"
-            figures["error"] = "every carried package is already installed"
+            figures["error"] = "every package of the bundle is already installed"
             return figures
         self.site.mkdir(parents=True, exist_ok=True)
         rc, timed_out = self.child([sys.executable, "-m", "pip", "install", "-q", "--no-index",
