@@ -70,7 +70,8 @@ flags.DEFINE_integer("study_rounds", 3, "Timed steps per framework at the study'
 flags.DEFINE_integer("repeats", 3, "Repetitions of each encode / search timing (median).")
 flags.DEFINE_list("search_sizes", ["10000", "100000", "1000000"], "Synthetic pool sizes.")
 flags.DEFINE_integer("search_queries", 1000, "Queries per search benchmark.")
-flags.DEFINE_string("real_pool", None, "embeddings.npz of a real evaluation (eval.save_embeddings).")
+flags.DEFINE_string("real_pool", None,
+                    "embeddings.npz of a real evaluation (eval.save_embeddings).")
 flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
 flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")

@@ -26,7 +26,8 @@ def pipeline_throughput(dataset_dir: str, tokenizer=None, batches: int = 200,
     for _ in range(batches):
         next(it)
     seconds = time.perf_counter() - ready
-    return {"batches_per_s": batches / seconds, "examples_per_s": batches * global_batch_size / seconds,
+    return {"batches_per_s": batches / seconds,
+            "examples_per_s": batches * global_batch_size / seconds,
             "setup_s": ready - start, "batches": batches, "global_batch_size": global_batch_size,
             "query_max_length": query_max_length, "passage_max_length": passage_max_length,
             "num_threads": cfg.num_threads, "sampling": cfg.sampling}

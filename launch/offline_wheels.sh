@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download the wheels benchmarks.accelerator_check installs on an accelerator host without network.
 #
-#   launch/offline_wheels.sh [DEST]      (default device_bundle/wheels; `make offline-bundle` runs it)
+#   launch/offline_wheels.sh [DEST]    (default device_bundle/wheels; make offline-bundle runs it)
 #
 # Only packages our checks import that a jax image for GPUs or TPUs usually lacks (one with jax,
 # flax, optax, orbax, transformers, absl, etils). Built for the host's Python (PYTHON_VERSION,
@@ -47,7 +47,8 @@ mkdir -p "$TMP"
 platform_args=()
 for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
 # shellcheck disable=SC2086  # PIP is a command line
-$PIP download --quiet --no-deps --only-binary=:all: --python-version "${PYTHON_VERSION:-3.12}" --implementation cp \
+$PIP download --quiet --no-deps --only-binary=:all: \
+  --python-version "${PYTHON_VERSION:-3.12}" --implementation cp \
   "${platform_args[@]}" -d "$TMP" "${PINS[@]}"
 count=$(find "$TMP" -name '*.whl' | wc -l)
 [[ "$count" -eq "${#PINS[@]}" ]] || die "expected ${#PINS[@]} wheels, pip saved $count in $TMP"

@@ -8,14 +8,15 @@ run_settings (the bench's and the grid's configs), device_tests (which tests run
 results, packing the grid's), workers (the code of the child processes that import jax), files
 (shared helpers).  At load time every module imports the standard library only.
 """
-from benchmarks.accelerator_check.bundle import (DATA_ARCHIVE, MANIFEST, MODEL_DIR, plan_install,
-                                            prepare, version_tuple, wheel_name_version,
-                                            write_data_archive)
+from benchmarks.accelerator_check.bundle import (DATA_ARCHIVE, MANIFEST, MODEL_DIR,
+                                                 plan_install, prepare, version_tuple,
+                                                 wheel_name_version, write_data_archive)
 from benchmarks.accelerator_check.check import Check
 from benchmarks.accelerator_check.command import DRY_RUN_GRID, main, parse_args
-from benchmarks.accelerator_check.device_tests import (DRY_RUN_TESTS, ONE_DEVICE_TESTS, SHARDED_TESTS,
-                                                  select_tests)
-from benchmarks.accelerator_check.figures import finished_runs, grid_figures, pack_grid, parse_plan
+from benchmarks.accelerator_check.device_tests import (DRY_RUN_TESTS, ONE_DEVICE_TESTS,
+                                                       SHARDED_TESTS, select_tests)
+from benchmarks.accelerator_check.figures import (finished_runs, grid_figures, pack_grid,
+                                                  parse_plan)
 from benchmarks.accelerator_check.run_settings import flag_value
 from benchmarks.accelerator_check.runner import FAST_COMPILE_XLA_FLAGS, OUT_FILES
 

@@ -136,8 +136,8 @@ class Runner:
         result = self.work / f"{name}-{time.time_ns()}.json"
         spec = self.work / f"{name}-args-{time.time_ns()}.json"
         write_json(spec, dict(args, result=str(result)))
-        rc, timed_out = self.child([sys.executable, "-m", "benchmarks.accelerator_check", "--worker",
-                                    name, "--worker-args", str(spec)], timeout, env)
+        rc, timed_out = self.child([sys.executable, "-m", "benchmarks.accelerator_check",
+                                    "--worker", name, "--worker-args", str(spec)], timeout, env)
         return (json.loads(result.read_text()) if result.is_file() else None), rc, timed_out
 
     def tail_of_log(self, lines: int = 25) -> str:
