@@ -153,7 +153,7 @@ def test_sigterm_and_kill9_resume_bit_identical(tmp_path):
 
 
 def nan_params_before_update(monkeypatch, update: int) -> None:
-    """train.setup's runner turns the params NaN just before its `update`-th step (1-based)."""
+    """run_setup.setup's runner turns the params NaN just before its `update`-th step (1-based)."""
     real_setup = run_setup.setup
 
     def setup_with_fault(*args, **kwargs):
