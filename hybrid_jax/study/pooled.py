@@ -28,8 +28,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation.statistics import paired, tables
-from hybrid_jax.evaluation.statistics.seeds import mean_std
-from hybrid_jax.study.runs import Run, by_condition, language_value, read_curve, run_info
+from hybrid_jax.study.runs import Run, by_condition, read_curve, run_info, summarize
 
 SETTINGS = ("mono", "cross", "multi")
 LEVEL = 0.05         # verdicts: significant at p < LEVEL
@@ -47,26 +46,6 @@ def negatives_per_query(config: Optional[dict]) -> Optional[tuple[int, int]]:
     b = int(data["global_batch_size"])
     hard = int((config or {}).get("data", {}).get("hard_negatives") or 0)
     return b - 1, b * hard
-
-
-# ----------------------------------------------------------------------------- summaries
-
-
-def summarize(groups: dict[str, list[Run]], dataset: str, languages: Sequence[str],
-              high_resource: Sequence[str], key: str) -> dict:
-    """condition -> setting -> {lang | 'macro_hr' | 'macro_all': (mean, std, n_seeds)}.
-    Macros are taken per seed (mean over the languages), then mean +- std over seeds."""
-    out = {}
-    for cond, runs in groups.items():
-        out[cond] = {}
-        for setting in SETTINGS + ("rank_distance",):
-            per_seed = [{x: language_value(r.metrics(dataset), setting, x, key) for x in languages}
-                        for r in runs]
-            row = {x: mean_std([s[x] for s in per_seed]) for x in languages}
-            row["macro_hr"] = mean_std([np.mean([s[x] for x in high_resource]) for s in per_seed])
-            row["macro_all"] = mean_std([np.mean([s[x] for x in languages]) for s in per_seed])
-            out[cond][setting] = row
-    return out
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -239,7 +218,8 @@ def analyse(runs: Sequence[Run], *, dataset: str, k: int = 20,
                                  resample_seeds=resample_seeds)
     curves = {r.name: read_curve(r.run_dir) for r in runs}
     return Analysis(dataset=dataset, key=key, languages=languages, high_resource=hr, runs=runs,
-                    groups=groups, summary=summarize(groups, dataset, languages, hr, key),
+                    groups=groups, summary=summarize(groups, dataset, languages, hr,
+                                      {s: (s, key) for s in SETTINGS + ("rank_distance",)}),
                     primary=primary, answer=answer, sweep=sweep, curves=curves,
                     timing={r.name: run_timing(r, dataset, curves[r.name]) for r in runs},
                     n_bootstrap=n_bootstrap, resample_seeds=resample_seeds,

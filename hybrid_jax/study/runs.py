@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from typing import Optional, Sequence
+
+import numpy as np
 
 from hybrid_jax import code_version
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query
 from hybrid_jax.evaluation.statistics import tables
+from hybrid_jax.evaluation.statistics.seeds import mean_std
 
 ZERO_SHOT = "zero-shot"
 
@@ -100,6 +104,26 @@ def language_value(m: dict, setting: str, lang: str, key: str) -> float:
                "multi": m["multi"]["per_language"]}[setting]
         v = (per.get(lang) or {}).get(key)
     return float("nan") if v is None else float(v)
+
+
+def summarize(groups: dict[str, list[Run]], dataset: str, languages: Sequence[str],
+              high_resource: Sequence[str], metrics: dict[str, tuple],
+              missing=math.nan) -> dict:
+    """condition -> name -> {lang | 'macro_hr' | 'macro_all': (mean, std, n_seeds)} for each
+    `metrics` name -> (setting, key) (language_value's). Macros are taken per run (mean over the
+    languages), then mean +- std over seeds; `missing` fills what one or no value cannot give."""
+    out = {}
+    for cond, runs in groups.items():
+        ms = [r.metrics(dataset) for r in runs]
+        out[cond] = {}
+        for name, (setting, key) in metrics.items():
+            per = [{x: language_value(m, setting, x, key) for x in languages} for m in ms]
+            row = {x: mean_std([p[x] for p in per], missing) for x in languages}
+            for scope, langs in (("macro_hr", high_resource), ("macro_all", languages)):
+                row[scope] = mean_std([float(np.mean([p[x] for x in langs])) for p in per],
+                                      missing)
+            out[cond][name] = row
+    return out
 
 
 def read_curve(run_dir) -> dict[int, dict]:

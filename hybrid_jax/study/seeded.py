@@ -23,8 +23,7 @@ import numpy as np
 from hybrid_jax.evaluation.statistics import design as stat_design
 from hybrid_jax.evaluation.statistics import seeds as seed_stats
 from hybrid_jax.evaluation.statistics import tables
-from hybrid_jax.evaluation.statistics.seeds import mean_std
-from hybrid_jax.study.runs import ZERO_SHOT, Run, by_condition, language_value
+from hybrid_jax.study.runs import ZERO_SHOT, Run, by_condition, language_value, summarize
 
 ALPHA = 0.05
 TARGET_HALF_WIDTH = 0.010
@@ -182,29 +181,10 @@ def design(groups: dict, dataset: str, hr: Sequence[str], key: str, primary: str
 
 # ----------------------------------------------------------------------------- the whole grid
 
-SUMMARY_METRICS = (("mono", "map@20"), ("cross", "map@20"), ("multi", "map@20"),
-                   ("mono", "recall@1"), ("cross", "recall@1"), ("multi", "recall@10"))
-
-
-def summary(groups: dict, dataset: str, hr: Sequence[str], languages: Sequence[str]) -> dict:
-    """condition -> {'<setting> <metric>' | 'rank_distance' -> {scope -> (mean, std, n)}}, scope
-    in languages + macro_hr + macro_all; macros are taken per run, then over seeds."""
-    out = {}
-    for cond, runs in groups.items():
-        ms = [r.metrics(dataset) for r in runs]
-        row = {}
-        for setting, metric in SUMMARY_METRICS + (("rank_distance", None),):
-            per = [{x: language_value(m, setting, x, metric) for x in languages} for m in ms]
-            row[f"{setting} {metric}" if metric else setting] = _scopes(per, hr, languages)
-        out[cond] = row
-    return out
-
-
-def _scopes(per_run: list[dict], hr, languages) -> dict:
-    out = {x: mean_std([p[x] for p in per_run], None) for x in languages}
-    for scope, langs in (("macro_hr", hr), ("macro_all", languages)):
-        out[scope] = mean_std([float(np.mean([p[x] for x in langs])) for p in per_run], None)
-    return out
+# The summary table's columns: name -> (setting, metric).
+SUMMARY_METRICS = {f"{s} {m}": (s, m) for s, m in (
+    ("mono", "map@20"), ("cross", "map@20"), ("multi", "map@20"), ("mono", "recall@1"),
+    ("cross", "recall@1"), ("multi", "recall@10"))} | {"rank_distance": ("rank_distance", None)}
 
 
 def analyse(runs: Sequence[Run], *, benchmarks: Sequence[str], high_resource: Sequence[str],
@@ -227,7 +207,7 @@ def analyse(runs: Sequence[Run], *, benchmarks: Sequence[str], high_resource: Se
         out["benchmarks"][ds] = {
             "languages": languages, "high_resource": hr,
             "runs": {c: [r.name for r in rs] for c, rs in groups.items()},
-            "summary": summary(groups, ds, hr, languages),
+            "summary": summarize(groups, ds, languages, hr, SUMMARY_METRICS, None),
             "families": families(groups, ds, hr, key, primary, "primary" if i == 0 else "S1",
                                  **kw),
             "descriptive": descriptive(groups, ds, hr, languages, key, primary, **kw),
