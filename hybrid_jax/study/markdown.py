@@ -7,8 +7,10 @@ import math
 from typing import Any
 
 from hybrid_jax.evaluation.report import table
+from hybrid_jax.study.runs import label
 
-__all__ = ["Page", "and_list", "ci", "count", "diff", "duration", "mean_std", "p_value", "table"]
+__all__ = ["Page", "and_list", "ci", "count", "diff", "duration", "mean_std", "p_value",
+           "runs_table", "table"]
 
 
 def _finite(v) -> bool:
@@ -70,3 +72,29 @@ class Page:
 
     def link(self, name: str) -> str:
         return f"{self.stem}/{name}"
+
+
+def _optional(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+# The runs table's columns, each a cell of one run's row (runs.run_info, plus the training curve's
+# figures where an edition has them) and the page's link; each edition picks its columns.
+RUN_COLUMNS = {
+    "run": lambda r, link: r["name"],
+    "condition": lambda r, link: label(r["condition"]),
+    "seed": lambda r, link: "-" if r["seed"] is None else r["seed"],
+    "steps": lambda r, link: r["steps"],
+    "first loss": lambda r, link: _optional(r["first_loss"], ".3f"),
+    "final loss": lambda r, link: _optional(r["final_loss"], ".3f"),
+    "steps/s": lambda r, link: _optional(r["steps_per_sec"], ".2f"),
+    "eval": lambda r, link: duration(r["eval_seconds"]),
+    "wall time": lambda r, link: duration(r["wall_seconds"]),
+    "sessions": lambda r, link: r["sessions"],
+    "code": lambda r, link: r["code"],
+    "metrics": lambda r, link: f"[metrics.json]({link('metrics/' + r['name'] + '.json')})",
+}
+
+
+def runs_table(rows: list[dict], columns: tuple, link) -> str:
+    return table(list(columns), [[RUN_COLUMNS[c](r, link) for c in columns] for r in rows])

@@ -91,11 +91,11 @@ def uncorrected_verdict(row: dict) -> str:
 
 
 def run_timing(r: Run, dataset: str, curve: dict[int, dict]) -> dict:
-    t = run_info(r)
+    """runs.run_info and the training curve's steps, losses and rate, and the evaluation's
+    time."""
     steps = [s for s in sorted(curve) if "loss" in curve[s]]
     rates = [curve[s]["steps_per_sec"] for s in steps if "steps_per_sec" in curve[s]]
-    return {"wall_seconds": t["wall_seconds"], "sessions": t["sessions"],
-            "steps": steps[-1] if steps else 0,
+    return {**run_info(r), "steps": steps[-1] if steps else 0,
             "first_loss": curve[steps[0]]["loss"] if steps else None,
             "final_loss": curve[steps[-1]]["loss"] if steps else None,
             "steps_per_sec": float(np.mean(rates)) if rates else None,

@@ -6,13 +6,16 @@ from __future__ import annotations
 from typing import Optional
 
 from hybrid_jax.study import figures_pooled
-from hybrid_jax.study.markdown import Page, and_list, ci, count, duration, mean_std, p_value, table
+from hybrid_jax.study.markdown import (Page, and_list, ci, count, duration, mean_std, p_value,
+                                      runs_table, table)
 from hybrid_jax.study.paper import ACCELERATOR, ACCELERATOR_CONFIGS, PAPER, PAPER_BATCH
 from hybrid_jax.study.pooled import (CONFIDENCE, LEVEL, SETTINGS, Analysis, negatives_per_query,
                                      uncorrected_verdict, verdict)
 from hybrid_jax.study.runs import label
 
 CI = f"{CONFIDENCE:.0%}"
+RUNS_TABLE = ("run", "condition", "seed", "steps", "first loss", "final loss", "steps/s", "eval",
+              "wall time", "sessions", "metrics")
 
 
 def negatives_phrase(config: Optional[dict]) -> str:
@@ -248,18 +251,8 @@ def runs(p: Page) -> list[str]:
     L = ["## Runs", "", "Wall time from each run's timing.json (all invocations, including "
          "model loading, compilation and the final evaluation); steps/s is the training "
          "rate logged in metrics.jsonl.", ""]
-    rows = []
-    for cond, rs in a.groups.items():
-        for r in rs:
-            t = a.timing[r.name]
-            rows.append([r.name, label(cond), "-" if r.seed is None else r.seed, t["steps"],
-                         "-" if t["first_loss"] is None else f"{t['first_loss']:.3f}",
-                         "-" if t["final_loss"] is None else f"{t['final_loss']:.3f}",
-                         "-" if t["steps_per_sec"] is None else f"{t['steps_per_sec']:.2f}",
-                         duration(t["eval_seconds"]), duration(t["wall_seconds"]), t["sessions"],
-                         f"[metrics.json]({link('metrics/' + r.name + '.json')})"])
-    return L + [table(["run", "condition", "seed", "steps", "first loss", "final loss",
-                       "steps/s", "eval", "wall time", "sessions", "metrics"], rows), "",
+    rows = [a.timing[r.name] for rs in a.groups.values() for r in rs]
+    return L + [runs_table(rows, RUNS_TABLE, link), "",
                 f"![curves]({link(figures_pooled.files(a)['curves'])})", "",
                 f"Machine-readable: [comparisons.json]({link('comparisons.json')}), "
                 f"[summary.json]({link('summary.json')})"

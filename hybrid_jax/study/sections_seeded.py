@@ -4,7 +4,7 @@ the paper's published deltas (paper.py, labelled as theirs)."""
 from __future__ import annotations
 
 from hybrid_jax.study import figures_seeded
-from hybrid_jax.study.markdown import Page, ci, diff, duration, mean_std, table
+from hybrid_jax.study.markdown import Page, ci, diff, mean_std, runs_table, table
 from hybrid_jax.study.paper import PAPER_DELTAS
 from hybrid_jax.study.runs import label
 
@@ -174,8 +174,6 @@ def runs_section(p: Page) -> list[str]:
     runs = p.runs
     machine = p.presentation.get("machine", "2 CPU cores")
     cpu_cores = p.presentation.get("cpu_cores", 2)
-    body = [[r["name"], label(r["condition"]), "-" if r["seed"] is None else r["seed"],
-             duration(r["wall_seconds"]), r["sessions"], r["code"]] for r in runs]
     total = sum(r["wall_seconds"] or 0 for r in runs)
     if cpu_cores:
         line = (f"Wall time of the finished runs, one at a time on {machine}: "
@@ -184,7 +182,8 @@ def runs_section(p: Page) -> list[str]:
         line = (f"Wall time of the finished runs, summed: **{total / 3600:.2f} h**; they ran "
                 f"side by side on {machine}, so the machine was held for less.")
     return ["## Runs", "", line, "",
-            table(["run", "condition", "seed", "wall time", "sessions", "code"], body), ""]
+            runs_table(runs, ("run", "condition", "seed", "wall time", "sessions", "code"), p.link),
+            ""]
 
 
 def benchmarks(p: Page) -> list[str]:
