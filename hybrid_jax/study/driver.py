@@ -175,7 +175,8 @@ def run_experiment(config, workdir, *, max_runs: int = 0, report_only: bool = Fa
     made = grid_checks.recorded_code_versions(workdir, specs, datasets)
     if not allow_mixed_code:
         grid_checks.check_code_versions(workdir, made, current)
-    elif len({grid_checks.made_by(v) for v in [*made.values(), *([[current]] if current else [])]}) > 1:
+    elif len({grid_checks.made_by(v)
+              for v in [*made.values(), *([[current]] if current else [])]}) > 1:
         _log("--allow_mixed_code: these runs are made by different code; each run's "
              "code_version.json says which")
     if dry_run:
