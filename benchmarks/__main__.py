@@ -36,7 +36,8 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-from hybrid_jax import cli, host_memory
+from hybrid_jax import cli
+from hybrid_jax.platform import cpu
 
 ONE_PASS = "half the batch, one pass"
 SECTIONS = ("peak", "step", "study_step", "profile", "pipeline", "encode", "whole_eval",
@@ -114,7 +115,7 @@ def machine_info() -> dict:
     import jax
 
     return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_model": _cpu_model(), "host_malloc": host_memory.status(),
+            "cpu_model": _cpu_model(), "host_malloc": cpu.status(),
             "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind,

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from hybrid_jax import host_memory
+from hybrid_jax.platform import cpu
 
 
 class _PeerProcess:
@@ -17,10 +17,10 @@ class _PeerProcess:
 
     def __init__(self, args: list):
         cmd = [sys.executable, "-m", "benchmarks.torch_peer", *args]
-        # The glibc set-up our step loop trains under (hybrid_jax.host_memory), so the comparison
+        # The glibc set-up our step loop trains under (hybrid_jax.platform.cpu), so the comparison
         # is of the frameworks, not of allocator settings (measured: the peer gains ~4% from it).
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=host_memory.child_environment())
+                                     env=cpu.child_environment())
         self.info = self._read()
 
     def _read(self) -> dict:

@@ -83,7 +83,7 @@ def _step(s: dict, peak: dict | None, title: str = "Training step") -> list[str]
               "included), clipping, AdamW and frozen word embeddings, accumulating over the same "
               "micro-batches GradCache-style when the step does, in its own process "
               "(benchmarks/torch_peer.py) under the same host-memory set-up "
-              f"(hybrid_jax/host_memory.py){_peer_shape(s)}.", ""]
+              f"(hybrid_jax/platform/cpu.py){_peer_shape(s)}.", ""]
     if has_peer:
         lines.append(f"Speed-up over the PyTorch peer (median of per-round ratios): "
                      f"**{s['speedup_vs_peer']:.2f}x** (target >= 1.3x: "

@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.measure import count_compiles, cpu_seconds, cpu_summary, max_rss_mb, median
 from benchmarks.peer import TorchPeer, export_peer_model, torch_available
-from hybrid_jax import host_memory
+from hybrid_jax.train import memory_hooks
 
 
 def encoder_flops(config, batch: int, length: int) -> float:
@@ -69,7 +69,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
     out: dict = {"devices": [str(d) for d in jax.local_devices()], "rounds": rounds}
     # The step loop runs under the allocator set-up hybrid_jax.train's loop uses.
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
-            count_compiles() as compiles, host_memory.reuse_freed_memory():
+            count_compiles() as compiles, memory_hooks.step_loop():
         t = time.perf_counter()
         pretrained, run = setup_run(config, tmp)
         pretrained = run.pretrained  # as a training run holds it: no host copy of the weights

@@ -17,7 +17,8 @@ from benchmarks import hlo_dots
 from benchmarks.measure import median_seconds
 from benchmarks.peer import torch_available
 from benchmarks.step import setup_run
-from hybrid_jax import host_memory
+from hybrid_jax.platform import cpu
+from hybrid_jax.train import memory_hooks
 
 
 def _op_category(name: str) -> str:
@@ -33,7 +34,7 @@ def step_profile(config, steps: int = 3, top: int = 15, peer: bool = True) -> di
     import jax
 
     with tempfile.TemporaryDirectory(prefix="hybrid_jax_profile_") as tmp, \
-            host_memory.reuse_freed_memory():
+            memory_hooks.step_loop():
         pretrained, run = setup_run(config, tmp)
         raw = [next(run.iterator) for _ in range(2)]
         batches = [run.runner.shard_batch(b) for b in raw]
@@ -99,7 +100,7 @@ def scores_product_rates(batch: int, length: int, head_dim: int, peer: bool = Tr
         done = subprocess.run([sys.executable, "-m", "benchmarks.torch_peer", "--bmm",
                                f"{batch},{length},{head_dim}", "--threads",
                                str(os.cpu_count() or 1)], capture_output=True, text=True,
-                              env=host_memory.child_environment())
+                              env=cpu.child_environment())
         if done.returncode:
             raise RuntimeError(f"the PyTorch peer's bmm failed: {done.stderr.strip()}")
         out["torch"] = json.loads(done.stdout.strip().splitlines()[-1])

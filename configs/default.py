@@ -57,7 +57,6 @@ def get_config(arg=None):
     c.train.async_checkpointing = True
     c.train.prng_impl = "rbg"       # PRNG of the dropout keys (masks come from a hash of them)
     c.train.compilation_cache_dir = "~/.cache/hybrid_jax/xla"  # persistent XLA cache; '' disables
-    c.train.cpu_ynnpack_dots = True  # False: float32 CPU steps without YNNPACK dots (docs/training.md)
     # Dev-selected checkpoint (hybrid_jax/train/selection.py): 'none' | 'loss' (the paper's) | 'map'
     c.train.select = "none"
     c.train.select_every = 100      # steps between dev scores (and at the last step)

@@ -8,8 +8,9 @@
   are checked here, not after training: OVERRIDE_CHECKS).
 * Library logs: absl's verbosity drops to -1 (orbax, grain, xla_bridge INFO drown the progress
   line) and orbax's / asyncio's ERROR tracebacks are filtered, unless --verbosity is given.
-* `program`: the process set-up JAX needs before it starts threads (one malloc arena), then the
-  program body, whose exceptions end the process with one line `error: <message>` on stderr:
+* `program`: the CPU host tuning of hybrid_jax.platform.cpu (opt-out:
+  HYBRID_JAX_CPU_TUNING=off), then the program body, whose exceptions end the process with one
+  line `error: <message>` on stderr:
 
       InputError (bad flag, config key or value, data file, workdir, checkpoint)   exit 2
       TrainingDiverged, CheckpointWriteError, OSError while running (full disk)    exit 1
@@ -36,7 +37,7 @@ from typing import Callable, NoReturn, Optional
 
 from absl import app, flags
 
-from hybrid_jax import host_memory
+from hybrid_jax.platform import cpu
 from hybrid_jax.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -80,26 +81,22 @@ def run_or_exit(fn, *args, **kwargs):
 
 
 def program(main: Callable) -> Callable:
-    """An absl main(argv) under the harness: no stray positional arguments, one malloc arena
-    (before JAX starts its threads), XLA:CPU's memory-ordered schedule and synchronous CPU
-    dispatch (before its backend starts), exceptions mapped by `error_of`."""
+    """An absl main(argv) under the harness: no stray positional arguments, the CPU host tuning
+    that must precede JAX's backend (platform.cpu.tune_process), exceptions mapped by
+    `error_of`."""
 
     @functools.wraps(main)
     def wrapped(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
-        host_memory.single_arena()
-        host_memory.memory_ordered_cpu_schedule()  # before jax's backend starts
-        host_memory.synchronous_cpu_dispatch()
+        cpu.tune_process()
         return run_or_exit(main, argv)
 
     return wrapped
 
 
 def run(main: Callable) -> None:
-    """app.run with the harness's flag parsing, in a process with huge pages for malloc's
-    large blocks where the kernel offers them (host_memory: restarts the command once)."""
-    host_memory.reexec_with_huge_pages()
+    """app.run with the harness's flag parsing."""
     app.run(main, flags_parser=parse_flags)
 
 

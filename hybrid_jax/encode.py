@@ -12,6 +12,7 @@ from absl import app, flags
 
 from hybrid_jax import cli
 from hybrid_jax.errors import InputError
+from hybrid_jax.platform import cpu
 
 FLAGS = flags.FLAGS
 
@@ -63,6 +64,7 @@ def run(model: str, role: str, input_path: str, output_path: str, batch_size: in
 
 
 def main(argv):
+    cpu.tune_process()  # before JAX starts its backend
     del argv
     for name in ("input", "output"):
         if not getattr(FLAGS, name):

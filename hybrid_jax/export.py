@@ -17,6 +17,7 @@ from absl import app, flags
 
 from hybrid_jax import cli
 from hybrid_jax.errors import InputError
+from hybrid_jax.platform import cpu
 
 FLAGS = flags.FLAGS
 
@@ -101,6 +102,7 @@ def _lines(path) -> list[str]:
 
 
 def main(argv):
+    cpu.tune_process()  # before JAX starts its backend
     if not FLAGS.out:
         raise app.UsageError("--out is required")
     sources = list(FLAGS["trim-vocab"].value or [])

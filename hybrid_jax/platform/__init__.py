@@ -1,0 +1,1 @@
+"""Optional host tuning that programs opt into at start-up (cpu.py); nothing else imports it."""
