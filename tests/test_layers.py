@@ -204,3 +204,18 @@ def test_no_new_cycles_through_deferred_imports(graphs):
     found = cycles(graphs[0])
     assert found - KNOWN_CYCLES_WITH_DEFERRED == set()
     assert KNOWN_CYCLES_WITH_DEFERRED - found == set(), "fixed: remove from the known set"
+
+
+# The opt-in CPU host tuning: the programs' start-up (cli and the entry points) may import it,
+# nothing that trains, loads models or evaluates.
+PLATFORM = "hybrid_jax.platform"
+PLATFORM_IMPORTERS = ("hybrid_jax.main", "hybrid_jax.encode", "hybrid_jax.export",
+                      "hybrid_jax.compare", "hybrid_jax.study.driver", "hybrid_jax.cli")
+
+
+def test_only_program_start_up_imports_the_platform_tuning(graphs):
+    every, _ = graphs
+    found = {(importer, target) for importer, targets in every.items() for target in targets
+             if within(target, PLATFORM) and not within(importer, PLATFORM)
+             and importer not in PLATFORM_IMPORTERS}
+    assert found == set(), "only program start-up may import hybrid_jax.platform"
