@@ -68,7 +68,7 @@ def train_step_benchmark(config, rounds: int = 10, n_batches: int = 4, peer: boo
 
     out: dict = {"devices": [str(d) for d in jax.local_devices()], "rounds": rounds}
     # The step loop runs under the allocator set-up hybrid_jax.train's loop uses.
-    with tempfile.TemporaryDirectory(prefix="hybrid_jax_bench_") as tmp, \
+    with tempfile.TemporaryDirectory(prefix="hybrid_jax_step_") as tmp, \
             count_compiles() as compiles, memory_hooks.step_loop():
         t = time.perf_counter()
         pretrained, run = setup_run(config, tmp)
