@@ -1,7 +1,8 @@
 """hybrid_jax.platform.cpu: inside a step loop a freed large block comes back without new page
-faults, outside it glibc's defaults unmap it as before; tune_process() fills in the training
-run's and the loaders' hooks and makes CPU dispatch synchronous, and does nothing with the
-opt-out; loaded weights the CPU device uses in place."""
+faults, outside it glibc's defaults unmap it as before; tune_process() asks for XLA:CPU's
+memory-ordered schedule (a user's own choice stands), makes CPU dispatch synchronous and fills
+in the training run's and the loaders' hooks, and does nothing with the opt-out; loaded weights
+the CPU device uses in place."""
 import os
 import subprocess
 import sys
@@ -127,12 +128,30 @@ def test_tune_process_fills_in_the_hooks_unless_opted_out(monkeypatch, tuning_re
     from hybrid_jax.train import memory_hooks
 
     monkeypatch.setenv("HYBRID_JAX_CPU_TUNING", "off" if opt_out else "on")
+    monkeypatch.setenv("XLA_FLAGS", "")
     jax.config.update("jax_cpu_enable_async_dispatch", True)
     cpu.tune_process()
     assert jax.config.read("jax_cpu_enable_async_dispatch") == opt_out
+    assert (os.environ["XLA_FLAGS"] == "") == opt_out
     assert (memory_hooks._step_loop is cpu.reuse_freed_memory) != opt_out
     assert (memory_hooks._release is cpu.return_free_memory) != opt_out
     assert (pretrained._host_params_hook is cpu.zero_copy_host_tree) != opt_out
+
+
+def test_the_memory_ordered_schedule_flag_is_added_once_and_respects_the_users(monkeypatch):
+    from hybrid_jax.platform import cpu
+    from hybrid_jax.train import runner
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    cpu.memory_ordered_cpu_schedule()
+    cpu.memory_ordered_cpu_schedule()
+    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                       + runner.MEMORY_ORDERED_SCHEDULE_FLAG)
+    assert runner.memory_ordered_schedule_on()
+    users = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+    monkeypatch.setenv("XLA_FLAGS", users)
+    cpu.memory_ordered_cpu_schedule()
+    assert os.environ["XLA_FLAGS"] == users and not runner.memory_ordered_schedule_on()
 
 
 def test_work_between_steps_hands_free_pages_back_before_and_after(tuning_restored):

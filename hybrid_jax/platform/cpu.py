@@ -9,6 +9,8 @@ which glibc would map, fault in page by page and unmap at every step.  `tune_pro
 JAX starts its backend, sets what bought >= 5% of the demo step's time or peak memory
 (docs/training.md, "CPU host tuning", has the figures and the settings that were dropped):
 
+  - XLA:CPU's memory-ordered schedule: each computation is ordered for peak memory rather than
+    concurrency (process-wide; a user's own setting of the option in XLA_FLAGS stands);
   - synchronous CPU dispatch: a computation runs in the calling thread and frees its
     temporaries before the call returns, so the next step's block is not allocated beside the
     last one's;
@@ -57,6 +59,7 @@ def tune_process() -> None:
     """The settings made once before JAX starts its backend; none with the opt-out."""
     if not enabled():
         return
+    memory_ordered_cpu_schedule()
     import jax
 
     from hybrid_jax.models import pretrained
@@ -66,6 +69,17 @@ def tune_process() -> None:
     pretrained.set_host_params_hook(zero_copy_host_tree)
     if _glibc() is not None:
         memory_hooks.install(release=return_free_memory, step_loop=reuse_freed_memory)
+
+
+def memory_ordered_cpu_schedule() -> None:
+    """Adds the runner's MEMORY_ORDERED_SCHEDULE_FLAG to XLA_FLAGS unless the scheduler option is
+    set there already.  Effective only before JAX's backend starts."""
+    from hybrid_jax.train.runner import MEMORY_ORDERED_SCHEDULE_FLAG
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    option = MEMORY_ORDERED_SCHEDULE_FLAG.lstrip("-").split("=")[0]
+    if option not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {MEMORY_ORDERED_SCHEDULE_FLAG}".strip()
 
 
 # --------------------------------------------------------------------------- the step loop's heap
@@ -158,5 +172,5 @@ def status() -> str:
     """One phrase for logs and benchmark records."""
     if not enabled():
         return "CPU host tuning off (glibc, JAX and loaded weights at their defaults)"
-    return ("train-step loops keep freed memory mapped (no mmap, no trim); synchronous CPU "
-            "dispatch; loaded weights used in place")
+    return ("XLA:CPU memory-ordered schedule; synchronous CPU dispatch; train-step loops keep "
+            "freed memory mapped (no mmap, no trim); loaded weights used in place")
