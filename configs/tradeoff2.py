@@ -91,8 +91,8 @@ def _gpu100(c) -> None:
     e.cpu_cores = 0
     e.deviations = (
         "Global batch 100 in one pass, not 64 through exact accumulation (GradCache 4 x 16): "
-        "the paper's batch, run because the study's issue asks for it where a GPU is lent. The "
-        "registered CPU grid (tradeoff.md) answers the question; this grid repeats it at the "
+        "the paper's batch, which a GPU host fits in one pass. The registered "
+        "CPU grid (tradeoff.md) answers the question; this grid repeats it at the "
         "paper's batch.",
         "Float32 matmuls at `highest` precision on a GPU (jax 0.11.2), by commit 45ab618, not "
         "the registration commit cd517fe (the recipe, loss and metrics did not change between "
