@@ -4,8 +4,9 @@ The keys and their defaults are configs/default.py (`get_config(arg)`, with name
 data and eval sections come from data/pipeline.py and evaluation/run.py, which read them).
 `validate_config` checks every value a run reads, each with one message naming the key; keys that
 name a registered member (data.format, model.spec, the type of each eval.datasets entry) are
-looked up in their registry, whose error lists the known names. Also here: the workdir, the
-devices, and the first training batch against the configured shapes.
+looked up in their registry, whose error lists the known names. Also here: the workdir and the
+devices.  Names the step and the optimizer accept (`PARALLELISMS`, `SCHEDULES`) are defined here,
+with the other enumerations of the schema, and train/ reads them from here.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from hybrid_jax.models import config as model_config
 from hybrid_jax.models.families import family_of
 
 PRNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
+PARALLELISMS = ("pmap", "shard_map")
+SCHEDULES = ("constant", "linear", "cosine")
 SELECT_METRICS = ("none", "loss", "map")  # train.select (train/selection.py)
 TRAIN_FOLDS = ("train", "dev", "test", "all")
 
@@ -36,6 +39,13 @@ def _require(ok, key: str, message: str) -> None:
 
 def _one_of(key: str, value, allowed) -> None:
     _require(value in allowed, key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_regex(key: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise InputError(f"{key}: invalid regular expression {pattern!r} ({e})") from e
 
 
 def devices(config) -> list:
@@ -87,10 +97,7 @@ def check_workdir(workdir) -> str:
 
 def validate_config(config, num_devices: Optional[int] = None) -> None:
     """Impossible values stop the run before anything is loaded, with one message naming the key."""
-    # train/ imports this module; its step and optimizer names are read here, when checking.
-    from hybrid_jax.train import optim, step
-
-    _one_of("parallelism", config.parallelism, step.PARALLELISMS)
+    _one_of("parallelism", config.parallelism, PARALLELISMS)
     n = num_devices if num_devices is not None else len(devices(config))
     _check_batch(config, n)
     _check_data(config.data)
@@ -99,8 +106,8 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
              f"must be > 0, got {config.loss.temperature}")
     _require(float(config.optim.learning_rate) >= 0, "optim.learning_rate", "must be >= 0")
     _require(int(config.optim.warmup_steps) >= 0, "optim.warmup_steps", "must be >= 0")
-    _one_of("optim.schedule", config.optim.schedule, optim.SCHEDULES)
-    optim.frozen_predicate(config.optim)  # optim.frozen_params: a regular expression
+    _one_of("optim.schedule", config.optim.schedule, SCHEDULES)
+    _check_regex("optim.frozen_params", config.optim.get("frozen_params", "") or "")
     _check_train(config.train)
     _check_selection(config)
     _check_eval(config.eval)
@@ -177,30 +184,3 @@ def _check_eval(e) -> None:
     _require(not unknown, "eval.every_datasets",
              f"{unknown} not in eval.datasets ({sorted(names)})")
 
-
-def check_first_batch(batch: dict, config) -> None:
-    """The iterator gives what the step reads, in the configured shapes (checked once)."""
-    from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS  # train/ imports this module
-
-    missing = [k for k in MODEL_INPUTS if k not in batch]
-    if missing:
-        raise InputError(f"data: the training iterator gives no {missing}")
-    b = batch["query_ids"].shape[0]
-    expected = int(config.data.global_batch_size) // jax.process_count()
-    if b != expected:
-        raise InputError(f"data: batch of {b} examples, expected {expected} "
-                         f"(data.global_batch_size / processes)")
-    hard = int(config.data.hard_negatives)
-    if hard > 0:
-        missing = [k for k in NEGATIVE_INPUTS if k not in batch]
-        if missing:
-            raise InputError(f"data.hard_negatives={hard} but the training iterator gives no "
-                             f"{missing}")
-        if (batch["negative_ids"].shape[:2] != (b, hard)
-                or batch["negative_valid"].shape != (b, hard)):
-            raise InputError(f"data: negatives of shape {batch['negative_ids'].shape} / "
-                             f"{batch['negative_valid'].shape}, expected ({b}, {hard}, ...) / "
-                             f"({b}, {hard})")
-    elif "negative_ids" in batch:
-        raise InputError("data: the training iterator gives hard negatives but "
-                         "data.hard_negatives is 0")

@@ -43,16 +43,8 @@ def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: 
             passages.append(passage_prefix + examples[i].passages[langs[p]])
     q_len, p_len = tokenizer.lengths(queries), tokenizer.lengths(passages)
     n_mono = sum(b["kind"] == "mono" for b in batches)
-    hard = None
-    if negatives is not None:
-        n_pairs = sum(pairs.values())
-        hard = {"per_pair": negatives.count, "source": negatives.source,
-                "from_source": {negatives.source: drawn},
-                "padded": n_pairs * negatives.count - drawn,
-                "pairs_with_fewer": short, "pairs": n_pairs,
-                "rejected_in_batch_footprint": rejected,
-                "candidates": negatives.stats["candidates"],
-                "rejected_own_positive": negatives.stats["rejected_own_positive"]}
+    hard = None if negatives is None else _negatives_summary(
+        negatives, sum(pairs.values()), drawn, short, rejected)
     return {
         "batches": len(batches),
         "global_batch_size": sampler.batch_size,
@@ -74,6 +66,17 @@ def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: 
         "hard_negatives": hard,
         "per_batch": batches,
     }
+
+
+def _negatives_summary(negatives, n_pairs: int, drawn: int, short: int, rejected: int) -> dict:
+    """How the hard negatives of the inspected batches were filled."""
+    return {"per_pair": negatives.count, "source": negatives.source,
+            "from_source": {negatives.source: drawn},
+            "padded": n_pairs * negatives.count - drawn,
+            "pairs_with_fewer": short, "pairs": n_pairs,
+            "rejected_in_batch_footprint": rejected,
+            "candidates": negatives.stats["candidates"],
+            "rejected_own_positive": negatives.stats["rejected_own_positive"]}
 
 
 def format_inspection(info: dict, max_rows: int = 20) -> str:

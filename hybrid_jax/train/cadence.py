@@ -7,11 +7,11 @@ import time
 
 import jax
 
-from hybrid_jax import config as schema
 from hybrid_jax.evaluation import entry as eval_entry
 from hybrid_jax.train import memory_hooks
 from hybrid_jax.train.progress import Pending, Progress
 from hybrid_jax.train.run_setup import Run, current_bundle
+from hybrid_jax.train.step import check_first_batch
 
 
 def _due(step: int, every: int, end: int) -> bool:
@@ -38,7 +38,7 @@ class StepLoop:
         run, c = self.run, self.run.config
         batch = next(run.iterator)
         if step == run.start_step:
-            schema.check_first_batch(batch, c)
+            check_first_batch(batch, c)
         run.state, metrics = run.runner(run.state, run.frozen, run.runner.shard_batch(batch))
         step += 1
         self.progress.steps += 1

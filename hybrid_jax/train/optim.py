@@ -14,9 +14,9 @@ from typing import Callable
 import optax
 from flax import traverse_util
 
+from hybrid_jax.config import SCHEDULES
 from hybrid_jax.errors import InputError
 
-SCHEDULES = ("constant", "linear", "cosine")
 NO_DECAY_LEAVES = ("bias", "scale")  # biases and LayerNorm scales
 
 

@@ -12,10 +12,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from hybrid_jax.config import PARALLELISMS
 from hybrid_jax.train import memory_hooks
 from hybrid_jax.train.losses import AXIS_NAME
 from hybrid_jax.train.progress import log
-from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS, PARALLELISMS, make_train_step
+from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS, make_train_step
 
 
 def participating_devices(devices) -> list:

@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hybrid_jax.errors import InputError
 from hybrid_jax.models.dual_encoder import DualEncoder
 from hybrid_jax.train import losses, optim
 from hybrid_jax.train.losses import AXIS_NAME
 
-PARALLELISMS = ("pmap", "shard_map")
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
 # Optional hard negatives: ids and token mask [b, H, Lp], validity [b, H] (0 = padding).
 NEGATIVE_INPUTS = ("negative_ids", "negative_mask", "negative_valid")
@@ -170,3 +170,29 @@ def make_train_step(module: DualEncoder, tx: optax.GradientTransformation,
         return new_state, metrics
 
     return train_step
+
+
+def check_first_batch(batch: dict, config) -> None:
+    """The iterator gives what the step reads, in the configured shapes (checked once)."""
+    missing = [k for k in MODEL_INPUTS if k not in batch]
+    if missing:
+        raise InputError(f"data: the training iterator gives no {missing}")
+    b = batch["query_ids"].shape[0]
+    expected = int(config.data.global_batch_size) // jax.process_count()
+    if b != expected:
+        raise InputError(f"data: batch of {b} examples, expected {expected} "
+                         f"(data.global_batch_size / processes)")
+    hard = int(config.data.hard_negatives)
+    if hard > 0:
+        missing = [k for k in NEGATIVE_INPUTS if k not in batch]
+        if missing:
+            raise InputError(f"data.hard_negatives={hard} but the training iterator gives no "
+                             f"{missing}")
+        if (batch["negative_ids"].shape[:2] != (b, hard)
+                or batch["negative_valid"].shape != (b, hard)):
+            raise InputError(f"data: negatives of shape {batch['negative_ids'].shape} / "
+                             f"{batch['negative_valid'].shape}, expected ({b}, {hard}, ...) / "
+                             f"({b}, {hard})")
+    elif "negative_ids" in batch:
+        raise InputError("data: the training iterator gives hard negatives but "
+                         "data.hard_negatives is 0")
