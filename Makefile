@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 # PyTorch is only for the tests that check our Hugging Face export and for the benchmark peer.
 TORCH ?= torch==2.13.0
 WORKDIR ?= workdirs/demo
+TEST_WORKERS ?= 2
 # The real pool the search benchmark uses: zero-shot XQuAD-R test-fold embeddings (made once).
 BENCH_POOL_DIR ?= workdirs/real_pool
 BENCH_POOL := $(BENCH_POOL_DIR)/eval/xquad-r-test/embeddings.npz
@@ -25,8 +26,10 @@ $(VENV)/.installed: setup.py
 demo: venv
 	$(PY) -m hybrid_jax.main --config configs/demo_cpu.py --workdir $(WORKDIR)
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file's tests in one of them so that
+# a file's shared fixtures are built once; each process simulates 8 CPU devices.
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Benchmarks (BENCHMARKS.md, benchmarks/results.json); run them on an otherwise idle machine.
 bench: venv $(BENCH_POOL)

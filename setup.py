@@ -29,7 +29,7 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6"],
         # PyTorch only checks the Hugging Face export and runs the benchmark peer; never a dependency.
         "torch": ["torch"],
     },
