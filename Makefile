@@ -12,7 +12,7 @@ BENCH_POOL_DIR ?= workdirs/real_pool
 BENCH_POOL := $(BENCH_POOL_DIR)/eval/xquad-r-test/embeddings.npz
 BENCH_ARGS ?=
 
-.PHONY: venv demo test bench offline-bundle clean
+.PHONY: venv demo demo-mlqa test bench offline-bundle clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ $(VENV)/.installed: setup.py
 
 demo: venv
 	$(PY) -m hybrid_jax.main --config configs/demo_cpu.py --workdir $(WORKDIR)
+
+# The demo's dev-selected step on MLQA-R, zero-shot (after make demo).
+MLQA_R := [{"name": "mlqa-r", "type": "mlqa-r", "path": "../shared/data/mlqa-r", "fold": "all"}]
+demo-mlqa: venv
+	$(PY) -m hybrid_jax.main --config configs/demo_cpu.py --workdir $(WORKDIR) --mode evaluate \
+	    --config.eval.datasets='$(MLQA_R)'
 
 # Test files run in TEST_WORKERS processes (pytest-xdist), each file's tests in one of them so that
 # a file's shared fixtures are built once; each process simulates 8 CPU devices.

@@ -198,8 +198,13 @@ def _encode(config) -> dict:
 def _whole_eval() -> dict:
     from benchmarks.whole_eval import whole_eval_benchmark
 
-    # the children evaluate the config this program was given, with the same overrides
+    # the children evaluate the config this program was given, with the same overrides, on both
+    # benchmarks of the paper unless the command line names the datasets
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    if not any(a.startswith("--config.eval.datasets") for a in overrides):
+        from configs import paper_recipe
+
+        overrides.append("--config.eval.datasets=" + json.dumps(list(paper_recipe.EVAL_DATASETS)))
     config_file = config_flags.get_config_filename(FLAGS["config"]) or "configs/demo_cpu.py"
     return whole_eval_benchmark(config_file, overrides)
 

@@ -2,10 +2,9 @@
 by configs/paper_cpu.py, configs/xlmr_base.py and configs/labse.py: triplets with one hard
 negative per pair, the checkpoint of the lowest dev loss, and both benchmarks."""
 
-EVAL_DATASETS = (
-    dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r", fold="test"),
-    dict(name="mlqa-r", type="mlqa-r", path="../shared/data/mlqa-r", fold="all"),  # zero-shot
-)
+XQUAD_R_TEST = dict(name="xquad-r-test", type="xquad-r", path="../shared/data/xquad-r", fold="test")
+MLQA_R = dict(name="mlqa-r", type="mlqa-r", path="../shared/data/mlqa-r", fold="all")  # zero-shot
+EVAL_DATASETS = (XQUAD_R_TEST, MLQA_R)
 
 
 def apply(c, select_every: int):
