@@ -25,8 +25,9 @@ from hybrid_jax.data.splits import FoldRule
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import per_query, trec
 from hybrid_jax.evaluation.datasets import DatasetType, load_dataset, type_of
+from hybrid_jax.evaluation.metric_ranges import check_metrics
 from hybrid_jax.retrieval.cache import EmbeddingCache, params_fingerprint
-from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, encode_cached
+from hybrid_jax.retrieval.encode import DEFAULT_BUCKETS, NonFiniteEmbeddingError, encode_cached
 
 
 
@@ -109,10 +110,14 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool =
         ds = load_dataset(spec, folds)
         kind = type_of(ds)
         t0 = time.time()
-        done = kind.evaluate(ds, encode, k=int(cfg["k"]), recall_ks=tuple(cfg["recall_ks"]),
-                             ndcg_k=int(cfg["ndcg_k"]), search=cfg["search"],
-                             depth=int(cfg["depth"]))
+        try:
+            done = kind.evaluate(ds, encode, k=int(cfg["k"]), recall_ks=tuple(cfg["recall_ks"]),
+                                 ndcg_k=int(cfg["ndcg_k"]), search=cfg["search"],
+                                 depth=int(cfg["depth"]))
+        except NonFiniteEmbeddingError as e:
+            raise NonFiniteEmbeddingError(f"evaluation of {ds.name}: {e}") from None
         out = done.out
+        check_metrics(ds.name, out.metrics)
         out.metrics.update(dataset=ds.name, model=str(model_bundle.name),
                            seconds=round(time.time() - t0, 2))
         d = pathlib.Path(workdir) / "eval" / ds.name

@@ -23,6 +23,21 @@ DEFAULT_BUCKETS = (32, 64, 128, 256, 512)
 _JITTED: dict = {}
 
 
+class NonFiniteEmbeddingError(InputError):
+    """An encoded batch held NaN or inf embeddings: the model cannot produce meaningful scores."""
+
+
+def _with_finite_rows(apply_fn: ApplyFn) -> ApplyFn:
+    """apply_fn that also returns whether each row is finite: a reduction on device, fetched with
+    the embeddings, so the check costs no extra transfer or round-trip."""
+    import jax.numpy as jnp
+
+    def fn(params, ids, mask):
+        emb = apply_fn(params, ids, mask)
+        return emb, jnp.isfinite(emb).all(axis=-1)
+    return fn
+
+
 def _mesh_and_fn(apply_fn: ApplyFn):
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -33,7 +48,8 @@ def _mesh_and_fn(apply_fn: ApplyFn):
         mesh = Mesh(np.array(devices), ("batch",))
         rows = NamedSharding(mesh, PartitionSpec("batch"))
         replicated = NamedSharding(mesh, PartitionSpec())
-        fn = jax.jit(apply_fn, in_shardings=(replicated, rows, rows), out_shardings=rows)
+        fn = jax.jit(_with_finite_rows(apply_fn), in_shardings=(replicated, rows, rows),
+                     out_shardings=(rows, rows))
         _JITTED[key] = (fn, replicated, rows)
     return _JITTED[key]
 
@@ -134,8 +150,10 @@ def encode_texts(texts: Sequence[str], *, tokenizer, apply_fn: ApplyFn, params: 
                 mask = np.concatenate([mask, np.repeat(mask[:1], fill, 0)])
             launched = (chunk, fn(params, ids, mask))  # asynchronous: returns before it is done
         if in_flight is not None:
-            done, device_emb = in_flight
-            emb = np.asarray(jax.device_get(device_emb), np.float32)[:len(done)]
+            done, device_out = in_flight
+            emb, finite = jax.device_get(device_out)
+            emb = np.asarray(emb, np.float32)[:len(done)]
+            _check_finite(np.asarray(finite)[:len(done)], desc)
             if out is None:
                 out = np.empty((len(unique), emb.shape[-1]), np.float32)
             out[done] = emb
@@ -143,6 +161,16 @@ def encode_texts(texts: Sequence[str], *, tokenizer, apply_fn: ApplyFn, params: 
         in_flight = launched
     bar.close()
     return out[inverse]
+
+
+def _check_finite(finite_rows: np.ndarray, desc: str) -> None:
+    bad = int(np.count_nonzero(~finite_rows))
+    if bad:
+        raise NonFiniteEmbeddingError(
+            f"{desc}: {bad} of {len(finite_rows)} texts of an encoded batch have non-finite "
+            "embeddings (NaN or inf; encoding stopped at that batch) -- the model's parameters "
+            "have likely diverged in training or are corrupted (a damaged checkpoint: load an "
+            "earlier step with ckpt:<workdir>@<step>)")
 
 
 def encode_cached(texts: Sequence[str], *, cache: EmbeddingCache | None, model_id: str,
