@@ -18,7 +18,7 @@ import jax
 
 from hybrid_jax.data.formats import FORMATS
 from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES
-from hybrid_jax.data.sampler import CROSS_PAIRINGS, LANGUAGE_WEIGHTS, SAMPLINGS
+from hybrid_jax.data.sampler import CROSS_PAIRINGS, LANGUAGE_WEIGHTS, MONO_SCHEDULES, SAMPLINGS
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import run as eval_run
 from hybrid_jax.evaluation.datasets import check_spec
@@ -126,6 +126,7 @@ def _check_batch(config, num_devices: int) -> None:
 def _check_data(d) -> None:
     _require(0.0 <= float(d.alpha) <= 1.0, "data.alpha", f"must lie in [0, 1], got {d.alpha}")
     _one_of("data.sampling", d.sampling, SAMPLINGS)
+    _one_of("data.mono_schedule", d.mono_schedule, MONO_SCHEDULES)
     _one_of("data.cross_pairing", d.cross_pairing, CROSS_PAIRINGS)
     _one_of("data.language_weights", d.language_weights, LANGUAGE_WEIGHTS)
     _one_of("data.train_fold", d.train_fold, TRAIN_FOLDS)

@@ -75,7 +75,8 @@ def inspect_data(config) -> str:
     info = inspection.inspect_batches(config.data, pretrained.tokenizer, FLAGS.inspect_batches,
                                       query_prefix=pretrained.prefixes.get("query", ""),
                                       passage_prefix=pretrained.prefixes.get("passage", ""),
-                                      mining_model=pretrained, workdir=FLAGS.workdir)
+                                      mining_model=pretrained, workdir=FLAGS.workdir,
+                                      num_steps=int(config.train.num_steps))
     return inspection.format_inspection(info)
 
 

@@ -11,13 +11,14 @@ from hybrid_jax.data import pipeline
 
 def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: ",
                     passage_prefix: str = "passage: ", examples=None, mining_model=None,
-                    workdir=None) -> dict:
+                    workdir=None, num_steps=None) -> dict:
     """JSON-serialisable composition of the first `n` global batches of `config_data`.
     `mining_model` and `workdir` as for pipeline.make_train_iterator (mined negatives: reads the
-    run's cache, or mines without writing one)."""
+    run's cache, or mines without writing one); `num_steps` as for pipeline.make_sampler (the
+    run's train.num_steps: data.mono_schedule='exact' fixes the mono share over them)."""
     loaded = examples is None
     examples = pipeline.load_training_examples(config_data) if loaded else examples
-    sampler = pipeline.make_sampler(config_data, examples)
+    sampler = pipeline.make_sampler(config_data, examples, num_steps)
     negatives = pipeline.make_negatives(config_data, sampler, loaded=loaded,
                                         mining_model=mining_model, workdir=workdir, write=False)
     langs = sampler.languages

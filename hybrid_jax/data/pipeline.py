@@ -44,6 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
         languages=("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"),
         sampling="hybrid",        # mono | cross | hybrid
         alpha=0.5,                # P(mono batch) when sampling='hybrid'
+        mono_schedule="coin",     # coin | exact: of N steps ~Binomial(N, alpha) | round(alpha*N) mono
         cross_pairing="example",  # example | batch: language pair drawn per pair or per batch
         language_weights="uniform",  # uniform | size
         global_batch_size=32,
@@ -68,10 +69,13 @@ def load_training_examples(cfg) -> list[examples_lib.ParallelExample]:
     return fmt.load(cfg)
 
 
-def make_sampler(cfg, examples) -> HybridSampler:
+def make_sampler(cfg, examples, num_steps: int | None = None) -> HybridSampler:
+    """`num_steps`: the steps the batches are drawn for (train.num_steps for training), over
+    which data.mono_schedule='exact' fixes the share of mono batches (it needs them)."""
     languages = list(cfg.languages) if cfg.languages else examples_lib.languages_of(examples)
     return HybridSampler(examples, languages, cfg.global_batch_size, cfg.sampling, cfg.alpha,
-                         cfg.cross_pairing, cfg.language_weights, cfg.seed)
+                         cfg.cross_pairing, cfg.language_weights, cfg.seed, cfg.mono_schedule,
+                         num_steps)
 
 
 def make_negatives(cfg, sampler: HybridSampler, *, loaded: bool = True, mining_model=None,
@@ -201,7 +205,7 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     loaded = examples is None
     if loaded:
         examples = load_training_examples(cfg)
-    sampler = make_sampler(cfg, examples)
+    sampler = make_sampler(cfg, examples, int(num_steps))
     negatives = make_negatives(cfg, sampler, loaded=loaded, mining_model=mining_model,
                                workdir=workdir, write=process_index == 0)
     make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,

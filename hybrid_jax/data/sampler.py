@@ -1,10 +1,19 @@
-"""Batch composition as a pure function of (seed, step): which examples, in which languages.
+"""Batch composition as a pure function of (seed, step): which examples, in which languages
+(given the run's step count N with mono_schedule='exact').
 
 Kinds (decided once per *global* batch, so every device and host slice shares it):
   mono   all pairs in one language L (L drawn per batch): query_L -> passage_L
   cross  query language != passage language for every pair; the language pair is drawn once per
          batch (`cross_pairing='batch'`) or per example (`'example'`)
-  hybrid mono with probability alpha, otherwise cross.
+  hybrid mono or cross by `mono_schedule`:
+         'coin'  (default) each step is mono with probability alpha, so a run of N steps has
+                 Binomial(N, alpha) mono batches;
+         'exact' a run of N steps (train.num_steps) has exactly round(alpha * N) mono batches: the
+                 steps whose coins (the draw 'coin' compares with alpha) are the smallest, so the
+                 order depends on the seed alone, a smaller alpha's mono steps are a subset of a
+                 larger alpha's, and runs with one seed share common random numbers. The coin is
+                 drawn in both schedules, so the languages and examples of a step of a given kind
+                 are the same in both. Steps outside [0, N) are refused.
 Language weights: 'uniform' over usable languages / language pairs, or 'size' (proportional to the
 number of examples usable in that language / pair).
 
@@ -31,6 +40,7 @@ from hybrid_jax.errors import InputError
 SAMPLINGS = ("mono", "cross", "hybrid")
 CROSS_PAIRINGS = ("example", "batch")
 LANGUAGE_WEIGHTS = ("uniform", "size")
+MONO_SCHEDULES = ("coin", "exact")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +55,11 @@ class BatchPlan:
 class HybridSampler:
     def __init__(self, examples: Sequence, languages: Sequence[str], global_batch_size: int,
                  sampling: str = "hybrid", alpha: float = 0.5, cross_pairing: str = "example",
-                 language_weights: str = "uniform", seed: int = 0):
+                 language_weights: str = "uniform", seed: int = 0, mono_schedule: str = "coin",
+                 num_steps: int | None = None):
+        """`num_steps`: the run's step count N (train.num_steps); mono_schedule='exact' needs it."""
         _check_choice("data.sampling", sampling, SAMPLINGS)
+        _check_choice("data.mono_schedule", mono_schedule, MONO_SCHEDULES)
         _check_choice("data.cross_pairing", cross_pairing, CROSS_PAIRINGS)
         _check_choice("data.language_weights", language_weights, LANGUAGE_WEIGHTS)
         if not 0.0 <= float(alpha) <= 1.0:
@@ -64,6 +77,9 @@ class HybridSampler:
         self.alpha = {"mono": 1.0, "cross": 0.0, "hybrid": float(alpha)}[sampling]
         self.cross_pairing = cross_pairing
         self.seed = int(seed)
+        self.mono_schedule = mono_schedule
+        self._exact_mono = _exact_mono_steps(self.seed, self.alpha, num_steps) \
+            if mono_schedule == "exact" else None
         self._index_passages()
         self._build_pools(language_weights)
 
@@ -134,7 +150,8 @@ class HybridSampler:
     # -- sampling -------------------------------------------------------------------------------
     def plan(self, step: int) -> BatchPlan:
         rng = np.random.default_rng([self.seed, int(step)])
-        is_mono = bool(rng.random() < self.alpha)
+        coin = rng.random()  # drawn in both schedules: every later draw is the same in both
+        is_mono = bool(coin < self.alpha) if self._exact_mono is None else self._scheduled(step)
         if is_mono:
             pairs = [self.mono_pairs[rng.choice(len(self.mono_pairs), p=self._mono_p)]]
             probs = np.ones(1)
@@ -147,6 +164,14 @@ class HybridSampler:
         idx, q, p = (np.array(c) for c in zip(*chosen))
         return BatchPlan(int(step), is_mono, idx.astype(np.int64), q.astype(np.int32),
                          p.astype(np.int32))
+
+    def _scheduled(self, step: int) -> bool:
+        """Whether `step` is mono under mono_schedule='exact'."""
+        n = len(self._exact_mono)
+        if not 0 <= int(step) < n:
+            raise InputError(f"data.mono_schedule='exact': step {step} lies outside the run's "
+                             f"{n} steps (train.num_steps); the exact share is fixed over them")
+        return bool(self._exact_mono[int(step)])
 
     def _fill(self, rng, pairs, probs) -> list[tuple[int, int, int]]:
         """Draw B (example, q_lang, p_lang) triples, a language pair per slot, without conflicts."""
@@ -178,6 +203,21 @@ class HybridSampler:
             batch_footprints |= self._footprint[found]
             chosen.append((found, q_lang, p_lang))
         return chosen
+
+
+def _exact_mono_steps(seed: int, alpha: float, num_steps) -> np.ndarray:
+    """[N] bool: the round(alpha * N) steps of [0, N) with the smallest coins are mono. The order
+    of the coins depends on the seed alone, so the mono steps of a smaller alpha are a subset of a
+    larger alpha's (ties, which need equal float64 draws, go to the earlier step)."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) \
+            or num_steps < 0:
+        raise InputError(f"data.mono_schedule='exact': needs the run's step count "
+                         f"(train.num_steps, an integer >= 0), got {num_steps!r}")
+    coins = np.array([np.random.default_rng([seed, step]).random()
+                      for step in range(int(num_steps))], np.float64)
+    mono = np.zeros(int(num_steps), bool)
+    mono[np.argsort(coins, kind="stable")[:round(alpha * int(num_steps))]] = True
+    return mono
 
 
 def _count_groups(footprints) -> int:

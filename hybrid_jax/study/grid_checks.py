@@ -25,7 +25,8 @@ IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
 
 # Keys added since runs were saved, at the default that reproduces those runs: absent == default.
 ADDED_KEY_DEFAULTS = {"eval.compute_dtype": "", "eval.every_datasets": [],
-                      "train.cpu_ynnpack_dots": True, "model.remat": "none"}
+                      "train.cpu_ynnpack_dots": True, "model.remat": "none",
+                      "data.mono_schedule": "coin"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

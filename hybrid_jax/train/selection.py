@@ -69,7 +69,7 @@ def dev_loss_batches(config, pretrained) -> list[dict]:
         dev.hard_negatives = 0  # mined negatives exist for the training fold only
     examples = pipeline.load_training_examples(dev)
     try:
-        sampler = pipeline.make_sampler(dev, examples)
+        sampler = pipeline.make_sampler(dev, examples, int(config.train.select_batches))
     except InputError as e:
         raise InputError(f"train.select='loss': the dev fold cannot fill a batch of "
                          f"{dev.global_batch_size} ({e}); set a smaller "
