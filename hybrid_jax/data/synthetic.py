@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybrid_jax.errors import InputError
+
 
 class SyntheticIterator:
     """Random learnable batches in the pipeline's format (passages share tokens with their
@@ -62,4 +64,8 @@ class SyntheticIterator:
         return {"step": self.step}
 
     def set_state(self, state):
+        if not isinstance(state, dict) or "step" not in state:
+            raise InputError(
+                f"data iterator state {str(state)[:80]!r} was not saved by synthetic batches "
+                "(data.synthetic=True): resume with the data config the run was saved with")
         self.step = int(state["step"])

@@ -5,10 +5,13 @@ Layout under the workdir:
   checkpoints/<step>/params      trainable params {'model': ..., 'loss': ...}   (StandardSave)
   checkpoints/<step>/opt_state   optimizer state                              (StandardSave)
   checkpoints/<step>/data        data-iterator state                          (JsonSave)
-  checkpoints/<step>/meta        {'step': n}                                  (JsonSave)
+  checkpoints/<step>/meta        {'step': n, 'run': the config that made the iterator state,
+                                 'digests': {'params'|'opt_state': {array path: sha256}}}
   frozen_params/                 frozen params (e.g. the word-embedding table), written once:
                                  they never change, so they are not repeated in every step.
+  frozen_params.sha256.json      their digests
   best/<step>/params, meta.json  the dev-selected step's trainable params and its score
+  best/<step>/params.sha256.json their digests (written before meta.json)
   config.json                    the run's configuration (written by run_setup.py)
 The layout's names and the read-only loading of a run's params ('ckpt:' model specs) are
 models/run_checkpoint.py: the model layer loads runs without depending on training.
@@ -31,8 +34,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hybrid_jax.models.run_checkpoint import (BEST_DIR, CHECKPOINT_DIR, FROZEN_DIR, best_step,
-                                              short_error, unreadable_is_input_error)
+from hybrid_jax.models.run_checkpoint import (BEST_DIGESTS, BEST_DIR, CHECKPOINT_DIR,
+                                              FROZEN_DIGESTS, FROZEN_DIR, best_step, digests, short_error,
+                                              unreadable_is_input_error, verify)
 
 ITEMS = ("params", "opt_state", "data", "meta")
 
@@ -60,8 +64,11 @@ def _decode_data_state(d: dict):
 class Checkpointer:
     """A CheckpointManager over `workdir/checkpoints` keeping the latest `keep` steps."""
 
-    def __init__(self, workdir, keep: int = 2, async_save: bool = True, read_only: bool = False):
+    def __init__(self, workdir, keep: int = 2, async_save: bool = True, read_only: bool = False,
+                 run: Optional[dict] = None):
+        """`run`: the settings a resume must match (run_setup.resume_settings), saved per step."""
         self.workdir = os.path.abspath(os.fspath(workdir))
+        self.run = run
         self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(max(int(keep), 1)),
@@ -82,9 +89,16 @@ class Checkpointer:
             params=ocp.args.StandardSave(state.params),
             opt_state=ocp.args.StandardSave(state.opt_state),
             data=ocp.args.JsonSave(_encode_data_state(data_state)),
-            meta=ocp.args.JsonSave({"step": int(step)}))
+            meta=ocp.args.JsonSave(self._meta(step, state)))
         with _write_failure(self.directory, step):
             return self.manager.save(int(step), args=args, force=force)
+
+    def _meta(self, step: int, state) -> dict:
+        meta = {"step": int(step), "digests": {"params": digests(state.params),
+                                               "opt_state": digests(state.opt_state)}}
+        if self.run is not None:
+            meta["run"] = self.run
+        return meta
 
     def restore(self, step: int, target_state):
         """-> (TrainState shaped like `target_state`, data-iterator state).  An unreadable
@@ -95,9 +109,20 @@ class Checkpointer:
                 opt_state=ocp.args.StandardRestore(target_state.opt_state),
                 data=ocp.args.JsonRestore(),
                 meta=ocp.args.JsonRestore()))
+        self._verify(step, restored)
         state = target_state.replace(step=jax.numpy.asarray(restored.meta["step"], np.int32),
                                      params=restored.params, opt_state=restored.opt_state)
         return state, _decode_data_state(restored.data)
+
+    def _verify(self, step: int, restored) -> None:
+        saved = restored.meta.get("digests")
+        where = os.path.join(self.directory, str(step))
+        fallback = f"move {where} away to resume from an earlier step"
+        for item in ("params", "opt_state"):
+            verify(getattr(restored, item), None if saved is None else saved.get(item), where,
+                   fallback, item=item)
+            if saved is None:
+                break  # one note for the step
 
     def wait(self) -> None:
         with _write_failure(self.directory, "(pending save)"):
@@ -145,6 +170,9 @@ def save_frozen(workdir, frozen: dict) -> None:
         return
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, frozen)
+    if jax.process_index() == 0:
+        with open(os.path.join(os.path.dirname(path), FROZEN_DIGESTS), "w") as f:
+            json.dump(digests(frozen), f)
 
 
 class BestKeeper:
@@ -171,6 +199,8 @@ class BestKeeper:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(target, "params"), params, force=True)
         if jax.process_index() == 0:
+            with open(os.path.join(target, BEST_DIGESTS), "w") as f:  # before meta.json, the
+                json.dump(digests(params), f)                          # mark of a whole step
             with open(os.path.join(target, "meta.json"), "w") as f:
                 json.dump({"step": int(step), "score": score, "metric": self.metric}, f)
             if previous is not None and previous != step:

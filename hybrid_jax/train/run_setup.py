@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import os
 import time
 from typing import Any, Optional
@@ -14,8 +15,10 @@ import numpy as np
 
 from hybrid_jax import config as schema
 from hybrid_jax.data.training_batches import make_train_iterator
+from hybrid_jax.errors import InputError
 from hybrid_jax.models.dual_encoder import DualEncoder
 from hybrid_jax.models.from_config import load_model
+from hybrid_jax.models.run_checkpoint import saved_steps, step_meta
 from hybrid_jax.train import (checkpoints, losses, memory_hooks, optim, runner as runner_lib,
                               selection, step)
 from hybrid_jax.train.progress import log
@@ -54,6 +57,44 @@ def save_config(config, workdir: str) -> None:
         f.write(text)
 
 
+# What made a checkpoint's iterator state and params: a resume under other values would go on
+# with another data stream (or another model) than the one the run trained on.
+RESUME_KEYS = ("seed", "model.spec", "model.tied", "data.synthetic", "data.format",
+               "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
+               "data.split_sizes", "data.languages", "data.sampling", "data.alpha",
+               "data.cross_pairing", "data.language_weights", "data.global_batch_size",
+               "data.hard_negatives", "data.negative_source", "data.mining_model", "data.seed")
+
+
+def resume_settings(config) -> dict:
+    """{key: value} of RESUME_KEYS, JSON-shaped (tuples as lists), as saved with each step."""
+    out = {}
+    for key in RESUME_KEYS:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        out[key] = list(node) if isinstance(node, (tuple, list)) else node
+    return json.loads(json.dumps(out))
+
+
+def check_resume(config, workdir: str) -> None:
+    """Stops a resume whose settings differ from those saved with the latest step, before
+    anything is loaded or written.  Steps saved before settings were recorded pass."""
+    steps = saved_steps(workdir)
+    if not steps:
+        return
+    saved = step_meta(workdir, steps[-1]).get("run")
+    if saved is None:
+        return
+    now = resume_settings(config)
+    differ = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
+    if differ:
+        pairs = "; ".join(f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in differ)
+        raise InputError(
+            f"workdir {workdir}: cannot resume step {steps[-1]} with another config ({pairs}) "
+            "-- use the run's settings (config.json) or a new workdir")
+
+
 def _load_model(config):
     t = time.time()
     pretrained = load_model(config)
@@ -78,6 +119,7 @@ def _resume(checkpointer, host_state, iterator, workdir: str, frozen):
 
 def setup(config, workdir: str, pretrained=None) -> Run:
     devices = schema.devices(config)
+    check_resume(config, workdir)
     if pretrained is None:
         pretrained = _load_model(config)
     tied = bool(config.model.tied)
@@ -92,7 +134,8 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     selector = (selection.Selector(config, pretrained, workdir)
                 if config.train.select != "none" else None)
     checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                                            async_save=bool(config.train.async_checkpointing))
+                                            async_save=bool(config.train.async_checkpointing),
+                                            run=resume_settings(config))
     host_state, start_step = _resume(checkpointer, host_state, iterator, workdir, frozen)
 
     runner = runner_lib.make_runner(
