@@ -48,6 +48,8 @@ def test_a_metric_out_of_range_is_never_written():
         check_metrics("toy", {"mono": {"macro": {"map@20": float("inf")}}})
     with pytest.raises(InputError, match=r"metric cross/recall@1 = 1.5 is outside its range"):
         check_metrics("toy", {"cross": {"recall@1": 1.5}})
+    with pytest.raises(InputError, match=r"rank_distance = nan is outside its range \(finite\)"):
+        check_metrics("toy", {"rank_distance": float("nan")})
 
 
 # ------------------------------------------------------------------- resume with another config
@@ -143,8 +145,8 @@ def test_damaged_checkpoint_stops_resume_and_loading(trained, tmp_path, monkeypa
     assert "\n" not in message
     assert re.search(rf"^checkpoint {workdir}/checkpoints/4: array params/{damaged} does not match "
                      r"the digest saved with it .* move \S+/checkpoints/4 away", message), message
-    with pytest.raises(InputError, match=r"checkpoints/4: array params/\S+ does not match the digest"
-                                         r".* load an earlier step with ckpt:"):
+    with pytest.raises(InputError, match=r"checkpoints/4: array params/\S+ does not match the "
+                                         r"digest.* load an earlier step with ckpt:"):
         run_checkpoint.read(f"ckpt:{workdir}@4")
     assert _files(workdir) == before
     monkeypatch.setenv(run_checkpoint.VERIFY_ENV, "off")  # the user accepts the risk
@@ -170,6 +172,7 @@ def test_damaged_best_step_stops_loading(trained, tmp_path):
     BestKeeper(str(workdir), "loss").offer(4, 0.5, trainable)
     assert jax.tree.leaves(run_checkpoint.read(f"ckpt:{workdir}@best")[0])
     damaged = _damage(workdir / "best" / "4" / "params")
-    with pytest.raises(InputError, match=rf"^checkpoint {workdir}/best/4: array params/{damaged} "
-                                         r"does not match .* ckpt:\S+@<step> \(saved steps: \[4\]\)"):
+    expected = (rf"^checkpoint {workdir}/best/4: array params/{damaged} does not match .* "
+                r"ckpt:\S+@<step> \(saved steps: \[4\]\)")
+    with pytest.raises(InputError, match=expected):
         run_checkpoint.read(f"ckpt:{workdir}@best")

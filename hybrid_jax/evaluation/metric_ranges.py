@@ -1,5 +1,5 @@
-"""The last check before metrics are written: every ranking metric is a finite number in [0, 1]
-and no number is infinite.  A broken model (overflowed or corrupted parameters) must stop the
+"""The last check before metrics are written: every number is finite and every ranking metric
+lies in [0, 1].  A broken model (overflowed or corrupted parameters) must stop the
 evaluation rather than publish `map@20 inf` or a recall near 1."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def check_metrics(dataset: str, metrics: dict) -> None:
             continue
         name = path.rsplit("/", 1)[-1].split("@", 1)[0]
         bounded = name in UNIT_INTERVAL
-        if math.isinf(value) or (bounded and not 0.0 <= value <= 1.0):
+        if not math.isfinite(value) or (bounded and not 0.0 <= value <= 1.0):
             raise InputError(
                 f"evaluation of {dataset}: metric {path} = {value} is outside its range "
                 f"({'[0, 1]' if bounded else 'finite'}); nothing was written -- the model's "

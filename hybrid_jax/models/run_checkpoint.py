@@ -32,8 +32,8 @@ CHECKPOINT_DIR = "checkpoints"
 FROZEN_DIR = "frozen_params"
 BEST_DIR = "best"
 BEST = "best"  # the step of 'ckpt:<workdir>@best'
-FROZEN_DIGESTS = "frozen_params.sha256.json"
-BEST_DIGESTS = "params.sha256.json"  # in best/<step>/, beside meta.json  # beside frozen_params/: orbax owns that folder
+FROZEN_DIGESTS = "frozen_params.sha256.json"  # beside frozen_params/: orbax owns that folder
+BEST_DIGESTS = "params.sha256.json"  # in best/<step>/, beside meta.json
 # 'off' skips digest verification on load (for users who accept the risk of a damaged file)
 VERIFY_ENV = "HYBRID_JAX_VERIFY_CHECKPOINTS"
 
@@ -64,8 +64,8 @@ def verification_enabled() -> bool:
 
 def verify(tree, saved: Optional[dict], where: str, fallback: str, item: str = "params") -> None:
     """Compares a restored tree with the digests saved with it; a mismatch raises one InputError
-    naming `where`, the array (`item`/path) and `fallback` (what to do).  No digests (a checkpoint written
-    before they were recorded): one logged note, and the tree is used as it is."""
+    naming `where`, the array (`item`/path) and `fallback` (what to do).  No digests (a checkpoint
+    written before they were recorded): one logged note, and the tree is used as it is."""
     if not verification_enabled():
         return
     if saved is None:
@@ -75,9 +75,9 @@ def verify(tree, saved: Optional[dict], where: str, fallback: str, item: str = "
     for name, digest in digests(tree).items():
         if saved.get(name) != digest:
             raise InputError(
-                f"checkpoint {where}: array {item}/{name} does not match the digest saved with it (the "
-                f"file changed on disk after it was written); it was left untouched -- {fallback} "
-                f"(or set {VERIFY_ENV}=off to load it anyway)")
+                f"checkpoint {where}: array {item}/{name} does not match the digest saved with "
+                f"it (the file changed on disk after it was written); it was left untouched -- "
+                f"{fallback} (or set {VERIFY_ENV}=off to load it anyway)")
 
 
 def step_meta(workdir, step: int) -> dict:

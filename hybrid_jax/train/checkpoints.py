@@ -35,8 +35,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hybrid_jax.models.run_checkpoint import (BEST_DIGESTS, BEST_DIR, CHECKPOINT_DIR,
-                                              FROZEN_DIGESTS, FROZEN_DIR, best_step, digests, short_error,
-                                              unreadable_is_input_error, verify)
+                                              FROZEN_DIGESTS, FROZEN_DIR, best_step, digests,
+                                              short_error, unreadable_is_input_error, verify)
 
 ITEMS = ("params", "opt_state", "data", "meta")
 
