@@ -161,7 +161,7 @@ def test_checkpoint_without_digests_loads_with_a_note(trained, tmp_path, caplog)
     meta.write_text(json.dumps({"step": 4}))
     params, _, _ = run_checkpoint.read(f"ckpt:{workdir}")
     assert jax.tree.leaves(params)
-    notes = [r.getMessage() for r in caplog.records if "records no digests" in r.getMessage()]
+    notes = [r.getMessage() for r in caplog.records if "recorded no digests" in r.getMessage()]
     assert len(notes) == 2 and all("\n" not in n for n in notes)
 
 

@@ -69,8 +69,8 @@ def verify(tree, saved: Optional[dict], where: str, fallback: str, item: str = "
     if not verification_enabled():
         return
     if saved is None:
-        logging.warning("checkpoint %s records no digests (written by an older version): "
-                        "loaded without verification", where)
+        logging.warning("checkpoint %s: %s recorded no digests (written by an older version): "
+                        "loaded without verification", where, item)
         return
     for name, digest in digests(tree).items():
         if saved.get(name) != digest:
