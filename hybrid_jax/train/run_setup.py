@@ -62,7 +62,8 @@ def save_config(config, workdir: str) -> None:
 RESUME_KEYS = ("seed", "model.spec", "model.tied", "data.synthetic", "data.format",
                "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
                "data.split_sizes", "data.languages", "data.sampling", "data.alpha",
-               "data.cross_pairing", "data.language_weights", "data.global_batch_size",
+               "data.mono_schedule", "data.cross_pairing", "data.language_weights",
+               "data.global_batch_size",
                "data.hard_negatives", "data.negative_source", "data.mining_model", "data.seed")
 
 
