@@ -63,8 +63,8 @@ RESUME_KEYS = ("seed", "model.spec", "model.tied", "data.synthetic", "data.forma
                "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
                "data.split_sizes", "data.languages", "data.sampling", "data.alpha",
                "data.mono_schedule", "data.cross_pairing", "data.language_weights",
-               "data.global_batch_size",
-               "data.hard_negatives", "data.negative_source", "data.mining_model", "data.seed")
+               "data.global_batch_size", "data.hard_negatives", "data.negative_source",
+               "data.mining_model", "data.seed")
 
 
 def resume_settings(config) -> dict:
