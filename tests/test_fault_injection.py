@@ -62,12 +62,7 @@ def _config(**overrides):
     c.num_devices = 2
     c.train.compilation_cache_dir = CACHE
     c.train.num_steps = 4
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict({k.replace("__", "."): v for k, v in overrides.items()})
     return c
 
 

@@ -25,12 +25,7 @@ def _config(**overrides):
     c.train.num_steps = 8
     c.train.log_every = 2
     c.train.checkpoint_every = 4
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return c
 
 
