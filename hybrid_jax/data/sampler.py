@@ -149,7 +149,7 @@ class HybridSampler:
 
     # -- sampling -------------------------------------------------------------------------------
     def plan(self, step: int) -> BatchPlan:
-        rng = np.random.default_rng([self.seed, int(step)])
+        rng = _step_rng(self.seed, step)
         coin = rng.random()  # drawn in both schedules: every later draw is the same in both
         is_mono = bool(coin < self.alpha) if self._exact_mono is None else self._scheduled(step)
         if is_mono:
@@ -205,6 +205,11 @@ class HybridSampler:
         return chosen
 
 
+def _step_rng(seed: int, step: int) -> np.random.Generator:
+    """A step's draws, in order: its coin (mono or cross), then its languages and examples."""
+    return np.random.default_rng([int(seed), int(step)])
+
+
 def _exact_mono_steps(seed: int, alpha: float, num_steps) -> np.ndarray:
     """[N] bool: the round(alpha * N) steps of [0, N) with the smallest coins are mono. The order
     of the coins depends on the seed alone, so the mono steps of a smaller alpha are a subset of a
@@ -213,8 +218,8 @@ def _exact_mono_steps(seed: int, alpha: float, num_steps) -> np.ndarray:
             or num_steps < 0:
         raise InputError(f"data.mono_schedule='exact': needs the run's step count "
                          f"(train.num_steps, an integer >= 0), got {num_steps!r}")
-    coins = np.array([np.random.default_rng([seed, step]).random()
-                      for step in range(int(num_steps))], np.float64)
+    coins = np.array([_step_rng(seed, step).random() for step in range(int(num_steps))],
+                     np.float64)
     mono = np.zeros(int(num_steps), bool)
     mono[np.argsort(coins, kind="stable")[:round(alpha * int(num_steps))]] = True
     return mono
