@@ -25,6 +25,9 @@ def get_config(arg=None):
     c.model.compute_dtype = "float32"  # or 'bfloat16' (matmuls; params stay float32)
     c.model.remat = "none"  # or 'layer': recompute each layer in backward (less memory, slower)
     c.model.dropout = -1.0          # >= 0 overrides hidden and attention dropout; < 0 keeps the model's
+    # k > 0: a weakened start, the top k layers of the starting model re-initialised (fixed seed;
+    # models/reinit.py); 0 keeps the loaded weights
+    c.model.reinit_top_layers = 0
 
     # -- loss ----------------------------------------------------------------------------------
     c.loss = ml_collections.ConfigDict()

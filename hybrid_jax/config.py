@@ -150,6 +150,9 @@ def _check_model(config) -> None:
     _one_of("model.compute_dtype", m.compute_dtype, model_config.COMPUTE_DTYPES)
     _one_of("model.remat", m.remat, model_config.REMAT_POLICIES)
     _require(float(m.dropout) < 1.0, "model.dropout", "must be < 1")
+    k = m.get("reinit_top_layers", 0)
+    _require(isinstance(k, int) and not isinstance(k, bool) and k >= 0, "model.reinit_top_layers",
+             f"must be an integer >= 0 (layers to re-initialise), got {k!r}")
 
 
 def _check_train(t) -> None:

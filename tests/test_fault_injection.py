@@ -88,6 +88,7 @@ def _copy(trained, tmp_path) -> pathlib.Path:
 @pytest.mark.parametrize("overrides, expected", [
     (dict(data__synthetic=False), "data.synthetic: saved True, now False"),
     (dict(model__tied=False), "model.tied: saved True, now False"),
+    (dict(model__reinit_top_layers=1), "model.reinit_top_layers: saved 0, now 1"),
     (dict(data__alpha=0.25, data__global_batch_size=16),
      "data.alpha: saved 0.5, now 0.25; data.global_batch_size: saved 8, now 16"),
 ])

