@@ -24,6 +24,8 @@ setup(
         "ml_collections>=1.0",
         "absl-py>=2.0",
         "numpy>=1.26",
+        # chi-square quantiles of the power plan (evaluation/statistics/power.py); jax needs it too
+        "scipy>=1.11",
         "matplotlib>=3.8",
         # TensorBoard event files without TensorFlow (deps: numpy, packaging, protobuf).
         "tensorboardX>=2.6",

@@ -1,0 +1,129 @@
+"""Power of a paired-by-seed comparison, and the seeds it needs, from a pilot's variance components.
+
+A comparison of two arms that share seeds (seed s of both sees the same data order and
+initialisation) estimates the difference d from S seed pairs and K question clusters with
+
+    Var(d_hat) = sigma2_seed / S + question_var * K_pilot / K                             (1)
+
+sigma2_seed: the variance of one seed's paired difference (the statistic on seed s of A minus
+seed s of B); question_var: the variance the pilot's K_pilot clusters leave in the estimate
+(design.variance_components, whose seed_var is sigma2_seed / S_pilot). Holding question_var fixed
+as S grows is conservative: it also carries the seed x question interaction, which more seeds
+average away. With SE the square root of (1), z_p the standard normal p-quantile and Phi its CDF:
+
+* two-sided level-alpha test of d = 0 when the true difference is delta:
+      power = Phi(|delta| / SE - z_{1-alpha/2}) + Phi(-|delta| / SE - z_{1-alpha/2})       (2)
+* TOST at margin m (both one-sided level-alpha tests reject; the (1 - 2 alpha) interval lies in
+  (-m, m)) when the true difference is delta, |delta| < m:
+      power = max(0, Phi((m - delta) / SE - z_{1-alpha}) - Phi((-m - delta) / SE + z_{1-alpha}))  (3)
+* seeds needed: the smallest S >= 2 whose SE from (1) gives (2) or (3) >= the target; inf when
+  the question term alone keeps it below (more questions, not seeds, are then what helps).
+
+These are normal approximations for the test as registered (the two-level bootstrap's percentile
+interval, seeds.py); with few seeds that bootstrap sees (S - 1) / S of the seed variance and no
+t-quantile, so its real power is a little higher and its level a little above alpha.
+tests/test_statistics_power.py compares (2) and (3) with simulated rejection rates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from statistics import NormalDist
+
+from hybrid_jax.evaluation.statistics.design import VarianceComponents
+
+_N = NormalDist()
+MIN_SEEDS = 2   # a seed variance needs two seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class Pilot:
+    """What a pilot measured of one paired comparison (e.g. the primary endpoint's macro)."""
+    seed_var_per_seed: float    # sigma2_seed: variance of one seed pair's difference
+    question_var: float         # the estimate's variance from its questions, at n_clusters
+    n_seeds: int
+    n_clusters: int
+
+    @classmethod
+    def from_components(cls, vc: VarianceComponents) -> "Pilot":
+        """From design.variance_components(paired_seeds=True) of the pilot's runs (an unpaired
+        design with equal seeds per arm works the same way: its seed_var also scales as 1/S)."""
+        if vc.n_seeds_a != vc.n_seeds_b or vc.n_seeds_a < MIN_SEEDS:
+            raise ValueError(f"a pilot needs the same number (>= {MIN_SEEDS}) of seeds in both "
+                             f"arms, got {vc.n_seeds_a} and {vc.n_seeds_b}")
+        return cls(vc.seed_var * vc.n_seeds_a, vc.question_var, vc.n_seeds_a, vc.n_clusters)
+
+    def se(self, n_seeds: int, n_clusters: int | None = None) -> float:
+        """Equation (1): the SE with n_seeds seed pairs and n_clusters (default: the pilot's)."""
+        k = self.n_clusters if n_clusters is None else n_clusters
+        return math.sqrt(self.seed_var_per_seed / n_seeds + self.question_var * self.n_clusters / k)
+
+    def with_seed_var_upper(self, confidence: float = 0.8) -> "Pilot":
+        """The pilot with sigma2_seed at its one-sided upper confidence limit,
+        (S - 1) s^2 / chi2_{1-confidence, S-1}: a few pilot seeds estimate it poorly, and a plan
+        on the point estimate is underpowered about half of the time."""
+        from scipy.stats import chi2
+        df = self.n_seeds - 1
+        return dataclasses.replace(
+            self, seed_var_per_seed=self.seed_var_per_seed * df / chi2.ppf(1 - confidence, df))
+
+
+def power_two_sided(effect: float, se: float, alpha: float = 0.05) -> float:
+    """Equation (2)."""
+    z = _N.inv_cdf(1 - alpha / 2)
+    x = abs(effect) / se
+    return _N.cdf(x - z) + _N.cdf(-x - z)
+
+
+def power_tost(margin: float, se: float, alpha: float = 0.05, true_diff: float = 0.0) -> float:
+    """Equation (3)."""
+    if not margin > 0:
+        raise ValueError(f"equivalence margin must be positive, got {margin}")
+    z = _N.inv_cdf(1 - alpha)
+    return max(0.0, _N.cdf((margin - true_diff) / se - z) - _N.cdf((-margin - true_diff) / se + z))
+
+
+def _smallest_seeds(power_at, target: float, max_seeds: int) -> float:
+    """Smallest S in [MIN_SEEDS, max_seeds] with power_at(S) >= target (power rises with S), else
+    inf."""
+    if power_at(max_seeds) < target:
+        return math.inf
+    lo, hi = MIN_SEEDS, max_seeds          # invariant: power_at(hi) >= target
+    if power_at(lo) >= target:
+        return lo
+    while hi - lo > 1:                     # power_at(lo) < target
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if power_at(mid) >= target else (mid, hi)
+    return hi
+
+
+def seeds_for_power(pilot: Pilot, effect: float, power: float = 0.8, alpha: float = 0.05,
+                    n_clusters: int | None = None, max_seeds: int = 100_000) -> float:
+    """Seed pairs for the two-sided test to reach `power` at true difference `effect`."""
+    return _smallest_seeds(lambda s: power_two_sided(effect, pilot.se(s, n_clusters), alpha),
+                           power, max_seeds)
+
+
+def seeds_for_tost(pilot: Pilot, margin: float, power: float = 0.8, alpha: float = 0.05,
+                   true_diff: float = 0.0, n_clusters: int | None = None,
+                   max_seeds: int = 100_000) -> float:
+    """Seed pairs for TOST at +-margin to reach `power` when the true difference is true_diff."""
+    return _smallest_seeds(
+        lambda s: power_tost(margin, pilot.se(s, n_clusters), alpha, true_diff), power, max_seeds)
+
+
+def power_plan(pilot: Pilot, effect: float, margin: float, *, seeds=(3, 5, 8, 10, 15, 20),
+               power: float = 0.8, alpha: float = 0.05, n_clusters: int | None = None) -> dict:
+    """The numbers a protocol registers: seeds needed for each test and, per candidate number of
+    seeds, the SE, the power of both tests (TOST at a true difference of 0) and the MDE."""
+    z = _N.inv_cdf(1 - alpha / 2) + _N.inv_cdf(power)
+    rows = [{"seeds": s, "se": pilot.se(s, n_clusters),
+             "power": power_two_sided(effect, pilot.se(s, n_clusters), alpha),
+             "power_tost": power_tost(margin, pilot.se(s, n_clusters), alpha),
+             "mde": z * pilot.se(s, n_clusters)} for s in seeds]
+    return {"effect": effect, "margin": margin, "alpha": alpha, "target_power": power,
+            "pilot": dataclasses.asdict(pilot),
+            "seeds_needed": seeds_for_power(pilot, effect, power, alpha, n_clusters),
+            "seeds_needed_tost": seeds_for_tost(pilot, margin, power, alpha,
+                                                n_clusters=n_clusters),
+            "rows": rows}
