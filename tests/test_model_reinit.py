@@ -28,17 +28,20 @@ def _config(k):
     return c
 
 
-def test_top_layer_is_fresh_deterministic_and_the_rest_untouched():
-    loaded = load_pretrained("random:tiny").encoder_params
+@pytest.fixture(scope="module")
+def loaded():
+    return load_pretrained("random:tiny").encoder_params
+
+
+def test_top_layer_is_fresh_deterministic_and_the_rest_untouched(loaded):
     top = f"layer_{len([n for n in loaded if n.startswith('layer_')]) - 1}"
-    first, again = (load_model(_config(1)).encoder_params for _ in range(2))
-    assert _same(first[top], again[top])                      # a fixed seed
+    first = load_model(_config(1)).encoder_params
+    before = dict(_leaves(loaded[top]))
     for path, leaf in _leaves(first[top]):
-        before = dict((p, v) for p, v in _leaves(loaded[top]))[path]
-        assert leaf.shape == before.shape and leaf.dtype == np.float32
+        assert leaf.shape == before[path].shape and leaf.dtype == np.float32
         name = jax.tree_util.keystr(path)
         if "kernel" in name:                                  # N(0, 0.02^2), unlike the loaded
-            assert not np.array_equal(leaf, before)
+            assert not np.array_equal(leaf, before[path])
             assert 0.01 < leaf.std() < 0.03
         elif "scale" in name:
             assert np.all(leaf == 1.0)
@@ -47,18 +50,18 @@ def test_top_layer_is_fresh_deterministic_and_the_rest_untouched():
     for name in loaded:
         if name != top:
             assert _same(first[name], loaded[name]), name
-    # layer i's draw does not depend on how many layers are drawn
+    # A second load draws the same values (a fixed key), and layer i's draw does not depend on
+    # how many layers are drawn.
     both = load_model(_config(2)).encoder_params
     assert _same(both[top], first[top]) and not _same(both["layer_0"], loaded["layer_0"])
     assert not _same(both["layer_0"], both[top])
+    assert _same(both["word_embeddings"], loaded["word_embeddings"])
 
 
-def test_zero_keeps_the_loaded_model_and_checkpoints_load_as_saved():
-    assert _same(load_model(_config(0)).encoder_params,
-                 load_pretrained("random:tiny").encoder_params)
+def test_zero_keeps_the_loaded_model_and_checkpoints_load_as_saved(loaded):
+    assert _same(load_model(_config(0)).encoder_params, loaded)
     # a spec passed explicitly (a checkpoint to evaluate) is not re-initialised
-    explicit = load_model(_config(1), "random:tiny").encoder_params
-    assert _same(explicit, load_pretrained("random:tiny").encoder_params)
+    assert _same(load_model(_config(1), "random:tiny").encoder_params, loaded)
 
 
 def test_untied_towers_get_the_same_fresh_layers():

@@ -15,7 +15,7 @@ average away. With SE the square root of (1), z_p the standard normal p-quantile
       power = Phi(|delta| / SE - z_{1-alpha/2}) + Phi(-|delta| / SE - z_{1-alpha/2})       (2)
 * TOST at margin m (both one-sided level-alpha tests reject; the (1 - 2 alpha) interval lies in
   (-m, m)) when the true difference is delta, |delta| < m:
-      power = max(0, Phi((m - delta) / SE - z_{1-alpha}) - Phi((-m - delta) / SE + z_{1-alpha}))  (3)
+      power = max(0, Phi((m - delta)/SE - z_{1-alpha}) - Phi((-m - delta)/SE + z_{1-alpha}))  (3)
 * seeds needed: the smallest S >= 2 whose SE from (1) gives (2) or (3) >= the target; inf when
   the question term alone keeps it below (more questions, not seeds, are then what helps).
 
