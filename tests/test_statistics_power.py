@@ -97,3 +97,46 @@ def test_power_plan_rows():
     need = plan["seeds_needed"]
     assert pw.power_two_sided(0.007, pilot.se(need)) >= 0.8 > pw.power_two_sided(
         0.007, pilot.se(need - 1))
+
+
+def test_pilot_from_runs_takes_the_interaction_out_of_the_question_term():
+    """Pilots of 4 seed pairs with a large seed x question noise (sd 0.08): from_components'
+    question term carries noise / S_pilot of it and its SE at 20 seeds is too large; from_runs
+    splits it off, and its question term and SE match the model's."""
+    rng = np.random.default_rng(9)
+    sd = sim.Components(noise=0.08)
+    S, K, L = 4, 200, 2
+    X = sim.seeded_scores(rng, 30, [0.0, 0.0], n_seeds=S, n_clusters=K, cluster_size=L, sd=sd)
+    cl, st = sim.layout(K, L, by_language=True)
+    truth = sd.difference_variance(20, K, L)
+    split, whole = [], []
+    for x in X:
+        kw = dict(clusters=cl, strata=st, paired_seeds=True)
+        split.append(pw.Pilot.from_runs(x[0], x[1], **kw))
+        whole.append(pw.Pilot.from_components(design.variance_components(x[0], x[1], **kw)))
+    assert np.mean([p.question_var for p in split]) == pytest.approx(truth["question_var"],
+                                                                     rel=0.15)
+    assert np.mean([p.interaction_var for p in split]) == pytest.approx(2 * 0.08 ** 2 / (K * L),
+                                                                        rel=0.15)
+    assert np.mean([p.se(20) ** 2 for p in split]) == pytest.approx(truth["se"] ** 2, rel=0.1)
+    assert np.mean([p.se(20) ** 2 for p in whole]) > 1.4 * truth["se"] ** 2
+    # the same seeds and clusters as the pilot: the split changes nothing but the double count
+    p = split[0]
+    assert p.se(S) ** 2 == pytest.approx(p.seed_var_per_seed / S + p.question_var)
+    # twice the clusters halve the question term and the interaction in the seed term
+    assert p.se(S, 2 * K) ** 2 == pytest.approx(
+        (p.seed_var_per_seed - p.interaction_var / 2) / S + p.question_var / 2)
+
+
+def test_clusters_needed_when_questions_cap_the_power():
+    """question_var 1e-5 at 100 clusters caps the power at 0.007 below 80% whatever the seeds;
+    K clusters give SE^2 = 1e-5 / S + 1e-5 * 100 / K, and 80% needs SE <= 0.007 / 2.8016."""
+    pilot = pw.Pilot(1e-5, 1e-5, 5, 100)
+    assert pw.seeds_for_power(pilot, 0.007) == math.inf
+    k = pw.clusters_for_power(pilot, 0.007, n_seeds=10)
+    budget = (0.007 / (Z975 + Z80)) ** 2 - 1e-6
+    assert k == pytest.approx(1e-3 / budget, abs=1.5)
+    assert pw.power_two_sided(0.007, pilot.se(10, k)) >= 0.8 > pw.power_two_sided(
+        0.007, pilot.se(10, k - 1))
+    # with 2 seed pairs of sigma2_seed 2e-5 the seed term alone, 1e-5, is over the budget
+    assert pw.clusters_for_power(pw.Pilot(2e-5, 1e-5, 5, 100), 0.007, n_seeds=2) == math.inf
