@@ -24,6 +24,9 @@ def test_formulas_by_hand():
     assert pw.power_tost(2.0, 0.01, true_diff=2.0) == pytest.approx(0.05, abs=1e-9)
     with pytest.raises(ValueError):
         pw.power_tost(0.0, 1.0)
+    # no variance left
+    assert pw.power_two_sided(0.01, 0.0) == 1.0 and pw.power_two_sided(0.0, 0.0) == 0.05
+    assert pw.power_tost(0.01, 0.0) == 1.0 and pw.power_tost(0.01, 0.0, true_diff=0.02) == 0.0
 
 
 def test_seeds_needed():

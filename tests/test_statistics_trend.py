@@ -67,5 +67,7 @@ def test_bad_grids():
         trend.trend_test(X, ALPHAS[:4])
     with pytest.raises(ValueError, match="2 seeds"):
         trend.trend_test(X[:, :1], ALPHAS)
+    with pytest.raises(ValueError, match="same seeds"):
+        trend.trend_test([np.zeros((3, 4))] * 4 + [np.zeros((2, 4))], ALPHAS)
     with pytest.raises(ValueError, match="finite"):
         trend.trend_test(np.where(X == 0, np.nan, X), ALPHAS)

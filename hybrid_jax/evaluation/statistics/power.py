@@ -98,6 +98,8 @@ class Pilot:
 
 def power_two_sided(effect: float, se: float, alpha: float = 0.05) -> float:
     """Equation (2)."""
+    if not se > 0:   # no variance left: every nonzero difference is found, a zero one at alpha
+        return 1.0 if effect else alpha
     z = _N.inv_cdf(1 - alpha / 2)
     x = abs(effect) / se
     return _N.cdf(x - z) + _N.cdf(-x - z)
@@ -107,6 +109,8 @@ def power_tost(margin: float, se: float, alpha: float = 0.05, true_diff: float =
     """Equation (3)."""
     if not margin > 0:
         raise ValueError(f"equivalence margin must be positive, got {margin}")
+    if not se > 0:
+        return 1.0 if abs(true_diff) < margin else 0.0
     z = _N.inv_cdf(1 - alpha)
     return max(0.0, _N.cdf((margin - true_diff) / se - z) - _N.cdf((-margin - true_diff) / se + z))
 
@@ -123,23 +127,19 @@ def _smallest(power_at, target: float, lo: int, hi: int) -> float:
     return hi
 
 
-def _smallest_seeds(power_at, target: float, max_seeds: int) -> float:
-    return _smallest(power_at, target, MIN_SEEDS, max_seeds)
-
-
 def seeds_for_power(pilot: Pilot, effect: float, power: float = 0.8, alpha: float = 0.05,
                     n_clusters: int | None = None, max_seeds: int = 100_000) -> float:
     """Seed pairs for the two-sided test to reach `power` at true difference `effect`."""
-    return _smallest_seeds(lambda s: power_two_sided(effect, pilot.se(s, n_clusters), alpha),
-                           power, max_seeds)
+    return _smallest(lambda s: power_two_sided(effect, pilot.se(s, n_clusters), alpha), power,
+                     MIN_SEEDS, max_seeds)
 
 
 def seeds_for_tost(pilot: Pilot, margin: float, power: float = 0.8, alpha: float = 0.05,
                    true_diff: float = 0.0, n_clusters: int | None = None,
                    max_seeds: int = 100_000) -> float:
     """Seed pairs for TOST at +-margin to reach `power` when the true difference is true_diff."""
-    return _smallest_seeds(
-        lambda s: power_tost(margin, pilot.se(s, n_clusters), alpha, true_diff), power, max_seeds)
+    return _smallest(lambda s: power_tost(margin, pilot.se(s, n_clusters), alpha, true_diff),
+                     power, MIN_SEEDS, max_seeds)
 
 
 def clusters_for_power(pilot: Pilot, effect: float, n_seeds: int, power: float = 0.8,

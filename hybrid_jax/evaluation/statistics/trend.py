@@ -57,8 +57,11 @@ def contrast_weights(doses) -> np.ndarray:
 
 
 def _as_grid(scores, n_doses: int) -> np.ndarray:
-    X = np.stack([paired._runs(s) for s in scores]) if isinstance(scores, (list, tuple)) \
-        else np.asarray(scores, np.float64)
+    try:
+        X = np.asarray(scores, np.float64)
+    except ValueError as e:   # ragged: doses with different numbers of seeds or questions
+        raise ValueError(f"scores must be [doses, seeds, questions] with the same seeds and "
+                         f"questions at every dose ({e})") from e
     if X.ndim != 3 or X.shape[0] != n_doses:
         raise ValueError(f"scores must be [doses={n_doses}, seeds, questions], got shape "
                          f"{X.shape}")
