@@ -2,13 +2,15 @@
 data licences of a tiny real run; unknowns stated for a bare spec; datasets named only when their
 files are verified copies."""
 import json
+import pathlib
 import shutil
 
 import pytest
 
 from hybrid_jax import export
-from hybrid_jax.evaluation import data_licences
+from hybrid_jax.evaluation import data_licences, model_card
 from hybrid_jax.models import run_checkpoint
+from hybrid_jax.models.pretrained import load_pretrained
 from hybrid_jax.train import loop
 from test_selection import _select_config
 
@@ -22,13 +24,14 @@ def run(shared_data, tmp_path_factory):
                              "path": str(shared_data / "xquad-r"), "fold": "test",
                              "languages": ("en", "de")},)
     config.eval.plots = False
+    config.eval.every_steps = 2  # eval_steps/step_2/ and step_4/, then eval/ of the best step
     loop.train_and_evaluate(config, workdir)
     return workdir
 
 
-def _card(spec, out):
-    (directory,) = export.run(spec, str(out))
-    return (out / "README.md").read_text(encoding="utf-8"), directory
+def _card(spec):
+    """The card an export of `spec` writes, without writing the weights again."""
+    return model_card.card_text(spec, load_pretrained(spec))
 
 
 def _row(card, label):
@@ -37,7 +40,8 @@ def _row(card, label):
 
 
 def test_card_of_the_selected_step(run, shared_data, tmp_path):
-    card, _ = _card(f"ckpt:{run}@best", tmp_path / "best")
+    (directory,) = export.run(f"ckpt:{run}@best", str(tmp_path / "best"))
+    card = (pathlib.Path(directory) / "README.md").read_text(encoding="utf-8")
     best = run_checkpoint.best_step(run)
     meta = json.loads((run / "best" / str(best) / "meta.json").read_text())
     assert card.startswith("---\nlibrary_name: sentence-transformers\n")
@@ -63,15 +67,26 @@ def test_card_of_the_selected_step(run, shared_data, tmp_path):
     assert licences.count("\n- ") == 1  # training and evaluation share one folder
 
 
-def test_card_of_an_unevaluated_step_shows_no_figures(run, tmp_path):
-    card, _ = _card(f"ckpt:{run}@2", tmp_path / "two")
+def test_card_of_an_earlier_step_uses_that_step_s_evaluation(run):
+    card = _card(f"ckpt:{run}@2")
     assert "| exported step | 2 (named in the export spec) |" in card
-    assert "not the exported step 2: no figures shown" in card
+    at_2 = json.loads((run / "eval_steps" / "step_2" / "eval" / "xquad-r-test" /
+                       "metrics.json").read_text())
+    final = json.loads((run / "eval" / "xquad-r-test" / "metrics.json").read_text())
+    assert at_2["model"].endswith("@2") and not final["model"].endswith("@2")
+    assert f"{at_2['mono']['macro']['map@20']:.4f}" in _row(card, "mono (macro)")
+    hidden = run / "eval_steps_hidden"
+    (run / "eval_steps").rename(hidden)
+    try:
+        card = _card(f"ckpt:{run}@2")
+    finally:
+        hidden.rename(run / "eval_steps")
+    assert f"Evaluated model: `{final['model']}`, not the exported step 2: no figures" in card
     assert "| mono (macro) |" not in card
 
 
-def test_card_of_a_bare_spec_states_what_is_unknown(tmp_path):
-    card, _ = _card("random:tiny", tmp_path / "bare")
+def test_card_of_a_bare_spec_states_what_is_unknown():
+    card = _card("random:tiny")
     assert "Unknown here: this folder was exported from the model spec `random:tiny`" in card
     assert "| sampler |" not in card and "language:" not in card
     assert "No training or evaluation data recorded" in card

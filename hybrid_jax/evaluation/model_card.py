@@ -154,30 +154,40 @@ def _eval_spec(run_config: dict, name: str) -> dict:
     return found[0] if found else {}
 
 
+def _read_metrics(workdir: str, step: int | None) -> dict[str, list[dict]]:
+    """Dataset name -> the metrics.json files that may describe `step`: the final evaluation
+    (eval/) first, then the one made at that step during training (eval_steps/step_<n>/eval/)."""
+    roots = [os.path.join(workdir, "eval"),
+             os.path.join(workdir, "eval_steps", f"step_{step}", "eval")]
+    found: dict[str, list[dict]] = {}
+    for root in roots:
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            path = os.path.join(root, name, "metrics.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    found.setdefault(name, []).append(json.load(f))
+    return found
+
+
 def evaluation_lines(workdir: str, run_config: dict, step: int | None) -> list[str]:
-    root = os.path.join(workdir, "eval")
-    names = sorted(n for n in os.listdir(root)
-                   if os.path.exists(os.path.join(root, n, "metrics.json"))) \
-        if os.path.isdir(root) else []
-    if not names:
+    found = _read_metrics(workdir, step)
+    if not found:
         return ["The run wrote no evaluation (no eval/<dataset>/metrics.json)."]
     lines = []
-    for name in names:
-        with open(os.path.join(root, name, "metrics.json")) as f:
-            metrics = json.load(f)
+    for name, candidates in found.items():
         spec = _eval_spec(run_config, name)
         where = ", ".join(f"{k} {_plain(spec[k])}" for k in ("type", "path", "fold", "languages")
                           if spec.get(k))
         lines += [f"### {name}", "", f"Dataset: {where or 'not recorded in the run config'}.",
                   ""]
-        evaluated = _evaluated_step(metrics)
-        if evaluated != step:
-            lines += [f"Evaluated model: `{metrics.get('model')}`, not the exported step "
+        matching = [m for m in candidates if _evaluated_step(m) == step]
+        if not matching:
+            lines += [f"Evaluated model: `{candidates[0].get('model')}`, not the exported step "
                       f"{step}: no figures shown for these weights.", ""]
             continue
         lines += [f"Step {step}; ties are pessimistic; metrics at the cut-offs named in the "
                   "columns (mAP@k normalised by min(|R|, k), docs/evaluation.md).", ""]
-        lines += _metric_table(metrics) + [""]
+        lines += _metric_table(matching[0]) + [""]
     return lines
 
 
