@@ -19,6 +19,7 @@ from hybrid_jax.models import run_checkpoint
 
 CARD_FILE = "README.md"
 E5_HUB_ID = "intfloat/multilingual-e5-small"
+ARCH_NAMES = {"bert": "BERT-architecture", "xlm-roberta": "XLM-RoBERTa-architecture"}
 
 
 def _package_version(name: str) -> str:
@@ -203,8 +204,8 @@ def _data_paths(run_config: dict) -> list[str]:
 def usage_lines(config, prefixes: dict) -> list[str]:
     q, p = prefixes.get("query", ""), prefixes.get("passage", "")
     lines = ["## Use", "",
-             f"Prompts: queries start with `{q!r}`, passages with `{p!r}` (the texts the model "
-             f"was trained and evaluated with; an empty prompt means none).",
+             f"Prompts: queries start with `{q!r}`, passages with `{p!r}` (hybrid_jax prepends "
+             f"them in training, evaluation and encoding; an empty prompt means none).",
              f"Embedding: {config.pooling} pooling of the last hidden states, L2-normalised; "
              f"score = cosine (dot product). At most {config.max_length} tokens per text.", ""]
     if config.pooling != "pooler":
@@ -213,9 +214,9 @@ def usage_lines(config, prefixes: dict) -> list[str]:
                   "q = model.encode([\"...\"], prompt_name=\"query\")",
                   "p = model.encode([\"...\"], prompt_name=\"passage\")", "```", ""]
     if not config.with_pooler:
-        lines += ["The source model has no pooler layer; `pooler.dense` is written as zeros so "
-                  "that transformers loads every weight from the file (its `pooler_output` is "
-                  "zero and unused by the embedding).", ""]
+        lines += ["The weights exported have no pooler layer; `pooler.dense` is written as "
+                  "zeros so that transformers loads every weight from the file (its "
+                  "`pooler_output` is zero and unused by the embedding).", ""]
     return lines
 
 
@@ -241,34 +242,41 @@ def _bare_sections(spec: str) -> list[str]:
             "## Evaluation", "", "None recorded (no run).", ""]
 
 
+def _front_matter(pre, hub_id: str | None, run_config: dict) -> list[str]:
+    """The Hugging Face card metadata: library, task, base model and languages where known."""
+    library = "transformers" if pre.config.pooling == "pooler" else "sentence-transformers"
+    lines = ["---", f"library_name: {library}", "pipeline_tag: sentence-similarity",
+             "tags: [sentence-transformers, feature-extraction, dense-retrieval, hybrid_jax]"]
+    lines += [f"base_model: {hub_id}"] if hub_id else []
+    langs = _get(run_config, "data.languages")
+    if isinstance(langs, list) and langs and _get(run_config, "data.synthetic") is False:
+        lines.append(f"language: [{', '.join(langs)}]")
+    return lines + ["---", ""]
+
+
+def _intro(spec: str, pre, tower: str) -> list[str]:
+    c = pre.config
+    text = (f"A {ARCH_NAMES.get(c.arch, c.arch)} dense retriever ({c.num_layers} layers, hidden "
+            f"size {c.hidden_size}) exported by `python -m hybrid_jax.export --model {spec}`.")
+    if tower:
+        text += f" This is the {tower} tower of an untied model."
+    return [f"# {spec}" + (f" ({tower} tower)" if tower else ""), "", text, ""]
+
+
 def card_text(spec: str, pre, tower: str = "") -> str:
     """The whole card for one exported encoder (`tower`: 'query' / 'passage' when untied)."""
-    source = spec
-    run_config, workdir, step = {}, None, None
-    if source.startswith("ckpt:"):
-        workdir, step = run_checkpoint.parse(source)
+    run_config, workdir, step, source = {}, None, None, spec
+    if spec.startswith("ckpt:"):
+        workdir, step = run_checkpoint.parse(spec)
         workdir = os.path.abspath(workdir)
         run_config = run_checkpoint.read_run_config(workdir)
         source = str(_get(run_config, "model.spec"))
     base, hub_id = base_model(source)
-    front = ["---", "library_name: " + ("transformers" if pre.config.pooling == "pooler"
-                                         else "sentence-transformers"),
-             "pipeline_tag: sentence-similarity",
-             "tags: [sentence-transformers, feature-extraction, dense-retrieval, hybrid_jax]"]
-    front += [f"base_model: {hub_id}"] if hub_id else []
-    langs = _get(run_config, "data.languages")
-    front += [f"language: [{', '.join(langs)}]"] if isinstance(langs, list) and langs else []
-    title = f"# {spec}" + (f" ({tower} tower)" if tower else "")
-    parts = front + ["---", "", title, "",
-                     f"A {pre.config.arch} dense retriever ({pre.config.num_layers} layers, "
-                     f"hidden size {pre.config.hidden_size}) exported by `python -m "
-                     f"hybrid_jax.export --model {spec}`." + (
-                         f" This is the {tower} tower of an untied model." if tower else ""),
-                     ""] + usage_lines(pre.config, pre.prefixes) + ["## Base model", ""] + base
-    parts.append("")
+    parts = (_front_matter(pre, hub_id, run_config) + _intro(spec, pre, tower)
+             + usage_lines(pre.config, pre.prefixes) + ["## Base model", ""] + base + [""])
+    paths: list[str] = []
     if workdir is None:
         parts += _bare_sections(spec)
-        paths = []
     else:
         sections, paths = _run_sections(workdir, step, run_config)
         parts += sections
