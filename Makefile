@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # PyTorch is only for the tests that check our Hugging Face export and for the benchmark peer.
 TORCH ?= torch==2.13.0
+# sentence-transformers loads the exported folder in tests/test_export_hf_load.py (needs torch).
+SENTENCE_TRANSFORMERS ?= sentence-transformers==6.3.0
 WORKDIR ?= workdirs/demo
 TEST_WORKERS ?= 2
 # The real pool the search benchmark uses: zero-shot XQuAD-R test-fold embeddings (made once).
@@ -21,6 +23,7 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q '$(TORCH)' || echo "note: $(TORCH) not installed; PyTorch comparison tests will be skipped"
+	($(PY) -c "import torch" 2>/dev/null && $(PY) -m pip install -q '$(SENTENCE_TRANSFORMERS)') || echo "note: $(SENTENCE_TRANSFORMERS) not installed (it needs torch); its export check will be skipped"
 	touch $@
 
 demo: venv

