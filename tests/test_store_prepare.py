@@ -242,3 +242,14 @@ def test_refusals(tmp_path):
         _prepare(tmp_path, f"nope:{pairs}", name="o2")
     with pytest.raises(InputError, match=r"expected <reader>:<path>"):
         _prepare(tmp_path, "pairs_jsonl", name="o3")
+
+
+def test_prepare_benchmark_reports_its_figures(tmp_path):
+    from benchmarks.data_prepare import data_prepare_benchmark, markdown
+
+    result = data_prepare_benchmark(questions=20, languages=2, negatives=1,
+                                    workdir=str(tmp_path))
+    assert result["texts_read"] == 20 * 2 * 3 and 0 < result["distinct_texts"] <= 120
+    assert result["texts_per_s"] == pytest.approx(result["texts_read"] / result["wall_s"])
+    assert result["peak_rss_gb"] > 0 and (tmp_path / "store" / "meta.json").is_file()
+    assert f"{result['texts_per_s']:,.0f} texts/s" in markdown(result)[0]

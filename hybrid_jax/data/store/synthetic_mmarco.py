@@ -89,3 +89,21 @@ def _write(out: dict, words: dict, count: int, lengths, seed: int, kind: int,
         for lang, f in out.items():
             spelled = words[lang]
             f.writelines(f"{start + i}\t{' '.join(spelled[t])}\n" for i, t in enumerate(texts))
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a synthetic corpus in mMARCO's layout.")
+    parser.add_argument("--out", required=True, help="directory to write")
+    parser.add_argument("--questions", type=int, default=1000)
+    parser.add_argument("--languages", default="en,de,es,fr,it,pt,ru,zh,ar")
+    parser.add_argument("--negatives", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    write_mmarco_like(args.out, args.questions, tuple(args.languages.split(",")), args.negatives,
+                      seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()
