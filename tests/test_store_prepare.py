@@ -78,7 +78,7 @@ def test_pairs_jsonl_tokens_dedup_and_scores(tmp_path, tok):
     ('{"id": "q3", "query": {"en": "x"}}\n', r"p\.jsonl:3: 'passage' must be"),
     ('{"id": "q1", "query": {"en": "x"}, "passage": {"en": "y"}}\n', r"p\.jsonl:3: duplicate"),
     ('{"id": "q3", "query": {"en": "x"}, "passage": {"en": "y"}, "neg_scores": {"en": [1]}}\n',
-     r"p\.jsonl:3: neg_scores\['en'\] has 1 scores for 0 texts"),
+     r"p\.jsonl:3: neg_scores\['en'\] has 1 scores for 0"),
 ])
 def test_bad_or_truncated_line_names_file_and_line(tmp_path, bad, message):
     path = _write_jsonl(tmp_path / "p.jsonl", PAIRS)
@@ -253,3 +253,22 @@ def test_prepare_benchmark_reports_its_figures(tmp_path):
     assert result["texts_per_s"] == pytest.approx(result["texts_read"] / result["wall_s"])
     assert result["peak_rss_gb"] > 0 and (tmp_path / "store" / "meta.json").is_file()
     assert f"{result['texts_per_s']:,.0f} texts/s" in markdown(result)[0]
+
+
+def test_interner_ids_in_first_seen_order_across_commits():
+    from hybrid_jax.data.store.interner import Interner, digest
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in rng.integers(0, 300, 2000)]
+    interner, reference, saved = Interner(), {}, []
+    for start in range(0, len(words), 170):
+        block = words[start:start + 170]
+        ids, new = interner.ids([digest(w) for w in block])
+        assert ids.tolist() == [reference.setdefault(w, len(reference)) for w in block]
+        assert [block[i] for i in new] == [w for w in dict.fromkeys(block)
+                                           if reference[w] >= interner.committed]
+        saved.append(interner.commit())
+    reloaded = Interner()
+    reloaded.extend(np.concatenate(saved))      # what a resumed prepare rebuilds
+    ids, new = reloaded.ids([digest(w) for w in reference])
+    assert ids.tolist() == list(range(len(reference))) and new == []
