@@ -77,6 +77,8 @@ def test_pairs_jsonl_tokens_dedup_and_scores(tmp_path, tok):
     ('{"id": "q3", "query": {"en": "x"}, "passage": {"en": "y"}', r"p\.jsonl:3: malformed JSON"),
     ('{"id": "q3", "query": {"en": "x"}}\n', r"p\.jsonl:3: 'passage' must be"),
     ('{"id": "q1", "query": {"en": "x"}, "passage": {"en": "y"}}\n', r"p\.jsonl:3: duplicate"),
+    ('{"id": "a\\u2028b", "query": {"en": "x"}, "passage": {"en": "y"}}\n',
+     r"p\.jsonl:3: example key .* must be one non-empty line"),
     ('{"id": "q3", "query": {"en": "x"}, "passage": {"en": "y"}, "neg_scores": {"en": [1]}}\n',
      r"p\.jsonl:3: neg_scores\['en'\] has 1 scores for 0"),
 ])

@@ -82,7 +82,7 @@ class StoreWriter:
         if index < self.state["examples"]:
             return  # committed before an interruption
         for name, value in (("key", key), ("unit", unit)):
-            if "\n" in value or not value:
+            if value.splitlines() != [value]:  # keys.txt / units.txt hold one per line
                 raise InputError(f"{where}: example {name} {value!r} must be one non-empty line")
         if not self.keys.ids([digest(key)])[1]:
             raise InputError(f"{where}: duplicate example key {key!r}")
