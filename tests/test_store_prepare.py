@@ -274,3 +274,14 @@ def test_interner_ids_in_first_seen_order_across_commits():
     reloaded.extend(np.concatenate(saved))      # what a resumed prepare rebuilds
     ids, new = reloaded.ids([digest(w) for w in reference])
     assert ids.tolist() == list(range(len(reference))) and new == []
+
+
+def test_mmarco_partial_languages_and_negative_cap(tmp_path):
+    root = write_mmarco_like(tmp_path / "mm", 6, ("en", "de"), negatives=3)
+    queries = root / "queries" / "german_queries.train.tsv"
+    queries.write_text("".join(l for l in queries.open() if not l.startswith("2\t")))
+    store = _prepare(tmp_path, f"mmarco:{root}", max_negatives=2)
+    de, en = store.languages.index("de"), store.languages.index("en")
+    assert store.query[2, de] == -1 and store.query[2, en] >= 0 and store.positive[2, de] >= 0
+    assert (store.query[[0, 1, 3, 4, 5]] >= 0).all()
+    assert store.meta["max_negatives"] == 2 and store.negative.shape == (6, 2, 2)
