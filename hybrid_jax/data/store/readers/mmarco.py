@@ -131,7 +131,7 @@ def text_id_map(writer, lang: str, path: pathlib.Path, needed: np.ndarray) -> np
         ids, texts = [], []
         for where, line in block:
             head, tab, text = line.rstrip("\r\n").partition("\t")
-            if not tab or not head.isdigit() or not text.strip():
+            if not tab or not (head.isascii() and head.isdigit()) or not text.strip():
                 raise InputError(f"{where}: expected <id><TAB><text>, got {line[:80]!r}")
             i = int(head)
             if i < len(needed) and needed[i]:
