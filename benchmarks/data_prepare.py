@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 
 LANGUAGES = ("en", "de", "es", "fr", "it", "pt", "ru", "zh", "ar", "nl", "hi", "id", "ja", "vi")
 TARGET_TEXTS_PER_S = 8000
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negatives: int = 1,
@@ -38,11 +38,17 @@ def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negativ
         write_mmarco_like(root / "mmarco", questions, LANGUAGES[:languages], negatives)
         generate_s = time.perf_counter() - t
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "hybrid_jax.prepare_data",
-                        "--source", f"mmarco:{root / 'mmarco'}", "--out", str(root / "store")],
-                       check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        child = subprocess.Popen([sys.executable, "-m", "hybrid_jax.prepare_data",
+                                  "--source", f"mmarco:{root / 'mmarco'}",
+                                  "--out", str(root / "store")],
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                     [str(REPO), os.environ.get("PYTHONPATH", "")])})
+        # wait4: this child's own usage (RUSAGE_CHILDREN would mix in earlier sections' children)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # the prepare process alone
+        if child.returncode:
+            raise RuntimeError(f"prepare_data exited with status {child.returncode}")
         store = open_store(root / "store")
         texts = questions * languages * (2 + negatives)
         return {"questions": questions, "languages": languages, "negatives": negatives,
