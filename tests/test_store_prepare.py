@@ -285,3 +285,27 @@ def test_mmarco_partial_languages_and_negative_cap(tmp_path):
     assert store.query[2, de] == -1 and store.query[2, en] >= 0 and store.positive[2, de] >= 0
     assert (store.query[[0, 1, 3, 4, 5]] >= 0).all()
     assert store.meta["max_negatives"] == 2 and store.negative.shape == (6, 2, 2)
+
+
+def test_interrupted_before_the_rename_a_rerun_finishes(tmp_path, monkeypatch):
+    from hybrid_jax.data.store import prepare as prepare_lib
+
+    pairs = f"pairs_jsonl:{_write_jsonl(tmp_path / 'p.jsonl', PAIRS)}"
+    whole = _prepare(tmp_path, pairs, name="whole")
+
+    replace = prepare_lib.os.replace
+
+    def no_final_rename(src, dst):   # the writer's own renames go through
+        if pathlib.Path(dst) == tmp_path / "out":
+            raise KeyboardInterrupt
+        replace(src, dst)
+    monkeypatch.setattr(prepare_lib.os, "replace", no_final_rename)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(tmp_path, pairs)
+    monkeypatch.undo()
+    assert (tmp_path / "out.partial" / "meta.json").is_file() and not (tmp_path / "out").exists()
+    again = _prepare(tmp_path, pairs)
+    assert sorted(p.name for p in again.path.iterdir()) == sorted(
+        p.name for p in whole.path.iterdir())
+    for p in whole.path.iterdir():
+        assert p.read_bytes() == (again.path / p.name).read_bytes()

