@@ -1,0 +1,76 @@
+"""File names and meta of a prepared corpus (format version 1), and a memory-mapped view of one.
+
+    meta.json      format version, tokenizer, languages (column order), sizes, sources, units
+    tokens.npy     int32 [total_tokens]   ids of every distinct text, no special tokens, no prefix
+    offsets.npy    int64 [T + 1]          text t is tokens[offsets[t]:offsets[t + 1]]
+    text_lang.npy  int16 [T]              language column of each text
+    query.npy      int64 [E, L]           text id of example e's query in language l, -1: absent
+    positive.npy   int64 [E, L]           its positive passage (equal texts of a language: one id)
+    negative.npy   int64 [E, L, K]        hard-negative text ids, -1 padding
+    unit.npy       int64 [E]              split unit id, a line of units.txt
+    keys.txt / units.txt                  one example key / unit name per line
+    positive_score.npy float32 [E, L], negative_score.npy float32 [E, L, K]  (has_scores; NaN absent)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from hybrid_jax.errors import InputError
+
+FORMAT_VERSION = 1
+META = "meta.json"
+ARRAYS = ("tokens", "offsets", "text_lang", "query", "positive", "negative", "unit")
+SCORE_ARRAYS = ("positive_score", "negative_score")
+KEYS, UNITS = "keys.txt", "units.txt"
+
+
+def partial_dir(out: pathlib.Path) -> pathlib.Path:
+    """Where a corpus is written until it is complete."""
+    return out.with_name(out.name + ".partial")
+
+
+@dataclasses.dataclass
+class Store:
+    """A prepared corpus opened read-only: meta plus memory-mapped arrays."""
+    path: pathlib.Path
+    meta: dict
+    arrays: dict
+
+    def __getattr__(self, name):
+        arrays = self.__dict__.get("arrays", {})
+        if name in arrays:
+            return arrays[name]
+        raise AttributeError(name)
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.meta["languages"])
+
+    def text_tokens(self, t: int) -> np.ndarray:
+        offsets = self.arrays["offsets"]
+        return self.arrays["tokens"][offsets[t]:offsets[t + 1]]
+
+    def keys(self) -> list[str]:
+        return (self.path / KEYS).read_text(encoding="utf-8").splitlines()
+
+    def unit_names(self) -> list[str]:
+        return (self.path / UNITS).read_text(encoding="utf-8").splitlines()
+
+
+def open_store(path) -> Store:
+    path = pathlib.Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        hint = " (an unfinished prepare: rerun it)" if partial_dir(path).is_dir() else ""
+        raise InputError(f"{path}: not a prepared corpus, no {META}{hint}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{meta_path}: format_version {meta.get('format_version')!r}, this "
+                         f"reader knows {FORMAT_VERSION}")
+    names = ARRAYS + (SCORE_ARRAYS if meta.get("has_scores") else ())
+    arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in names}
+    return Store(path, meta, arrays)
