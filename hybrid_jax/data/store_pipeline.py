@@ -10,20 +10,20 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from hybrid_jax.data import splits
+from hybrid_jax.data import mixture, splits
 from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
 from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, StoreBatches, host_slice
-from hybrid_jax.data.store_view import CorpusView
+from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.data.train_fraction import fraction_rows
 from hybrid_jax.errors import InputError
 
 
-def fold_rows(corpus: CorpusView, fold: str, rule: splits.FoldRule) -> np.ndarray:
+def fold_rows(corpus: Store, fold: str, rule: splits.FoldRule) -> np.ndarray:
     """Ascending corpus rows whose unit lies in `fold` ('all': every row)."""
     if fold == "all":
-        return np.arange(corpus.n_examples, dtype=np.int64)
+        return np.arange(corpus.query.shape[0], dtype=np.int64)
     names = corpus.unit_names()
     fold_of = splits.assign_folds(names, rule.seed, rule.sizes)
     in_fold = np.array([fold_of[n] == fold for n in names], bool)
@@ -34,7 +34,7 @@ def fold_rows(corpus: CorpusView, fold: str, rule: splits.FoldRule) -> np.ndarra
     return rows.astype(np.int64)
 
 
-def corpus_part(corpus: CorpusView, cfg, languages=None) -> CorpusPart:
+def corpus_part(corpus: Store, cfg, languages=None) -> CorpusPart:
     """The rows of cfg.train_fold (restricted by data.train_fraction) and the training columns."""
     rows = fold_rows(corpus, cfg.train_fold, splits.FoldRule.from_config(cfg))
     fraction = float(cfg.get("train_fraction", 1.0))
@@ -72,22 +72,49 @@ def corpus_negatives(part: CorpusPart, cfg, sampler) -> StoreNegatives | None:
 
 
 class SingleCorpusPlanner:
-    """step -> (assembler, plan, negative plan) of one corpus."""
+    """step -> (assembler, plan, negative plan) of one corpus; `batch_size` pairs per step of
+    which this host assembles `host_rows` (a slice of them)."""
 
     def __init__(self, part: CorpusPart, cfg, tokenizer, prefixes: tuple[str, str],
-                 num_steps: int, process_index: int, process_count: int):
-        self.sampler = corpus_sampler(part, cfg, int(cfg.global_batch_size), num_steps)
+                 num_steps: int, batch_size: int, host_rows: slice, stream=()):
+        self.sampler = corpus_sampler(part, cfg, batch_size, num_steps, stream)
         self.negatives = corpus_negatives(part, cfg, self.sampler)
         layouts = (TokenLayout.of(tokenizer, prefixes[0]), TokenLayout.of(tokenizer, prefixes[1]))
         self.assemble = BatchAssembler(
-            part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)),
-            host_slice(int(cfg.global_batch_size), process_index, process_count))
+            part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)), host_rows)
         self.languages = part.languages
 
     def __call__(self, step: int):
         plan = self.sampler.plan(step)
         negatives = self.negatives.choose(plan) if self.negatives is not None else None
         return self.assemble, plan, negatives
+
+
+def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
+                 process_index: int, process_count: int, corpus: str | None = None):
+    """The planner of data.sources (a mixture) or of the one corpus at `corpus` (data.store)."""
+    B = int(cfg.global_batch_size)
+    rows = host_slice(B, process_index, process_count)
+    if not cfg.get("sources"):
+        part = corpus_part(open_store(corpus or cfg.store), cfg)
+        return SingleCorpusPlanner(part, cfg, tokenizer, prefixes, num_steps, B, rows)
+    entries = mixture.check_sources(cfg.sources)
+    weights = [e["weight"] for e in entries]
+    sizes = mixture.largest_remainder(weights, B) if cfg.source_mixing == "example" \
+        else [B] * len(entries)
+    starts = np.cumsum([0] + list(sizes))[:-1] if cfg.source_mixing == "example" \
+        else [0] * len(entries)
+    parts = []
+    for s, (entry, size, start) in enumerate(zip(entries, sizes, starts)):
+        part = corpus_part(open_store(entry["path"]), cfg)
+        mine = slice(int(np.clip(rows.start - start, 0, size)),
+                     int(np.clip(rows.stop - start, 0, size)))
+        pre = (entry.get("query_prefix", prefixes[0]), entry.get("passage_prefix", prefixes[1]))
+        planner = SingleCorpusPlanner(part, cfg, tokenizer, pre, num_steps, int(size), mine,
+                                      stream=(2, s)) if size else None
+        parts.append((planner, len(part.rows), part.languages))
+    return mixture.MixturePlanner(parts, weights, cfg.source_mixing, cfg.source_schedule,
+                                  cfg.seed, num_steps)
 
 
 class StoreTrainIterator(grain.DatasetIterator):

@@ -14,14 +14,14 @@ import dataclasses
 import numpy as np
 
 from hybrid_jax.data.store_batches import TokenLayout, gather_rows
-from hybrid_jax.data.store_view import CorpusView
+from hybrid_jax.data.store.layout import Store
 from hybrid_jax.errors import InputError
 
 
 @dataclasses.dataclass
 class CorpusPart:
     """The examples one sampler draws from: corpus rows (a fold, a fraction) and language columns."""
-    corpus: CorpusView
+    corpus: Store
     rows: np.ndarray     # int64 [E'] corpus example rows, ascending
     columns: np.ndarray  # int64 [L'] corpus language columns of the sorted training languages
     languages: list
@@ -61,7 +61,7 @@ class BatchAssembler:
             "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
             "example_id": idx.astype(np.int32),
         }
-        if c.has_scores:
+        if c.meta.get("has_scores"):
             batch["positive_score"] = np.asarray(c.positive_score[rows, p_col], np.float32)
         if negatives is not None:
             chosen = negatives.passage[self.slice]
@@ -69,7 +69,7 @@ class BatchAssembler:
             shape = (*chosen.shape, self.lengths[1])
             batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
                          negative_valid=(chosen >= 0).astype(np.int32))
-            if c.has_scores:
+            if c.meta.get("has_scores"):
                 batch["negative_score"] = self._negative_scores(rows, p_col, chosen)
         return batch
 
