@@ -5,6 +5,8 @@ import pathlib
 
 import numpy as np
 
+from hybrid_jax.data.store.prepare import tokenizer_fingerprint
+
 
 def write_corpus(examples, tokenizer, path, scores: bool = False) -> pathlib.Path:
     path = pathlib.Path(path)
@@ -48,7 +50,8 @@ def write_corpus(examples, tokenizer, path, scores: bool = False) -> pathlib.Pat
         np.save(path / f"{name}.npy", a)
     (path / "keys.txt").write_text("".join(f"{e.key}\n" for e in examples), encoding="utf-8")
     (path / "units.txt").write_text("".join(f"{u}\n" for u in unit_names), encoding="utf-8")
-    meta = {"format_version": 1, "tokenizer": {"spec": tokenizer.name, "fingerprint": ""},
+    meta = {"format_version": 1,
+            "tokenizer": {"spec": tokenizer.name, "fingerprint": tokenizer_fingerprint(tokenizer)},
             "languages": languages, "n_texts": len(texts), "n_examples": E, "max_negatives": K,
             "has_scores": scores, "sources": [], "units": len(unit_names)}
     (path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")

@@ -11,6 +11,7 @@ import grain
 import numpy as np
 
 from hybrid_jax.data import mixture, splits
+from hybrid_jax.data.corpus_cache import check_tokenizer
 from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
@@ -106,7 +107,9 @@ def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
         else [0] * len(entries)
     parts = []
     for s, (entry, size, start) in enumerate(zip(entries, sizes, starts)):
-        part = corpus_part(open_store(entry["path"]), cfg)
+        store = open_store(entry["path"])
+        check_tokenizer(store.meta, tokenizer, f"data.sources[{s}] ({entry['path']})")
+        part = corpus_part(store, cfg)
         mine = slice(int(np.clip(rows.start - start, 0, size)),
                      int(np.clip(rows.stop - start, 0, size)))
         pre = (entry.get("query_prefix", prefixes[0]), entry.get("passage_prefix", prefixes[1]))
