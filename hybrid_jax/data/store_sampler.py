@@ -124,7 +124,8 @@ class StoreSampler:
                     f"data.global_batch_size: no query/passage language pair (of {self.languages}) "
                     f"has {B} distinct parallel positives for cross batches")
             if self.cross_pairing == "example":
-                rows = np.unique(np.concatenate([self._pools[k] for k in self.cross_pairs]))
+                distinct_pools = {id(self._pools[k]): self._pools[k] for k in self.cross_pairs}
+                rows = np.unique(np.concatenate(list(distinct_pools.values())))
                 groups = _count_groups(self.positive[rows])
                 if groups < B:
                     raise InputError(
