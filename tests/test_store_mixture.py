@@ -102,3 +102,57 @@ def test_train_fraction_nested_and_same_in_both_paths(corpora, tokenizer):
     cfg = config(corpora, sources=(), train_fraction=0.25)
     part = store_pipeline.corpus_part(store, cfg)
     assert set(part.rows.tolist()) == subsets[0.25]
+
+
+def pairs_records(n=90):
+    """Partial language coverage, passages shared between examples (same text, one id), negatives
+    that are other examples' positives, repeated negatives, and teacher scores."""
+    rng = np.random.default_rng(5)
+    records = []
+    for i in range(n):
+        langs = [l for l in ("de", "en", "fr") if rng.random() < 0.8] or ["en"]
+        passage = {l: f"passage {i // 2 if l == 'en' else i} in {l}" for l in langs}
+        records.append({
+            "id": f"r{i}", "article": f"art{i // 3}",
+            "query": {l: f"question {i} in {l}" for l in langs[:2]} or {"en": f"q {i}"},
+            "passage": passage,
+            "negatives": {l: [f"passage {(i + 7) % n} in {l}", f"distractor {i} {l}",
+                              f"distractor {i} {l}"] for l in langs},
+            "pos_scores": {l: float(rng.random()) for l in langs},
+            "neg_scores": {l: [float(x) for x in rng.random(3)] for l in langs}})
+    return records
+
+
+@pytest.mark.parametrize("kind", [dict(), dict(sampling="cross", cross_pairing="batch"),
+                                  dict(sampling="mono", language_weights="size")])
+def test_pairs_jsonl_corpus_gives_the_examples_path_batches(tmp_path, tokenizer, kind):
+    import json
+    from hybrid_jax.data.store.prepare import prepare
+    source = tmp_path / "pairs.jsonl"
+    records = pairs_records()
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    prepare([f"pairs_jsonl:{source}"], tmp_path / "corpus", "random:tiny",
+            log=open("/dev/null", "w"))
+    cfg = pipeline.default_config()
+    cfg.update({"format": "pairs_jsonl", "dataset_dir": str(source), "languages": (),
+                "global_batch_size": 4, "hard_negatives": 2, "negative_source": "from_data",
+                "query_max_length": 12, "passage_max_length": 16, "prefetch": 1, **kind})
+    old = pipeline.make_train_iterator(cfg, tokenizer, num_steps=40, process_index=0,
+                                       process_count=1)
+    cfg.store = str(tmp_path / "corpus")
+    new = pipeline.make_train_iterator(cfg, tokenizer, num_steps=40, process_index=0,
+                                       process_count=1)
+    keys = [e.key for e in old.examples]
+    for _ in range(40):
+        a, b = next(old), next(new)
+        assert set(b) == set(a) | {"positive_score", "negative_score"}
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+        for row, (i, p) in enumerate(zip(a["example_id"], a["passage_lang"])):
+            record = records[int(keys[i][1:])]
+            lang = old.languages[p]
+            assert b["positive_score"][row] == np.float32(record["pos_scores"][lang])
+            valid = b["negative_valid"][row] > 0
+            assert np.isnan(b["negative_score"][row][~valid]).all()
+            assert set(b["negative_score"][row][valid].tolist()) <= {
+                float(np.float32(x)) for x in record["neg_scores"][lang]}
