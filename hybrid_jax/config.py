@@ -160,6 +160,7 @@ def _check_corpora(d) -> None:
              f"must be a corpus directory, 'auto' or '', got {d.get('store')!r}")
     if d.get("sources"):
         check_sources(d.sources)
+        _require(not d.get("store"), "data.store", "set data.store or data.sources, not both")
     if d.get("store") or d.get("sources"):
         _require(not (d.hard_negatives and d.negative_source == "mined"), "data.negative_source",
                  "'mined' needs the examples path; a prepared corpus carries its own negatives "

@@ -156,3 +156,17 @@ def test_pairs_jsonl_corpus_gives_the_examples_path_batches(tmp_path, tokenizer,
             assert np.isnan(b["negative_score"][row][~valid]).all()
             assert set(b["negative_score"][row][valid].tolist()) <= {
                 float(np.float32(x)) for x in record["neg_scores"][lang]}
+
+
+def test_batch_source_pickles_by_path(corpora, tokenizer):
+    """What grain worker processes receive: the corpus re-opened from its path, same batches."""
+    import pickle
+    cfg = config(corpora, sources=(), store=str(corpora[0]))
+    it = pipeline.make_train_iterator(cfg, tokenizer, num_steps=3, process_index=0,
+                                      process_count=1)
+    data = pickle.dumps(it.source)
+    copy = pickle.loads(data)
+    assert copy.planner.assemble.part.corpus.tokens._mmap is not None  # mapped, not a copy
+    for step in range(3):
+        want, got = it.source[step], copy[step]
+        assert all(np.array_equal(want[k], got[k]) for k in want)

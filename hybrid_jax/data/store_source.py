@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from hybrid_jax.data.store_batches import TokenLayout, gather_rows
-from hybrid_jax.data.store.layout import Store
+from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.errors import InputError
 
 
@@ -26,11 +26,19 @@ class CorpusPart:
     columns: np.ndarray  # int64 [L'] corpus language columns of the sorted training languages
     languages: list
 
+    def __reduce__(self):
+        # grain worker processes re-open the memory maps instead of receiving copies of them
+        return _reopen, (str(self.corpus.path), self.rows, self.columns, self.languages)
+
     def query(self) -> np.ndarray:
         return np.asarray(self.corpus.query[self.rows][:, self.columns])
 
     def positive(self) -> np.ndarray:
         return np.asarray(self.corpus.positive[self.rows][:, self.columns])
+
+
+def _reopen(path, rows, columns, languages) -> CorpusPart:
+    return CorpusPart(open_store(path), rows, columns, languages)
 
 
 class BatchAssembler:
