@@ -185,10 +185,13 @@ def test_corpus_cache_reuses_and_checks(shared_data, corpus, tokenizer, workdir,
 @pytest.mark.parametrize("key,value,match", [
     ("train_fraction", 0.0, "data.train_fraction"), ("draw", "fast", "data.draw"),
     ("source_mixing", "row", "data.source_mixing"), ("sources", ({"weight": 1},), "data.sources"),
-    ("sources", ({"path": "x", "weight": -1},), r"data.sources\[0\].weight")])
+    ("sources", ({"path": "x", "weight": -1},), r"data.sources\[0\].weight"),
+    ("store", "dir", "data.store")])
 def test_config_checks_name_the_key(key, value, match):
     c = importlib.import_module("configs.tiny").get_config()
     c.data[key] = value
+    if key == "store":  # with sources too, or with mined negatives
+        c.data.sources = ({"path": "x"},)
     with pytest.raises(InputError, match=match):
         schema.validate_config(c, num_devices=1)
 

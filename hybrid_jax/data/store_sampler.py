@@ -26,7 +26,7 @@ import hashlib
 
 import numpy as np
 
-from hybrid_jax.data.sampler import (BatchPlan, _check_choice, _exact_mono_steps,
+from hybrid_jax.data.sampler import (BatchPlan, check_choice, exact_mono_steps,
                                      CROSS_PAIRINGS, LANGUAGE_WEIGHTS, MONO_SCHEDULES, SAMPLINGS)
 from hybrid_jax.errors import InputError
 
@@ -45,7 +45,7 @@ class StoreSampler:
                                     ("data.cross_pairing", cross_pairing, CROSS_PAIRINGS),
                                     ("data.language_weights", language_weights, LANGUAGE_WEIGHTS),
                                     ("data.draw", draw, DRAWS)):
-            _check_choice(key, value, allowed)
+            check_choice(key, value, allowed)
         if not 0.0 <= float(alpha) <= 1.0:
             raise InputError(f"data.alpha: must lie in [0, 1], got {alpha}")
         if int(global_batch_size) < 1:
@@ -64,7 +64,7 @@ class StoreSampler:
         self.cross_pairing, self.draw = cross_pairing, draw
         self.seed, self.stream = int(seed), tuple(int(s) for s in stream)
         self.mono_schedule = mono_schedule
-        self._exact_mono = _exact_mono_steps(self.seed, self.alpha, num_steps) \
+        self._exact_mono = exact_mono_steps(self.seed, self.alpha, num_steps) \
             if mono_schedule == "exact" else None
         self._build_pools(language_weights)
 
