@@ -82,17 +82,19 @@ class StoreSampler:
         n, B = len(self.languages), self.batch_size
         has_q, has_p = self.query >= 0, self.positive >= 0
         shared: dict[bytes, np.ndarray] = {}  # pools with the same members are one array
+        counted: dict[tuple[bytes, int], int] = {}  # (pool, passage language) -> distinct ids
         self._pools, distinct, sizes = {}, {}, {}
         for q in range(n):
             for p in range(n):
                 mask = has_q[:, q] & has_p[:, p]
-                key = hashlib.blake2b(np.packbits(mask).tobytes() + bytes([p]),
-                                      digest_size=16).digest()
+                key = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
                 if key not in shared:
                     shared[key] = np.flatnonzero(mask)
                 pool = self._pools[(q, p)] = shared[key]
                 sizes[(q, p)] = len(pool)
-                distinct[(q, p)] = len(np.unique(self.positive[pool, p]))
+                if (key, p) not in counted:
+                    counted[(key, p)] = len(np.unique(self.positive[pool, p]))
+                distinct[(q, p)] = counted[(key, p)]
         self.mono_pairs = [(l, l) for l in range(n) if distinct[(l, l)] >= B]
         if self.cross_pairing == "batch":
             self.cross_pairs = [k for k in self._pools if k[0] != k[1] and distinct[k] >= B]
