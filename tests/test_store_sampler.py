@@ -68,7 +68,8 @@ def test_plans_and_negatives_equal_hybrid_sampler(shared_data, corpus, kind):
     examples = pipeline.load_training_examples(cfg)
     old = pipeline.make_sampler(cfg, examples, STEPS)
     old_negatives = pipeline.make_negatives(cfg, old)
-    part = store_pipeline.corpus_part(open_store(corpus), cfg)
+    store = open_store(corpus)
+    part = store_pipeline.corpus_part(store, cfg)
     new = store_pipeline.corpus_sampler(part, cfg, 16, STEPS)
     new_negatives = store_pipeline.corpus_negatives(part, cfg, new)
     positives = part.positive()
@@ -84,7 +85,7 @@ def test_plans_and_negatives_equal_hybrid_sampler(shared_data, corpus, kind):
             assert not set(pb[pb >= 0]) & set(positives[b.example_index].ravel())
             texts = [old_negatives.text(p) for p in pa if p >= 0]
             assert texts == [examples[i].negatives[old.languages[lang]][
-                list(np.asarray(open_store(corpus).negative[part.rows[i], part.columns[lang]]))
+                list(np.asarray(store.negative[part.rows[i], part.columns[lang]]))
                 .index(p)] for p in pb if p >= 0]
 
 
@@ -121,9 +122,10 @@ def test_token_rows_equal_tokenizer(shared_data, corpus, tokenizer):
     ids = np.array([i for i, _ in pairs])
     for prefix in ("query: ", "passage: ", ""):
         layout = TokenLayout.of(tokenizer, prefix)
+        tokenized = tokenizer.token_ids([prefix + t for _, t in pairs])
         for length in (12, 200):
             got = gather_rows(store.tokens, store.offsets, ids, layout, length)
-            want = tokenizer([prefix + t for _, t in pairs], length)
+            want = tokenizer.pack(tokenized, length)
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     padding = gather_rows(store.tokens, store.offsets, np.array([-1]),
                           TokenLayout.of(tokenizer, "passage: "), 8)
