@@ -19,6 +19,8 @@ Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
   whole_eval  the config's evaluation datasets from a cold cache, bfloat16 and float32, each in
             its own process: wall time, peak memory, and the metrics' differences
   search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
+  data_prepare  python -m hybrid_jax.prepare_data on a synthetic mMARCO-shaped corpus
+            (--prepare_questions x 9 languages, one negative): texts/s and peak memory
 Results are merged into --out (a rerun of one section replaces only that section), and
 --markdown is regenerated from the whole file.
 """
@@ -41,7 +43,7 @@ from hybrid_jax.platform import cpu
 
 ONE_PASS = "half the batch, one pass"
 SECTIONS = ("peak", "step", "study_step", "profile", "pipeline", "encode", "whole_eval",
-            "search")
+            "search", "data_prepare")
 
 
 def _cpuinfo(field: str) -> str:
@@ -75,6 +77,8 @@ flags.DEFINE_string("real_pool", None,
                     "embeddings.npz of a real evaluation (eval.save_embeddings).")
 flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
+flags.DEFINE_integer("prepare_questions", 100_000, "Questions of the data_prepare section's "
+                     "synthetic corpus (1000000: the paper-scale corpus, about 10x longer).")
 flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")
 flags.DEFINE_bool("peer_bf16", None,
                   "Also time the peer's bfloat16 autocast encoding beside our bfloat16 path "
@@ -268,6 +272,10 @@ def run_benchmarks(config) -> dict:
         record("whole_eval", _whole_eval)
     if "search" in FLAGS.sections:
         record("search", lambda: _search(config))
+    if "data_prepare" in FLAGS.sections:
+        from benchmarks.data_prepare import data_prepare_benchmark
+
+        record("data_prepare", lambda: data_prepare_benchmark(FLAGS.prepare_questions))
     if FLAGS.markdown:
         from benchmarks import report
 

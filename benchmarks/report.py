@@ -223,6 +223,11 @@ def markdown(results: dict) -> str:
         lines += _whole_eval(sec["whole_eval"])
     if "search" in sec:
         lines += _search(sec["search"])
+    if "data_prepare" in sec:
+        from benchmarks.data_prepare import markdown as prepare_markdown
+
+        lines += ["## Corpus preparation", "", *prepare_markdown(sec["data_prepare"]), "",
+                  _meta(sec["data_prepare"]), ""]
     return "\n".join(lines)
 
 

@@ -142,6 +142,7 @@ def _check_data(d) -> None:
                  f"per pair")
         if d.mining_model:
             family_of(str(d.mining_model))
+    _check_mining_controls(d)
     if not d.synthetic:
         FORMATS.get(d.format)
     _check_corpora(d)
@@ -165,6 +166,27 @@ def _check_corpora(d) -> None:
         _require(not (d.hard_negatives and d.negative_source == "mined"), "data.negative_source",
                  "'mined' needs the examples path; a prepared corpus carries its own negatives "
                  "(data.store / data.sources)")
+
+
+def _check_mining_controls(d) -> None:
+    skip = d.get("mining_skip_top", 0)
+    _require(isinstance(skip, int) and not isinstance(skip, bool) and skip >= 0,
+             "data.mining_skip_top", f"must be an integer >= 0, got {skip!r}")
+    margin = d.get("mining_margin", 0.0)
+    _require(isinstance(margin, (int, float)) and 0 <= margin < 1, "data.mining_margin",
+             f"must be a fraction in [0, 1) (0: off), got {margin!r}")
+    rank_range = tuple(d.get("mining_range", (0, 0)))
+    ok = (len(rank_range) == 2 and all(isinstance(r, int) and not isinstance(r, bool)
+                                       for r in rank_range)
+          and (rank_range == (0, 0) or 0 <= rank_range[0] < rank_range[1]))
+    _require(ok, "data.mining_range", f"must be (lo, hi) with 0 <= lo < hi, or (0, 0) for off, "
+                                      f"got {rank_range!r}")
+    if rank_range == (0, 0):
+        return
+    hard = d.hard_negatives
+    _require(d.negative_source != "mined" or rank_range[1] - rank_range[0] >= hard,
+             "data.mining_range", f"{tuple(rank_range)} holds fewer ranks than "
+                                  f"data.hard_negatives={hard}")
 
 
 def _check_model(config) -> None:

@@ -9,12 +9,10 @@ continues where it stopped.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
+from hybrid_jax import cli
 from hybrid_jax.data.store.prepare import prepare
-from hybrid_jax.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("source", [], "<reader>:<path>, read in the order given.")
@@ -31,13 +29,10 @@ def main(argv) -> None:
     del argv
     if not FLAGS.out:
         raise app.UsageError("--out is required")
-    try:
-        prepare(FLAGS.source, FLAGS.out, FLAGS.tokenizer, max_negatives=FLAGS.max_negatives,
-                fresh=FLAGS.fresh, chunk_examples=FLAGS.chunk_examples,
-                chunk_texts=FLAGS.chunk_texts)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # A bad source ends with one line "error: <file>:<line>: ..." (exit 2), <out>.partial kept.
+    cli.run_or_exit(prepare, FLAGS.source, FLAGS.out, FLAGS.tokenizer,
+                    max_negatives=FLAGS.max_negatives, fresh=FLAGS.fresh,
+                    chunk_examples=FLAGS.chunk_examples, chunk_texts=FLAGS.chunk_texts)
 
 
 if __name__ == "__main__":

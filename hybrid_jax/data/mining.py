@@ -9,6 +9,16 @@ top `data.mining_depth` passages other than the example's own positive in Y are 
 the batch rule of negatives.py filters them again at every step (another query's positive is a
 fine negative for this one, but not in a batch holding that query).
 
+False-negative controls (`MiningControls`, all off by default). Ranks count from 0 over the ranking
+without the example's own positive:
+  * data.mining_skip_top = k: drop ranks 0..k-1 (the very best are often unlabelled positives);
+  * data.mining_margin = m > 0 (relative): keep a candidate only if its score < s_pos * (1 - m),
+    s_pos the query's score for its own positive (NV-Retriever's "TopK-PercPos"; 0.05 keeps
+    those below 95 % of it). Relative, so one value serves models whose scores differ in scale;
+  * data.mining_range = (lo, hi) (not (0, 0)): instead of the best `mining_depth` of what is left, draw
+    `mining_depth` of the ranks lo..hi-1 left at random (FlagEmbedding's range_for_sampling),
+    kept in rank order; the draw is seeded by data.seed, the example and the language.
+
 Mined once and cached as <workdir>/negatives/mined.json with everything that decided the result
 (the mining model's parameter fingerprint, the depth, the fold rule, the data, the languages,
 lengths and prefixes); a later run of the same workdir reuses the file and refuses it with an
@@ -16,6 +26,7 @@ InputError when any of these changed.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +50,46 @@ _CHECKED = {
     "languages": "data.languages",
     "max_length": "data.query_max_length / data.passage_max_length",
     "prefixes": "the model's query / passage prefixes",
+    "controls": "data.mining_skip_top / data.mining_margin / data.mining_range (with a range: "
+                "data.seed)",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningControls:
+    """The false-negative controls of the module doc; the defaults keep the plain top ranks."""
+    skip_top: int = 0
+    margin: float | None = None
+    rank_range: tuple[int, int] | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> "MiningControls":
+        margin = float(cfg.get("mining_margin", 0.0) or 0.0)
+        rank_range = tuple(int(r) for r in cfg.get("mining_range", (0, 0)))
+        on = rank_range != (0, 0)
+        return cls(int(cfg.get("mining_skip_top", 0) or 0), margin or None,
+                   rank_range if on else None, int(cfg.seed) if on else 0)
+
+    @property
+    def active(self) -> bool:
+        return self != MiningControls()
+
+    def select(self, order: np.ndarray, scores: np.ndarray, own: int, depth: int, rng_key=()):
+        """Pool indices chosen from `order` (the pool ranked best first) for a query whose own
+        positive is pool index `own`, `scores` the query's score for each pool index."""
+        ranked = order[order != own]
+        keep = np.arange(len(ranked)) >= self.skip_top
+        if self.rank_range is not None:
+            lo, hi = self.rank_range
+            keep &= (np.arange(len(ranked)) >= lo) & (np.arange(len(ranked)) < hi)
+        if self.margin is not None:
+            keep &= scores[ranked] < scores[own] * (1.0 - self.margin)
+        left = ranked[keep]
+        if self.rank_range is None or len(left) <= depth:
+            return left[:depth]
+        rng = np.random.default_rng([self.seed, *rng_key])
+        return left[np.sort(rng.choice(len(left), depth, replace=False))]
 
 
 def mined_candidates(data_config, examples: Sequence, languages: Sequence[str], model=None,
@@ -55,7 +105,8 @@ def mined_candidates(data_config, examples: Sequence, languages: Sequence[str], 
     if depth < 1:
         raise InputError(f"data.mining_depth: must be >= 1, got {cfg.mining_depth}")
     bundle = _bundle(cfg, model)
-    meta = _meta(cfg, examples, languages, bundle, depth)
+    controls = MiningControls.from_config(cfg)
+    meta = _meta(cfg, examples, languages, bundle, depth, controls)
     path = pathlib.Path(workdir) / CACHE if workdir else None
     if path is not None and path.is_file():
         return _read(path, meta, examples)
@@ -68,7 +119,7 @@ def mined_candidates(data_config, examples: Sequence, languages: Sequence[str], 
     if write or not shared:
         logging.info("mining hard negatives with %s (depth %d)", bundle.name, depth)
         result = mine(examples, languages, bundle, depth, int(cfg.query_max_length),
-                      int(cfg.passage_max_length))
+                      int(cfg.passage_max_length), controls)
         if path is not None and write:
             _write(path, meta, examples, result)
     if shared:
@@ -80,7 +131,8 @@ def mined_candidates(data_config, examples: Sequence, languages: Sequence[str], 
 
 
 def mine(examples: Sequence, languages: Sequence[str], bundle, depth: int,
-         query_max_length: int, passage_max_length: int) -> list[dict[str, tuple[str, ...]]]:
+         query_max_length: int, passage_max_length: int,
+         controls: MiningControls = MiningControls()) -> list[dict[str, tuple[str, ...]]]:
     """The mining itself (no cache): see the module doc."""
     from hybrid_jax.retrieval import embed_texts
 
@@ -101,7 +153,7 @@ def mine(examples: Sequence, languages: Sequence[str], bundle, depth: int,
     texts = [t for l in languages for t in pools[l]]
     p_emb = embed_texts(bundle, texts, "passage", max_length=passage_max_length)
     start = 0
-    for lang in languages:
+    for code, lang in enumerate(languages):
         pool, vectors = pools[lang], p_emb[start:start + len(pools[lang])]
         start += len(pool)
         rows = [i for i, e in enumerate(examples) if lang in e.passages and i in per_example]
@@ -110,10 +162,14 @@ def mine(examples: Sequence, languages: Sequence[str], bundle, depth: int,
         scores = np.stack([_query_vector(per_example[i], lang) for i in rows]) @ vectors.T
         index = {t: j for j, t in enumerate(pool)}
         # Stable sort: equal scores rank in pool order, so the result is reproducible.
-        ranked = np.argsort(-scores, axis=1, kind="stable")[:, :depth + 1]
-        for i, order in zip(rows, ranked):
+        ranked = np.argsort(-scores, axis=1, kind="stable")
+        for i, order, row in zip(rows, ranked, scores):
             own = index[examples[i].passages[lang]]
-            out[i][lang] = tuple(pool[j] for j in order if j != own)[:depth]
+            if controls.active:
+                chosen = controls.select(order, row, own, depth, (i, code)).tolist()
+            else:
+                chosen = [j for j in order[:depth + 1] if j != own][:depth]
+            out[i][lang] = tuple(pool[j] for j in chosen)
     return out
 
 
@@ -135,7 +191,7 @@ def _bundle(cfg, model):
     return model.bundle(tied=not model.towers)
 
 
-def _meta(cfg, examples, languages, bundle, depth: int) -> dict:
+def _meta(cfg, examples, languages, bundle, depth: int, controls: MiningControls) -> dict:
     from hybrid_jax.retrieval.cache import params_fingerprint
 
     sizes = cfg.split_sizes
@@ -151,6 +207,8 @@ def _meta(cfg, examples, languages, bundle, depth: int) -> dict:
         "max_length": [int(cfg.query_max_length), int(cfg.passage_max_length)],
         "prefixes": [bundle.prefix("query"), bundle.prefix("passage")],
     }
+    if controls.active:  # absent when off, so caches written before the controls stay valid
+        meta["controls"] = dataclasses.asdict(controls)
     return json.loads(json.dumps(meta))  # the form it takes after a round trip through the file
 
 
@@ -187,9 +245,9 @@ def _read(path: pathlib.Path, meta: dict, examples) -> list[dict[str, tuple[str,
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: unreadable mined-negatives cache ({e}); delete it to mine "
                          f"again") from e
-    changed = [k for k in _CHECKED if stored.get(k) != meta[k]]
+    changed = [k for k in _CHECKED if stored.get(k) != meta.get(k)]
     if changed:
-        what = "; ".join(f"{_CHECKED[k]}: cached {_short(stored.get(k))}, now {_short(meta[k])}"
+        what = "; ".join(f"{_CHECKED[k]}: cached {_short(stored.get(k))}, now {_short(meta.get(k))}"
                          for k in changed)
         raise InputError(f"{path}: the mined negatives no longer match this run ({what}); "
                          f"restore those settings, or delete the file to mine again")

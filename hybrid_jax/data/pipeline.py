@@ -53,6 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
         negative_source="same_paragraph",  # same_paragraph | mined | from_data (docs/data.md)
         mining_model="",          # 'mined': model spec to mine with ('' = the run's starting model)
         mining_depth=16,          # 'mined': candidates kept per (example, language), best first
+        mining_skip_top=0,        # 'mined': drop the k best ranks (likely unlabelled positives)
+        mining_margin=0.0,        # 'mined': > 0: keep score < positive's score * (1 - margin)
+        mining_range=(0, 0),      # 'mined': (lo, hi): draw from ranks lo..hi-1, not the top; (0, 0): off
         query_max_length=32,
         passage_max_length=64,
         seed=0,

@@ -62,11 +62,15 @@ class Interner:
         return new
 
     def extend(self, new_in_id_order: Iterable) -> None:
-        """Add digests whose ids are the next ones (a commit, or reloading a saved one)."""
+        """Add digests whose ids are the next ones (a commit, or reloading a saved one).
+
+        The new digests are sorted and inserted, O(committed) per call: a corpus of 10^8 texts
+        committed 200,000 at a time never re-sorts what it already holds."""
         new = np.asarray(new_in_id_order, DIGEST)
         ids = np.arange(self.committed, self.committed + len(new), dtype=np.int64)
-        keys = np.concatenate([self._sorted, new])
-        order = np.argsort(keys, kind="stable")
-        self._sorted, self._sorted_ids = keys[order], np.concatenate([self._sorted_ids, ids])[order]
+        order = np.argsort(new, kind="stable")
+        at = np.searchsorted(self._sorted, new[order])
+        self._sorted = np.insert(self._sorted, at, new[order])
+        self._sorted_ids = np.insert(self._sorted_ids, at, ids[order])
         self.committed += len(new)
         self._pending.clear()

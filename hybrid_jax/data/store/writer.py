@@ -10,6 +10,7 @@ run's byte for byte (assemble.py turns the chunks into the final files).
 """
 from __future__ import annotations
 
+import array
 import itertools
 import json
 import os
@@ -81,7 +82,7 @@ class StoreWriter:
         if index < self.state["examples"]:
             return  # committed before an interruption
         for name, value in (("key", key), ("unit", unit)):
-            if "\n" in value or not value:
+            if value.splitlines() != [value]:  # keys.txt / units.txt hold one per line
                 raise InputError(f"{where}: example {name} {value!r} must be one non-empty line")
         if not self.keys.ids([digest(key)])[1]:
             raise InputError(f"{where}: duplicate example key {key!r}")
@@ -99,14 +100,14 @@ class StoreWriter:
         if scores is not None:
             self.state["has_scores"] = True
         for lang, t in query.items():
-            self._q.append((e, self._code(lang), t))
+            self._q.extend((e, self._code(lang), t))
         for lang, t in positive.items():
-            self._p.append((e, self._code(lang), t))
+            self._p.extend((e, self._code(lang), t))
             self._p_score.append(pos_score.get(lang, np.nan))
         for lang, ids in negatives.items():
             code, given = self._code(lang), neg_score.get(lang, ())
             for slot, t in enumerate(ids):
-                self._n.append((e, code, slot, t))
+                self._n.extend((e, code, slot, t))
                 self._n_score.append(given[slot] if slot < len(given) else np.nan)
             self.state["max_negatives"] = max(self.state["max_negatives"], len(ids))
 
@@ -122,7 +123,10 @@ class StoreWriter:
         self._lang_code = {l: i for i, l in enumerate(self.languages)}
         self._new_texts, self._new_langs, self._unit_names = [], [], []
         self._keys, self._unit = [], []
-        self._q, self._p, self._n, self._p_score, self._n_score = [], [], [], [], []
+        # Flat int64 / float32 buffers (not lists of tuples): a chunk of 100,000 examples in 9
+        # languages holds millions of cells.
+        self._q, self._p, self._n = array.array("q"), array.array("q"), array.array("q")
+        self._p_score, self._n_score = array.array("f"), array.array("f")
 
     def _maybe_flush(self) -> None:
         if len(self._keys) >= self.chunk_examples or len(self._new_texts) >= self.chunk_texts:
@@ -137,11 +141,11 @@ class StoreWriter:
             tokens=tokens, lengths=lengths, text_lang=np.array(self._new_langs, np.int16),
             text_digest=self.texts.commit(), unit_names=_joined(self._unit_names),
             keys=_joined(self._keys), unit=np.array(self._unit, np.int64),
-            query=np.array(self._q, np.int64).reshape(-1, 3),
-            positive=np.array(self._p, np.int64).reshape(-1, 3),
-            negative=np.array(self._n, np.int64).reshape(-1, 4),
-            positive_score=np.array(self._p_score, np.float32),
-            negative_score=np.array(self._n_score, np.float32))
+            query=np.frombuffer(self._q, np.int64).reshape(-1, 3),
+            positive=np.frombuffer(self._p, np.int64).reshape(-1, 3),
+            negative=np.frombuffer(self._n, np.int64).reshape(-1, 4),
+            positive_score=np.frombuffer(self._p_score, np.float32),
+            negative_score=np.frombuffer(self._n_score, np.float32))
         self.units.commit()
         self.keys.commit()
         path = chunk_path(self.partial, self.state["chunks"])

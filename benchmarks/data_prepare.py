@@ -1,0 +1,87 @@
+"""Corpus preparation throughput: `python -m hybrid_jax.prepare_data` on a synthetic corpus of
+mMARCO's shape (hybrid_jax/data/store/synthetic_mmarco.py), in a child process so its peak
+resident memory is the prepare step's own.
+
+    python -m benchmarks.data_prepare [--questions 100000] [--languages 9] [--negatives 1]
+
+texts/s counts the texts the prepared examples hold (questions x languages x (query + positive +
+negatives)), repeats included, over the prepare step's whole wall time (tokenizer load, reading,
+hashing, tokenizing, writing); distinct_texts_per_s the distinct ones it tokenized; texts per
+CPU second the same count over the CPU time it used (steadier on shared cores). Target
+>= 8,000 texts/s on a 2-core CPU. `make bench` runs it as the
+`data_prepare` section (--prepare_questions; 1,000,000 is the paper scale).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+LANGUAGES = ("en", "de", "es", "fr", "it", "pt", "ru", "zh", "ar", "nl", "hi", "id", "ja", "vi")
+TARGET_TEXTS_PER_S = 8000
+
+
+def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negatives: int = 1,
+                           workdir: str | None = None) -> dict:
+    from hybrid_jax.data.store.layout import open_store
+    from hybrid_jax.data.store.synthetic_mmarco import write_mmarco_like
+
+    root = pathlib.Path(workdir or tempfile.mkdtemp(prefix="data_prepare_"))
+    try:
+        t = time.perf_counter()
+        write_mmarco_like(root / "mmarco", questions, LANGUAGES[:languages], negatives)
+        generate_s = time.perf_counter() - t
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hybrid_jax.prepare_data",
+                        "--source", f"mmarco:{root / 'mmarco'}", "--out", str(root / "store")],
+                       check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        wall = time.perf_counter() - t
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # the prepare process alone
+        store = open_store(root / "store")
+        texts = questions * languages * (2 + negatives)
+        return {"questions": questions, "languages": languages, "negatives": negatives,
+                "texts_read": texts, "distinct_texts": store.meta["n_texts"],
+                "tokens": int(store.offsets[-1]), "wall_s": wall, "texts_per_s": texts / wall,
+                "distinct_texts_per_s": store.meta["n_texts"] / wall,
+                "peak_rss_gb": usage.ru_maxrss / 2**20, "generate_s": generate_s,
+                # CPU seconds it used: on shared cores texts / cpu_s is the steadier figure
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "texts_per_cpu_s": texts / (usage.ru_utime + usage.ru_stime),
+                "store_gb": sum(p.stat().st_size for p in store.path.iterdir()) / 2**30,
+                "target_texts_per_s": TARGET_TEXTS_PER_S, "cpu_count": os.cpu_count()}
+    finally:
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def markdown(p: dict) -> list[str]:
+    ok = "met" if p["texts_per_s"] >= p["target_texts_per_s"] else "**not met**"
+    return [f"Synthetic mMARCO-shaped corpus, {p['questions']:,} questions x {p['languages']} "
+            f"languages, {p['negatives']} negative(s): {p['texts_read']:,} example texts "
+            f"({p['distinct_texts']:,} distinct, {p['tokens']:,} tokens) in {p['wall_s']:.0f} s: "
+            f"**{p['texts_per_s']:,.0f} texts/s** (target >= {p['target_texts_per_s']:,}: {ok}), "
+            f"peak RSS {p['peak_rss_gb']:.2f} GB, corpus {p['store_gb']:.2f} GB on disk; "
+            f"{p['cpu_s']:.0f} CPU seconds ({p['texts_per_cpu_s']:,.0f} texts per CPU second)."]
+
+
+def main(argv) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--questions", type=int, default=100_000)
+    parser.add_argument("--languages", type=int, default=9)
+    parser.add_argument("--negatives", type=int, default=1)
+    args = parser.parse_args(argv)
+    result = data_prepare_benchmark(args.questions, args.languages, args.negatives)
+    print(json.dumps(result, indent=1))
+    print("\n".join(markdown(result)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
