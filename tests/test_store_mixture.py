@@ -7,6 +7,7 @@ from corpus_fixture import write_corpus
 from hybrid_jax.data import pipeline, store_pipeline
 from hybrid_jax.data.examples import ParallelExample
 from hybrid_jax.data.store.layout import open_store
+from hybrid_jax.errors import InputError
 from hybrid_jax.data.train_fraction import fraction_of_examples, fraction_rows
 
 
@@ -34,7 +35,8 @@ def corpora(tmp_path_factory, tokenizer):
 
 def config(corpora, **overrides):
     cfg = pipeline.default_config()
-    cfg.update({"train_fold": "all", "global_batch_size": 10, "languages": (),
+    cfg.update({"train_fold": "all", "global_batch_size": 10,
+                "languages": ("de", "en", "es", "fr"),  # each source keeps those it has
                 "hard_negatives": 1, "negative_source": "from_data", "prefetch": 1,
                 "sources": ({"path": str(corpora[0]), "weight": 0.7},
                             {"path": str(corpora[1]), "weight": 0.3,
@@ -99,7 +101,7 @@ def test_train_fraction_nested_and_same_in_both_paths(corpora, tokenizer):
     assert keys == {examples[i].key for i in subsets[0.25]}
     other_seed = set(fraction_rows(rows, store.unit_names(), np.asarray(store.unit), 0.25, 1))
     assert other_seed != subsets[0.25]
-    cfg = config(corpora, sources=(), train_fraction=0.25)
+    cfg = config(corpora, sources=(), train_fraction=0.25, languages=())
     part = store_pipeline.corpus_part(store, cfg)
     assert set(part.rows.tolist()) == subsets[0.25]
 
@@ -161,7 +163,7 @@ def test_pairs_jsonl_corpus_gives_the_examples_path_batches(tmp_path, tokenizer,
 def test_batch_source_pickles_by_path(corpora, tokenizer):
     """What grain worker processes receive: the corpus re-opened from its path, same batches."""
     import pickle
-    cfg = config(corpora, sources=(), store=str(corpora[0]))
+    cfg = config(corpora, sources=(), store=str(corpora[0]), languages=())
     it = pipeline.make_train_iterator(cfg, tokenizer, num_steps=3, process_index=0,
                                       process_count=1)
     data = pickle.dumps(it.source)
@@ -170,3 +172,8 @@ def test_batch_source_pickles_by_path(corpora, tokenizer):
     for step in range(3):
         want, got = it.source[step], copy[step]
         assert all(np.array_equal(want[k], got[k]) for k in want)
+
+
+def test_source_without_a_training_language_is_refused(corpora, tokenizer):
+    with pytest.raises(InputError, match=r"data.sources\[1\]"):
+        planner(config(corpora, languages=("de", "fr")), tokenizer, 10)

@@ -11,6 +11,7 @@ Within a source the hybrid kinds, pairings and rules are the source's own sample
 with stream (2, s), so sources draw independently). Corpora are assumed disjoint: the
 no-false-negative rule runs within a source. In 'example' mixing each source decides mono or cross
 for its own part of the batch, so is_mono is constant within a source's rows only.
+data.languages restricts each source to those of its languages it has (all of them when empty).
 Language codes index the sorted union of the sources' training languages; example_id is the
 source's row index plus the sizes of the sources before it. With data.mono_schedule='exact' each
 source's sampler fixes its mono share over all the run's steps, of which 'batch' mixing uses the

@@ -109,7 +109,12 @@ def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
     for s, (entry, size, start) in enumerate(zip(entries, sizes, starts)):
         store = open_store(entry["path"])
         check_tokenizer(store.meta, tokenizer, f"data.sources[{s}] ({entry['path']})")
-        part = corpus_part(store, cfg)
+        # data.languages restricts each source to those of its languages it has
+        langs = [l for l in (cfg.languages or store.languages) if l in store.languages]
+        if not langs:
+            raise InputError(f"data.sources[{s}]: none of data.languages {list(cfg.languages)} "
+                             f"in {entry['path']} (present: {store.languages})")
+        part = corpus_part(store, cfg, langs)
         mine = slice(int(np.clip(rows.start - start, 0, size)),
                      int(np.clip(rows.stop - start, 0, size)))
         pre = (entry.get("query_prefix", prefixes[0]), entry.get("passage_prefix", prefixes[1]))
