@@ -7,8 +7,8 @@ from corpus_fixture import write_corpus
 from hybrid_jax.data import pipeline, store_pipeline
 from hybrid_jax.data.examples import ParallelExample
 from hybrid_jax.data.store.layout import open_store
-from hybrid_jax.errors import InputError
 from hybrid_jax.data.train_fraction import fraction_of_examples, fraction_rows
+from hybrid_jax.errors import InputError
 
 
 def toy_examples(n, languages, tag):
