@@ -1,7 +1,9 @@
 """Turn a writer's committed chunks into the final files of layout.py, inside <out>.partial.
 
 Chunks hold languages by first appearance; the final [E, L] columns are the sorted languages.
-Arrays are filled chunk by chunk through memory maps, so memory stays at one chunk.
+Every array is appended to its file chunk by chunk (a chunk's examples are consecutive rows; no
+memory maps, whose written pages of a 10^7-example corpus would count as the process's resident
+memory), so memory stays at about one chunk.
 """
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import json
 import pathlib
 
 import numpy as np
-from numpy.lib.format import open_memmap
 
 from hybrid_jax.data.store import layout
 from hybrid_jax.data.store.writer import chunk_path, split_joined
@@ -25,28 +26,29 @@ def assemble(partial: pathlib.Path, state: dict, languages: list[str], meta: dic
     column = np.array([order.index(l) for l in languages], np.int64)
     L, K = len(order), int(state["max_negatives"])
     total = sum(_chunk_tokens(partial, i) for i in range(n_chunks))
-    out = {"tokens": open_memmap(partial / "tokens.npy", "w+", np.int32, (total,)),
-           "offsets": open_memmap(partial / "offsets.npy", "w+", np.int64, (T + 1,)),
-           "text_lang": open_memmap(partial / "text_lang.npy", "w+", np.int16, (T,)),
-           "query": _filled(partial, "query", (E, L), np.int64, -1),
-           "positive": _filled(partial, "positive", (E, L), np.int64, -1),
-           "negative": _filled(partial, "negative", (E, L, K), np.int64, -1),
-           "unit": open_memmap(partial / "unit.npy", "w+", np.int64, (E,))}
+    shapes = {"tokens": (np.int32, total), "offsets": (np.int64, T + 1),
+              "text_lang": (np.int16, T), "query": (np.int64, E, L),
+              "positive": (np.int64, E, L), "negative": (np.int64, E, L, K),
+              "unit": (np.int64, E)}
     if state["has_scores"]:
-        out["positive_score"] = _filled(partial, "positive_score", (E, L), np.float32, np.nan)
-        out["negative_score"] = _filled(partial, "negative_score", (E, L, K), np.float32, np.nan)
-    out["offsets"][0] = 0
-    at = {"token": 0, "text": 0, "example": 0}
+        shapes.update(positive_score=(np.float32, E, L), negative_score=(np.float32, E, L, K))
+    out = {name: _Appender(partial / f"{name}.npy", dtype, shape)
+           for name, (dtype, *shape) in shapes.items()}
+    out["offsets"].append(np.zeros(1, np.int64))
+    tokens_before = 0
     with (partial / layout.KEYS).open("w", encoding="utf-8") as keys, \
             (partial / layout.UNITS).open("w", encoding="utf-8") as units:
         for i in range(n_chunks):
             with np.load(chunk_path(partial, i)) as z:
-                _texts(out, z, column, at)
-                _examples(out, z, column, at)
+                out["tokens"].append(z["tokens"])
+                out["offsets"].append(tokens_before + np.cumsum(z["lengths"]))
+                out["text_lang"].append(column[z["text_lang"]])
+                tokens_before += len(z["tokens"])
+                _examples(out, z, column, L, K)
                 for name, f in (("keys", keys), ("unit_names", units)):
                     f.writelines(f"{line}\n" for line in split_joined(z[name]))
-    for array in out.values():
-        array.flush()
+    for appender in out.values():
+        appender.close()
     meta = {"format_version": layout.FORMAT_VERSION, **meta, "languages": order, "n_texts": T,
             "n_examples": E, "max_negatives": K, "has_scores": bool(state["has_scores"]),
             "units": int(state["units"])}
@@ -60,34 +62,46 @@ def _chunk_tokens(partial, i) -> int:
         return len(z["tokens"])
 
 
-def _filled(partial, name, shape, dtype, value):
-    array = open_memmap(partial / f"{name}.npy", "w+", dtype, shape)
-    array[...] = value
-    return array
+class _Appender:
+    """An .npy file of `shape` written front to back in blocks of rows (the bytes np.save would
+    write)."""
+
+    def __init__(self, path: pathlib.Path, dtype, shape):
+        self.dtype, self.count, self.written = np.dtype(dtype), shape[0], 0
+        self.file = path.open("wb")
+        np.lib.format.write_array_header_1_0(self.file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+            "shape": tuple(shape)})
+
+    def append(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, self.dtype).tobytes())
+        self.written += len(rows)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.written != self.count:
+            raise AssertionError(f"{self.file.name}: wrote {self.written} of {self.count} items")
 
 
-def _texts(out, z, column, at) -> None:
-    tokens, lengths = z["tokens"], z["lengths"]
-    t0, p0 = at["text"], at["token"]
-    out["tokens"][p0:p0 + len(tokens)] = tokens
-    out["offsets"][t0 + 1:t0 + 1 + len(lengths)] = p0 + np.cumsum(lengths)
-    out["text_lang"][t0:t0 + len(lengths)] = column[z["text_lang"]]
-    at["text"], at["token"] = t0 + len(lengths), p0 + len(tokens)
-
-
-def _examples(out, z, column, at) -> None:
-    e0 = at["example"]
-    unit = z["unit"]
-    out["unit"][e0:e0 + len(unit)] = unit
-    for name in ("query", "positive"):
-        cells = z[name]
-        rows, cols = e0 + cells[:, 0], column[cells[:, 1]]
-        out[name][rows, cols] = cells[:, 2]
+def _examples(out, z, column, L: int, K: int) -> None:
+    """One chunk's rows of the example arrays, built densely here (a chunk's examples are
+    consecutive) and appended."""
+    n = len(z["unit"])
+    out["unit"].append(z["unit"])
+    for name, cells in (("query", z["query"]), ("positive", z["positive"])):
+        block = np.full((n, L), -1, np.int64)
+        block[cells[:, 0], column[cells[:, 1]]] = cells[:, 2]
+        out[name].append(block)
         if name == "positive" and "positive_score" in out:
-            out["positive_score"][rows, cols] = z["positive_score"]
+            scores = np.full((n, L), np.nan, np.float32)
+            scores[cells[:, 0], column[cells[:, 1]]] = z["positive_score"]
+            out["positive_score"].append(scores)
     cells = z["negative"]
-    rows, cols, slots = e0 + cells[:, 0], column[cells[:, 1]], cells[:, 2]
-    out["negative"][rows, cols, slots] = cells[:, 3]
+    where = (cells[:, 0], column[cells[:, 1]], cells[:, 2])
+    block = np.full((n, L, K), -1, np.int64)
+    block[where] = cells[:, 3]
+    out["negative"].append(block)
     if "negative_score" in out:
-        out["negative_score"][rows, cols, slots] = z["negative_score"]
-    at["example"] = e0 + len(unit)
+        scores = np.full((n, L, K), np.nan, np.float32)
+        scores[where] = z["negative_score"]
+        out["negative_score"].append(scores)
