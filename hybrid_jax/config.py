@@ -18,6 +18,8 @@ import jax
 
 from hybrid_jax.data.formats import FORMATS
 from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES
+from hybrid_jax.data.mixture import MIXINGS, SCHEDULES as MIX_SCHEDULES, check_sources
+from hybrid_jax.data.store_sampler import DRAWS
 from hybrid_jax.data.sampler import CROSS_PAIRINGS, LANGUAGE_WEIGHTS, MONO_SCHEDULES, SAMPLINGS
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import run as eval_run
@@ -143,6 +145,27 @@ def _check_data(d) -> None:
     _check_mining_controls(d)
     if not d.synthetic:
         FORMATS.get(d.format)
+    _check_corpora(d)
+
+
+def _check_corpora(d) -> None:
+    """The prepared-corpus keys (data/store_pipeline.py)."""
+    fraction = d.get("train_fraction", 1.0)
+    _require(isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+             and 0.0 < float(fraction) <= 1.0, "data.train_fraction",
+             f"must lie in (0, 1], got {fraction!r}")
+    _one_of("data.draw", d.get("draw", "permutation"), DRAWS)
+    _one_of("data.source_mixing", d.get("source_mixing", "batch"), MIXINGS)
+    _one_of("data.source_schedule", d.get("source_schedule", "draw"), MIX_SCHEDULES)
+    _require(isinstance(d.get("store", ""), str), "data.store",
+             f"must be a corpus directory, 'auto' or '', got {d.get('store')!r}")
+    if d.get("sources"):
+        check_sources(d.sources)
+        _require(not d.get("store"), "data.store", "set data.store or data.sources, not both")
+    if d.get("store") or d.get("sources"):
+        _require(not (d.hard_negatives and d.negative_source == "mined"), "data.negative_source",
+                 "'mined' needs the examples path; a prepared corpus carries its own negatives "
+                 "(data.store / data.sources)")
 
 
 def _check_mining_controls(d) -> None:

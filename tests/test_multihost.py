@@ -94,14 +94,20 @@ def _losses(workdir: pathlib.Path) -> dict:
     return {r["step"]: r["loss"] for r in rows}
 
 
-@pytest.mark.parametrize("parallelism,data", [("pmap", "synthetic"), ("shard_map", "xquad-r")])
+@pytest.mark.parametrize("parallelism,data", [("pmap", "synthetic"), ("shard_map", "xquad-r"),
+                                             ("shard_map", "xquad-r-store")])
 def test_two_processes_match_one(tmp_path, parallelism, data):
     overrides = {"parallelism": parallelism, "train.num_steps": STEPS, "train.log_every": 1,
                  "train.checkpoint_every": 2, "train.compilation_cache_dir": CACHE,
                  "data.hard_negatives": 2}
-    if data == "xquad-r" and (SHARED_DATA / "xquad-r").is_dir():
+    if data.startswith("xquad-r") and (SHARED_DATA / "xquad-r").is_dir():
         overrides.update({"data.synthetic": False, "data.dataset_dir": SHARED_DATA / "xquad-r",
                           "data.hard_negatives": 1, "data.negative_source": "same_paragraph"})
+        if data == "xquad-r-store":  # prepared once here; each process gathers its rows only
+            from hybrid_jax.data.store.prepare import prepare
+            prepare([f"lareqa:{SHARED_DATA / 'xquad-r'}"], tmp_path / "corpus", "random:tiny",
+                    log=open(os.devnull, "w"))
+            overrides["data.store"] = tmp_path / "corpus"
     else:
         data = "synthetic"
     one, two = tmp_path / "one", tmp_path / "two"

@@ -28,6 +28,7 @@ from hybrid_jax.data import examples as examples_lib
 from hybrid_jax.data.formats import FORMATS, formats_carrying
 from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES, HardNegatives
 from hybrid_jax.data.sampler import HybridSampler
+from hybrid_jax.data.train_fraction import fraction_of_examples
 from hybrid_jax.errors import InputError
 
 
@@ -61,6 +62,14 @@ def default_config() -> ml_collections.ConfigDict:
         prefetch=8,               # batches buffered ahead
         num_threads=1,            # grain read threads (tokenization holds a lock; 1 suffices)
         worker_count=0,           # >0: grain multiprocessing workers (needs absl flags parsed)
+        # Prepared corpora (store_pipeline.py, docs/data.md "Training from a prepared corpus"):
+        store="",                 # '' = examples as above | corpus dir | 'auto' (prepare + cache)
+        store_cache="",           # store='auto': where prepared corpora go ('' = <workdir>/corpora)
+        draw="permutation",       # permutation (HybridSampler's batches) | rejection (faster)
+        sources=(),               # mixture: ({"path": dir, "weight": w, "query_prefix": ...}, ...)
+        source_mixing="batch",    # batch | example: one source per batch | shares within a batch
+        source_schedule="draw",   # draw | exact: a batch's source drawn | exact shares over a run
+        train_fraction=1.0,       # nested seeded subset of the fold's examples, by unit
     ))
 
 
@@ -192,7 +201,8 @@ class TrainIterator(grain.DatasetIterator):
 def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
                         passage_prefix: str = "passage: ", *, num_steps: int,
                         process_index: int | None = None, process_count: int | None = None,
-                        examples=None, mining_model=None, workdir=None) -> TrainIterator:
+                        examples=None, mining_model=None, workdir=None,
+                        tokenizer_spec: str | None = None) -> TrainIterator:
     """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config):
     batches for steps 0 .. num_steps - 1 (the run's `train.num_steps`).
 
@@ -200,14 +210,22 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     With data.negative_source='mined': `mining_model` is the run's starting model (a
     models.pretrained.Pretrained; used unless data.mining_model names another) and `workdir` the
     run's, where the mining is cached (<workdir>/negatives/mined.json, written by process 0).
+    With data.store or data.sources set, batches come from prepared corpora instead
+    (store_pipeline.py; same batches as the examples path for the same config with
+    data.draw='permutation'); `tokenizer_spec` (the model spec) prepares data.store='auto'.
     """
     cfg = data_config
     if process_index is None or process_count is None:
         import jax
         process_index, process_count = jax.process_index(), jax.process_count()
+    if cfg.get("store") or cfg.get("sources"):
+        return _store_iterator(cfg, tokenizer, (query_prefix, passage_prefix), int(num_steps),
+                               process_index, process_count, tokenizer_spec, workdir)
     loaded = examples is None
     if loaded:
         examples = load_training_examples(cfg)
+    examples = fraction_of_examples(examples, float(cfg.get("train_fraction", 1.0)),
+                                    int(cfg.split_seed))
     sampler = make_sampler(cfg, examples, int(num_steps))
     negatives = make_negatives(cfg, sampler, loaded=loaded, mining_model=mining_model,
                                workdir=workdir, write=process_index == 0)
@@ -220,3 +238,15 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     if cfg.worker_count:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
     return TrainIterator(iter(it_ds), sampler, negatives)
+
+
+def _store_iterator(cfg, tokenizer, prefixes, num_steps, process_index, process_count,
+                    tokenizer_spec, workdir):
+    from hybrid_jax.data import corpus_cache, store_pipeline
+
+    corpus = None
+    if not cfg.get("sources"):
+        corpus = corpus_cache.resolve(cfg, tokenizer, tokenizer_spec, workdir, process_index)
+    planner = store_pipeline.make_planner(cfg, tokenizer, prefixes, num_steps, process_index,
+                                          process_count, corpus)
+    return store_pipeline.make_store_iterator(cfg, planner, num_steps)

@@ -58,10 +58,10 @@ class HybridSampler:
                  language_weights: str = "uniform", seed: int = 0, mono_schedule: str = "coin",
                  num_steps: int | None = None):
         """`num_steps`: the run's step count N (train.num_steps); mono_schedule='exact' needs it."""
-        _check_choice("data.sampling", sampling, SAMPLINGS)
-        _check_choice("data.mono_schedule", mono_schedule, MONO_SCHEDULES)
-        _check_choice("data.cross_pairing", cross_pairing, CROSS_PAIRINGS)
-        _check_choice("data.language_weights", language_weights, LANGUAGE_WEIGHTS)
+        check_choice("data.sampling", sampling, SAMPLINGS)
+        check_choice("data.mono_schedule", mono_schedule, MONO_SCHEDULES)
+        check_choice("data.cross_pairing", cross_pairing, CROSS_PAIRINGS)
+        check_choice("data.language_weights", language_weights, LANGUAGE_WEIGHTS)
         if not 0.0 <= float(alpha) <= 1.0:
             raise InputError(f"data.alpha: must lie in [0, 1], got {alpha}")
         if int(global_batch_size) < 1:
@@ -78,7 +78,7 @@ class HybridSampler:
         self.cross_pairing = cross_pairing
         self.seed = int(seed)
         self.mono_schedule = mono_schedule
-        self._exact_mono = _exact_mono_steps(self.seed, self.alpha, num_steps) \
+        self._exact_mono = exact_mono_steps(self.seed, self.alpha, num_steps) \
             if mono_schedule == "exact" else None
         self._index_passages()
         self._build_pools(language_weights)
@@ -210,7 +210,7 @@ def _step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(step)])
 
 
-def _exact_mono_steps(seed: int, alpha: float, num_steps) -> np.ndarray:
+def exact_mono_steps(seed: int, alpha: float, num_steps) -> np.ndarray:
     """[N] bool: the round(alpha * N) steps of [0, N) with the smallest coins are mono. The order
     of the coins depends on the seed alone, so the mono steps of a smaller alpha are a subset of a
     larger alpha's (ties, which need equal float64 draws, go to the earlier step)."""
@@ -248,6 +248,6 @@ def _count_groups(footprints) -> int:
     return len(roots)
 
 
-def _check_choice(key: str, value, allowed) -> None:
+def check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise InputError(f"{key}: {value!r} is not one of {allowed}")

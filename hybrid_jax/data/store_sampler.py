@@ -1,0 +1,242 @@
+"""HybridSampler's rules (sampler.py: kinds, schedules, pairings, language weights, the
+no-false-negative rule on footprints) on a prepared corpus's integer arrays.
+
+An example is a row of `query` / `positive` [E, L] (text ids, -1 absent; equal passages in one
+language share one id, so "same passage" is "same id"); its footprint is its row of `positive`.
+Pools are index arrays per language pair, built from [E, L] masks and shared between pairs with
+the same members (on fully parallel data one array serves every pair), so set-up is vectorised
+numpy and memory is O(examples x languages) integers.
+
+Draws (`draw`):
+  'permutation' (default) the draws of HybridSampler, call for call: the same seed and config
+                give the same batches as HybridSampler on the same examples (tests prove it).
+                Each language pair a batch touches costs a permutation of its whole pool.
+  'rejection'   the same distribution (each pool is still scanned in a uniformly random order,
+                a rejected candidate stays rejected) without permuting pools: candidates are
+                drawn uniformly with replacement and repeats skipped, and a pair whose draws keep
+                missing falls back to a permutation of its untried members, so a batch costs
+                O(batch) instead of O(pool x pairs touched). Different random numbers, so
+                different batches than HybridSampler for the same seed.
+`stream`: extra integers appended to the step's seed sequence, so several samplers of one run
+(a mixture's sources) draw independently; () keeps HybridSampler's stream.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from hybrid_jax.data.sampler import (BatchPlan, check_choice, exact_mono_steps,
+                                     CROSS_PAIRINGS, LANGUAGE_WEIGHTS, MONO_SCHEDULES, SAMPLINGS)
+from hybrid_jax.errors import InputError
+
+DRAWS = ("permutation", "rejection")
+_MISSES_BEFORE_SCAN = 32  # rejection draw: consecutive misses before a pair is scanned exactly
+
+
+class StoreSampler:
+    def __init__(self, query: np.ndarray, positive: np.ndarray, languages, global_batch_size: int,
+                 sampling: str = "hybrid", alpha: float = 0.5, cross_pairing: str = "example",
+                 language_weights: str = "uniform", seed: int = 0, mono_schedule: str = "coin",
+                 num_steps: int | None = None, draw: str = "permutation", stream=()):
+        """`query`, `positive`: [E, L] text ids whose columns are the sorted `languages`."""
+        for key, value, allowed in (("data.sampling", sampling, SAMPLINGS),
+                                    ("data.mono_schedule", mono_schedule, MONO_SCHEDULES),
+                                    ("data.cross_pairing", cross_pairing, CROSS_PAIRINGS),
+                                    ("data.language_weights", language_weights, LANGUAGE_WEIGHTS),
+                                    ("data.draw", draw, DRAWS)):
+            check_choice(key, value, allowed)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise InputError(f"data.alpha: must lie in [0, 1], got {alpha}")
+        if int(global_batch_size) < 1:
+            raise InputError(f"data.global_batch_size: must be >= 1, got {global_batch_size}")
+        self.languages = list(languages)
+        if self.languages != sorted(set(self.languages)):
+            raise ValueError(f"languages must be sorted and distinct, got {self.languages}")
+        self.query = np.asarray(query, np.int64)
+        self.positive = np.asarray(positive, np.int64)
+        absent = [l for j, l in enumerate(self.languages)
+                  if not ((self.query[:, j] >= 0).any() or (self.positive[:, j] >= 0).any())]
+        if absent:
+            raise InputError(f"data.languages: {absent} requested but absent from the data")
+        self.batch_size = int(global_batch_size)
+        self.alpha = {"mono": 1.0, "cross": 0.0, "hybrid": float(alpha)}[sampling]
+        self.cross_pairing, self.draw = cross_pairing, draw
+        self.seed, self.stream = int(seed), tuple(int(s) for s in stream)
+        self.mono_schedule = mono_schedule
+        self._exact_mono = exact_mono_steps(self.seed, self.alpha, num_steps) \
+            if mono_schedule == "exact" else None
+        self._build_pools(language_weights)
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.query.shape[0])
+
+    def footprint_ids(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted distinct passage ids of the footprints of examples `rows`."""
+        ids = self.positive[np.asarray(rows, np.int64)].ravel()
+        return np.unique(ids[ids >= 0])
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _build_pools(self, weights: str):
+        n, B = len(self.languages), self.batch_size
+        has_q, has_p = self.query >= 0, self.positive >= 0
+        shared: dict[bytes, np.ndarray] = {}  # pools with the same members are one array
+        counted: dict[tuple[bytes, int], int] = {}  # (pool, passage language) -> distinct ids
+        self._pools, distinct, sizes = {}, {}, {}
+        for q in range(n):
+            for p in range(n):
+                mask = has_q[:, q] & has_p[:, p]
+                key = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+                if key not in shared:
+                    shared[key] = np.flatnonzero(mask)
+                pool = self._pools[(q, p)] = shared[key]
+                sizes[(q, p)] = len(pool)
+                if (key, p) not in counted:
+                    counted[(key, p)] = len(np.unique(self.positive[pool, p]))
+                distinct[(q, p)] = counted[(key, p)]
+        self.mono_pairs = [(l, l) for l in range(n) if distinct[(l, l)] >= B]
+        if self.cross_pairing == "batch":
+            self.cross_pairs = [k for k in self._pools if k[0] != k[1] and distinct[k] >= B]
+        else:
+            self.cross_pairs = [k for k in self._pools if k[0] != k[1] and sizes[k]]
+        self.excluded = {
+            "mono": [self.languages[l] for l in range(n) if 0 < distinct[(l, l)] < B],
+            "cross": [f"{self.languages[q]}-{self.languages[p]}" for (q, p) in self._pools
+                      if q != p and 0 < distinct[(q, p)] and (q, p) not in self.cross_pairs]}
+
+        def probs(pairs):
+            w = np.array([1.0 if weights == "uniform" else sizes[k] for k in pairs], np.float64)
+            return w / w.sum() if len(w) else w
+
+        self._mono_p, self._cross_p = probs(self.mono_pairs), probs(self.cross_pairs)
+        self._check_fillable(distinct)
+
+    def _check_fillable(self, distinct):
+        B, n = self.batch_size, len(self.languages)
+        largest = max(distinct[(l, l)] for l in range(n)) if n else 0
+        if self.alpha > 0 and not self.mono_pairs:
+            raise InputError(
+                f"data.global_batch_size: {B} exceeds the pool of distinct positives of every "
+                f"training language for mono batches (largest: {largest}); use a smaller batch or "
+                f"a larger training fold")
+        if self.alpha < 1:
+            if not self.cross_pairs:
+                raise InputError(
+                    f"data.global_batch_size: no query/passage language pair (of {self.languages}) "
+                    f"has {B} distinct parallel positives for cross batches")
+            if self.cross_pairing == "example":
+                distinct_pools = {id(self._pools[k]): self._pools[k] for k in self.cross_pairs}
+                rows = np.unique(np.concatenate(list(distinct_pools.values())))
+                groups = _count_groups(self.positive[rows])
+                if groups < B:
+                    raise InputError(
+                        f"data.global_batch_size: {B} exceeds the {groups} distinct positives "
+                        f"(translations counted once) available for cross batches")
+
+    # -- sampling -------------------------------------------------------------------------------
+    def plan(self, step: int) -> BatchPlan:
+        rng = np.random.default_rng([self.seed, int(step), *self.stream])
+        coin = rng.random()  # drawn in both schedules (sampler.py)
+        is_mono = bool(coin < self.alpha) if self._exact_mono is None else self._scheduled(step)
+        if is_mono:
+            pairs = [self.mono_pairs[rng.choice(len(self.mono_pairs), p=self._mono_p)]]
+            probs = np.ones(1)
+        elif self.cross_pairing == "batch":
+            pairs = [self.cross_pairs[rng.choice(len(self.cross_pairs), p=self._cross_p)]]
+            probs = np.ones(1)
+        else:
+            pairs, probs = self.cross_pairs, self._cross_p
+        chosen = _Fill(self, rng, pairs, probs.copy()).run()
+        idx, q, p = (np.array(c) for c in zip(*chosen))
+        return BatchPlan(int(step), is_mono, idx.astype(np.int64), q.astype(np.int32),
+                         p.astype(np.int32))
+
+    def _scheduled(self, step: int) -> bool:
+        n = len(self._exact_mono)
+        if not 0 <= int(step) < n:
+            raise InputError(f"data.mono_schedule='exact': step {step} lies outside the run's "
+                             f"{n} steps (train.num_steps); the exact share is fixed over them")
+        return bool(self._exact_mono[int(step)])
+
+
+class _Fill:
+    """One batch's conflict-free draw of B (example, q_lang, p_lang) triples."""
+
+    def __init__(self, sampler: StoreSampler, rng, pairs, probs):
+        self.s, self.rng, self.pairs, self.probs = sampler, rng, pairs, probs
+        self.passages: set[int] = set()     # the batch's positives
+        self.footprints: set[int] = set()   # the footprints of the batch's examples
+        self.order: dict[int, np.ndarray] = {}
+        self.cursor: dict[int, int] = {}
+        self.tried: dict[int, set] = {}
+
+    def run(self) -> list[tuple[int, int, int]]:
+        chosen = []
+        while len(chosen) < self.s.batch_size:
+            if self.probs.sum() <= 0:  # not expected: pools were checked at construction
+                raise InputError("data: ran out of conflict-free positives while filling a batch")
+            k = int(self.rng.choice(len(self.pairs), p=self.probs / self.probs.sum())) \
+                if len(self.pairs) > 1 else 0
+            found = self._scan(k) if self.s.draw == "permutation" or k in self.order \
+                else self._reject(k)
+            if found is None:
+                self.probs[k] = 0.0
+                continue
+            row = self.s.positive[found]
+            self.passages.add(int(row[self.pairs[k][1]]))
+            self.footprints.update(int(x) for x in row if x >= 0)
+            chosen.append((found, *self.pairs[k]))
+        return chosen
+
+    def _fits(self, i: int, p_lang: int) -> bool:
+        # The sets only grow, so a candidate rejected now stays rejected.
+        row = self.s.positive[i]
+        return int(row[p_lang]) not in self.footprints \
+            and not any(int(x) in self.passages for x in row if x >= 0)
+
+    def _scan(self, k: int):
+        """The next fitting member of pair k's pool in a random order (HybridSampler's draw)."""
+        if k not in self.order:
+            pool = self.s._pools[self.pairs[k]]
+            if k in self.tried:  # the rejection draw gave up: scan only the untried members
+                pool = pool[~np.isin(pool, np.fromiter(self.tried[k], np.int64))]
+            self.order[k], self.cursor[k] = self.rng.permutation(pool), 0
+        order, p_lang = self.order[k], self.pairs[k][1]
+        while self.cursor[k] < len(order):
+            i = int(order[self.cursor[k]])
+            self.cursor[k] += 1
+            if self._fits(i, p_lang):
+                return i
+        return None
+
+    def _reject(self, k: int):
+        """Uniform draws from pair k's pool, repeats skipped, until one fits; after
+        _MISSES_BEFORE_SCAN misses in a row the untried members are scanned instead."""
+        pool, p_lang = self.s._pools[self.pairs[k]], self.pairs[k][1]
+        tried = self.tried.setdefault(k, set())
+        misses = 0
+        while misses < _MISSES_BEFORE_SCAN and len(tried) < len(pool):
+            i = int(pool[self.rng.integers(len(pool))])
+            if i in tried:
+                misses += 1
+                continue
+            tried.add(i)
+            if self._fits(i, p_lang):
+                return i
+            misses += 1
+        return self._scan(k)
+
+
+def _count_groups(positive_rows: np.ndarray) -> int:
+    """Connected components of examples linked by a shared passage id (sampler._count_groups,
+    vectorised): one example per component never conflicts with another."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = positive_rows.shape[0]
+    r, c = np.nonzero(positive_rows >= 0)
+    ids, col = np.unique(positive_rows[r, c], return_inverse=True)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, n + col)), shape=(n + len(ids),) * 2)
+    _, label = connected_components(graph, directed=False)
+    return len(np.unique(label[:n]))

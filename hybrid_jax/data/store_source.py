@@ -1,0 +1,116 @@
+"""A grain random-access source of training batches over a prepared corpus: record `step` is this
+host's slice of the global batch of that step (a pure function of (seed, step)).
+
+The plan (which examples, languages and negatives) is drawn for the global batch, since the
+no-false-negative rule needs every host's pairs, but it is only integers; each host gathers the
+token rows of its slice [p*B/P, (p+1)*B/P) alone, so no host reads or holds the others' texts.
+The batch dict is pipeline.py's (its docstring lists the fields), plus positive_score [b] and
+negative_score [b, H] float32 when the corpus carries teacher scores.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from hybrid_jax.data.store_batches import TokenLayout, gather_rows
+from hybrid_jax.data.store.layout import Store, open_store
+from hybrid_jax.errors import InputError
+
+
+@dataclasses.dataclass
+class CorpusPart:
+    """The examples one sampler draws from: corpus rows (a fold, a fraction) and language columns."""
+    corpus: Store
+    rows: np.ndarray     # int64 [E'] corpus example rows, ascending
+    columns: np.ndarray  # int64 [L'] corpus language columns of the sorted training languages
+    languages: list
+
+    def __reduce__(self):
+        # grain worker processes re-open the memory maps instead of receiving copies of them
+        return _reopen, (str(self.corpus.path), self.rows, self.columns, self.languages)
+
+    def query(self) -> np.ndarray:
+        return np.asarray(self.corpus.query[self.rows][:, self.columns])
+
+    def positive(self) -> np.ndarray:
+        return np.asarray(self.corpus.positive[self.rows][:, self.columns])
+
+
+def _reopen(path, rows, columns, languages) -> CorpusPart:
+    return CorpusPart(open_store(path), rows, columns, languages)
+
+
+class BatchAssembler:
+    """A plan (+ negatives) of one part -> this host's slice of the batch dict."""
+
+    def __init__(self, part: CorpusPart, layouts: tuple[TokenLayout, TokenLayout],
+                 lengths: tuple[int, int], host_slice: slice):
+        self.part, self.layouts, self.lengths, self.slice = part, layouts, lengths, host_slice
+        self.rows_gathered = 0  # token rows read by this host (queries, passages, negatives)
+
+    def _gather(self, text_ids, which: int):
+        c = self.part.corpus
+        self.rows_gathered += int(np.size(text_ids))
+        return gather_rows(c.tokens, c.offsets, np.ravel(text_ids), self.layouts[which],
+                           self.lengths[which])
+
+    def __call__(self, plan, negatives=None) -> dict[str, np.ndarray]:
+        c, part = self.part.corpus, self.part
+        idx = plan.example_index[self.slice]
+        q_lang, p_lang = plan.query_lang[self.slice], plan.passage_lang[self.slice]
+        rows, q_col, p_col = part.rows[idx], part.columns[q_lang], part.columns[p_lang]
+        query_ids, query_mask = self._gather(np.asarray(c.query[rows, q_col]), 0)
+        passage_ids, passage_mask = self._gather(np.asarray(c.positive[rows, p_col]), 1)
+        batch = {
+            "query_ids": query_ids, "query_mask": query_mask,
+            "passage_ids": passage_ids, "passage_mask": passage_mask,
+            "is_mono": np.full(len(idx), plan.is_mono, np.int32),
+            "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
+            "example_id": idx.astype(np.int32),
+        }
+        if c.meta.get("has_scores"):
+            batch["positive_score"] = np.asarray(c.positive_score[rows, p_col], np.float32)
+        if negatives is not None:
+            chosen = negatives.passage[self.slice]
+            ids, mask = self._gather(chosen, 1)
+            shape = (*chosen.shape, self.lengths[1])
+            batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
+                         negative_valid=(chosen >= 0).astype(np.int32))
+            if c.meta.get("has_scores"):
+                batch["negative_score"] = self._negative_scores(rows, p_col, chosen)
+        return batch
+
+    def _negative_scores(self, rows, p_col, chosen) -> np.ndarray:
+        """[b, H] float32: the teacher score of each chosen negative (NaN for padding)."""
+        c = self.part.corpus
+        candidates = np.asarray(c.negative[rows, p_col])                  # [b, K]
+        scores = np.asarray(c.negative_score[rows, p_col], np.float32)   # [b, K]
+        k = (candidates[:, None, :] == chosen[:, :, None]).argmax(-1)    # [b, H]
+        out = np.take_along_axis(scores, k, 1)
+        return np.where(chosen >= 0, out, np.nan).astype(np.float32)
+
+
+class StoreBatches:
+    """grain.sources.RandomAccessDataSource: len = the run's steps, [step] = this host's batch."""
+
+    def __init__(self, planner, num_steps: int):
+        """`planner(step) -> (assembler, plan, negative plan or None)` (one source or a mix)."""
+        self.planner, self.num_steps = planner, int(num_steps)
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __getitem__(self, step) -> dict[str, np.ndarray]:
+        assemble, plan, negatives = self.planner(int(step))
+        return assemble(plan, negatives)
+
+
+def host_slice(batch_size: int, process_index: int, process_count: int) -> slice:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
+    if batch_size % process_count:
+        raise InputError(f"data.global_batch_size: {batch_size} is not divisible by the "
+                         f"{process_count} hosts")
+    per_host = batch_size // process_count
+    return slice(process_index * per_host, (process_index + 1) * per_host)
