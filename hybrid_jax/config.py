@@ -150,6 +150,7 @@ def _check_model(config) -> None:
     _one_of("model.compute_dtype", m.compute_dtype, model_config.COMPUTE_DTYPES)
     _one_of("model.remat", m.remat, model_config.REMAT_POLICIES)
     _require(float(m.dropout) < 1.0, "model.dropout", "must be < 1")
+    model_config.check_lora(m.lora_rank, m.lora_alpha, m.lora_targets, m.lora_dropout)
 
 
 def _check_train(t) -> None:
