@@ -44,8 +44,7 @@ def best_operating_point(pool: dict, recall: float = 0.95) -> dict | None:
 
 
 def _cpu_rows(s: dict, peer: dict) -> list[str]:
-    """CPU seconds per step (all threads) and cores kept busy: where a step's wall time goes
-    beyond its compute (kernel time, idle cores, spinning threads)."""
+    """CPU seconds per step (all threads), cores kept busy: wall time beyond the compute's."""
     if "user_s" not in s:
         return []
     return [f"| CPU per step, user / system s | {_f(s['user_s'])} / {_f(s['system_s'])} | "
@@ -208,8 +207,7 @@ def markdown(results: dict) -> str:
     if "pipeline" in sec:
         p = sec["pipeline"]
         ratio = p.get("pipeline_over_step_rate")
-        lines += ["## Input pipeline", "",
-                  f"{p['sampling']} batches of {p['global_batch_size']} "
+        lines += ["## Input pipeline", "", f"{p['sampling']} batches of {p['global_batch_size']} "
                   f"({p['query_max_length']}/{p['passage_max_length']} tokens), "
                   f"{p['num_threads']} read thread(s): **{_f(p['batches_per_s'])} batches/s** "
                   f"({_f(p['examples_per_s'])} examples/s), set-up {_f(p['setup_s'])} s."]
@@ -223,6 +221,9 @@ def markdown(results: dict) -> str:
         lines += _whole_eval(sec["whole_eval"])
     if "search" in sec:
         lines += _search(sec["search"])
+    if "lora" in sec:  # benchmarks/lora.py renders its own section
+        from benchmarks import lora
+        lines += lora.markdown(sec["lora"], _meta(sec["lora"]))
     return "\n".join(lines)
 
 
