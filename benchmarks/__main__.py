@@ -1,7 +1,6 @@
 """`make bench`: training, encoding, search and input-pipeline benchmarks on the present devices.
 
-    python -m benchmarks [--config configs/demo_cpu.py] [--sections peak,step,profile,
-        pipeline,encode,search] [--rounds 10] [--search_sizes 10000,100000,1000000]
+    python -m benchmarks [--config configs/demo_cpu.py] [--sections peak,step,...] [--rounds 10] [--search_sizes 10000,100000,1000000]
         [--real_pool eval/<ds>/embeddings.npz] [--out benchmarks/results.json]
         [--markdown BENCHMARKS.md] [--config.a.b=...]
 
@@ -19,8 +18,8 @@ Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
   whole_eval  the config's evaluation datasets from a cold cache, bfloat16 and float32, each in
             its own process: wall time, peak memory, and the metrics' differences
   search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
-  data_prepare  python -m hybrid_jax.prepare_data on a synthetic mMARCO-shaped corpus
-            (--prepare_questions x 9 languages, one negative): texts/s and peak memory
+  data_prepare  prepare_data on a synthetic mMARCO-shaped corpus: texts/s and peak memory
+  lora      LoRA against full fine-tuning (benchmarks/lora.py): parameters, step time, memory
 Results are merged into --out (a rerun of one section replaces only that section), and
 --markdown is regenerated from the whole file.
 """
@@ -43,7 +42,7 @@ from hybrid_jax.platform import cpu
 
 ONE_PASS = "half the batch, one pass"
 SECTIONS = ("peak", "step", "study_step", "profile", "pipeline", "encode", "whole_eval",
-            "search", "data_prepare")
+            "search", "lora", "data_prepare")
 
 
 def _cpuinfo(field: str) -> str:
@@ -232,7 +231,8 @@ def _search(config) -> dict:
 
 
 def run_benchmarks(config) -> dict:
-    from benchmarks import measure, step
+    from benchmarks import lora, measure, step
+    from benchmarks.data_prepare import data_prepare_benchmark
 
     unknown = [s for s in FLAGS.sections if s not in SECTIONS]
     if unknown:
@@ -255,27 +255,20 @@ def run_benchmarks(config) -> dict:
         measure.write_json(path, results)  # each finished section is kept even if a later one fails
         _log(f"{name}: done in {value['_meta']['wall_s']:.0f}s")
 
-    if "peak" in FLAGS.sections:
-        record("peak", lambda: _peak(config))
-    if "step" in FLAGS.sections:
-        record("step", lambda: step.train_step_benchmark(
-            config, rounds=FLAGS.rounds, peer=FLAGS.peer, peak=sections.get("peak")))
-    if "study_step" in FLAGS.sections:
-        record("study_step", lambda: _study_step(sections.get("peak")))
-    if "profile" in FLAGS.sections:
-        record("profile", lambda: _profile(config))
-    if "pipeline" in FLAGS.sections:
-        record("pipeline", lambda: _pipeline(config, sections.get("step")))
-    if "encode" in FLAGS.sections:
-        record("encode", lambda: _encode(config))
-    if "whole_eval" in FLAGS.sections:
-        record("whole_eval", _whole_eval)
-    if "search" in FLAGS.sections:
-        record("search", lambda: _search(config))
-    if "data_prepare" in FLAGS.sections:
-        from benchmarks.data_prepare import data_prepare_benchmark
-
-        record("data_prepare", lambda: data_prepare_benchmark(FLAGS.prepare_questions))
+    runs = {"peak": lambda: _peak(config),
+            "step": lambda: step.train_step_benchmark(
+                config, rounds=FLAGS.rounds, peer=FLAGS.peer, peak=sections.get("peak")),
+            "study_step": lambda: _study_step(sections.get("peak")),
+            "profile": lambda: _profile(config),
+            "pipeline": lambda: _pipeline(config, sections.get("step")),
+            "encode": lambda: _encode(config),
+            "whole_eval": _whole_eval,
+            "search": lambda: _search(config),
+            "lora": lambda: lora.lora_benchmark(config, rounds=FLAGS.rounds),
+            "data_prepare": lambda: data_prepare_benchmark(FLAGS.prepare_questions)}
+    for name in SECTIONS:  # in this order: step reads the peak's result, pipeline the step's
+        if name in FLAGS.sections:
+            record(name, runs[name])
     if FLAGS.markdown:
         from benchmarks import report
 

@@ -66,14 +66,15 @@ def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negativ
             shutil.rmtree(root, ignore_errors=True)
 
 
-def markdown(p: dict) -> list[str]:
+def markdown(p: dict, meta: str = "") -> list[str]:
+    """The section for BENCHMARKS.md (`meta`: how and where it was run)."""
     ok = "met" if p["texts_per_s"] >= p["target_texts_per_s"] else "**not met**"
-    return [f"Synthetic mMARCO-shaped corpus, {p['questions']:,} questions x {p['languages']} "
+    return ["## Corpus preparation", "", f"Synthetic mMARCO-shaped corpus, {p['questions']:,} questions x {p['languages']} "
             f"languages, {p['negatives']} negative(s): {p['texts_read']:,} example texts "
             f"({p['distinct_texts']:,} distinct, {p['tokens']:,} tokens) in {p['wall_s']:.0f} s: "
             f"**{p['texts_per_s']:,.0f} texts/s** (target >= {p['target_texts_per_s']:,}: {ok}), "
             f"peak RSS {p['peak_rss_gb']:.2f} GB, corpus {p['store_gb']:.2f} GB on disk; "
-            f"{p['cpu_s']:.0f} CPU seconds ({p['texts_per_cpu_s']:,.0f} texts per CPU second)."]
+            f"{p['cpu_s']:.0f} CPU seconds ({p['texts_per_cpu_s']:,.0f} texts per CPU second).", "", meta, ""]
 
 
 def main(argv) -> None:

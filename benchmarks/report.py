@@ -1,6 +1,8 @@
 """BENCHMARKS.md from benchmarks/results.json: every figure comes from that file."""
 from __future__ import annotations
 
+from importlib import import_module
+
 
 def _f(x, digits=3):
     if x is None:
@@ -44,8 +46,7 @@ def best_operating_point(pool: dict, recall: float = 0.95) -> dict | None:
 
 
 def _cpu_rows(s: dict, peer: dict) -> list[str]:
-    """CPU seconds per step (all threads) and cores kept busy: where a step's wall time goes
-    beyond its compute (kernel time, idle cores, spinning threads)."""
+    """CPU seconds per step (all threads), cores kept busy: wall time beyond the compute's."""
     if "user_s" not in s:
         return []
     return [f"| CPU per step, user / system s | {_f(s['user_s'])} / {_f(s['system_s'])} | "
@@ -208,8 +209,7 @@ def markdown(results: dict) -> str:
     if "pipeline" in sec:
         p = sec["pipeline"]
         ratio = p.get("pipeline_over_step_rate")
-        lines += ["## Input pipeline", "",
-                  f"{p['sampling']} batches of {p['global_batch_size']} "
+        lines += ["## Input pipeline", "", f"{p['sampling']} batches of {p['global_batch_size']} "
                   f"({p['query_max_length']}/{p['passage_max_length']} tokens), "
                   f"{p['num_threads']} read thread(s): **{_f(p['batches_per_s'])} batches/s** "
                   f"({_f(p['examples_per_s'])} examples/s), set-up {_f(p['setup_s'])} s."]
@@ -217,17 +217,11 @@ def markdown(results: dict) -> str:
             lines.append(f"That is {ratio:.0f}x the measured train-step rate "
                          f"({_f(p['step_per_s'])} steps/s; target >= 10x: {_target(ratio >= 10)}).")
         lines += ["", _meta(p), ""]
-    if "encode" in sec:
-        lines += _encode(sec["encode"])
-    if "whole_eval" in sec:
-        lines += _whole_eval(sec["whole_eval"])
-    if "search" in sec:
-        lines += _search(sec["search"])
-    if "data_prepare" in sec:
-        from benchmarks.data_prepare import markdown as prepare_markdown
-
-        lines += ["## Corpus preparation", "", *prepare_markdown(sec["data_prepare"]), "",
-                  _meta(sec["data_prepare"]), ""]
+    for name, render in (("encode", _encode), ("whole_eval", _whole_eval), ("search", _search)):
+        lines += render(sec[name]) if name in sec else []
+    for name in ("data_prepare", "lora"):  # these sections' modules render their own markdown
+        if name in sec:
+            lines += import_module(f"benchmarks.{name}").markdown(sec[name], _meta(sec[name]))
     return "\n".join(lines)
 
 

@@ -28,6 +28,13 @@ def get_config(arg=None):
     # k > 0: a weakened start, the top k layers of the starting model re-initialised (fixed seed;
     # models/reinit.py); 0 keeps the loaded weights
     c.model.reinit_top_layers = 0
+    # LoRA (docs/training.md, "LoRA"): rank > 0 trains rank-r adapters on the projections named
+    # below and freezes every base weight; checkpoints hold the adapters, export merges them.
+    c.model.lora_rank = 0           # 0: off (every weight trains, as optim.* freezes none)
+    c.model.lora_alpha = 16.0       # the adapter's output is scaled by lora_alpha / lora_rank
+    # any of 'query', 'key', 'value', 'attention_output', 'intermediate', 'output' (every layer)
+    c.model.lora_targets = ("query", "key", "value", "attention_output", "intermediate", "output")
+    c.model.lora_dropout = 0.0      # dropout on the adapters' input (training only)
 
     # -- loss ----------------------------------------------------------------------------------
     c.loss = ml_collections.ConfigDict()

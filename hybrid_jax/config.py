@@ -198,6 +198,7 @@ def _check_model(config) -> None:
     k = m.get("reinit_top_layers", 0)
     _require(isinstance(k, int) and not isinstance(k, bool) and k >= 0, "model.reinit_top_layers",
              f"must be an integer >= 0 (layers to re-initialise), got {k!r}")
+    model_config.check_lora(m.lora_rank, m.lora_alpha, m.lora_targets, m.lora_dropout)
 
 
 def _check_train(t) -> None:

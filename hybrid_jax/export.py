@@ -37,10 +37,10 @@ def run(model: str, out: str, trim_vocab=()) -> list[str]:
     if trim_vocab:
         return _trim(model, out, list(trim_vocab))
     from hybrid_jax.evaluation import model_card
-    from hybrid_jax.models import hf_io
+    from hybrid_jax.models import hf_io, lora
     from hybrid_jax.models.pretrained import load_pretrained
 
-    pre = load_pretrained(model)
+    pre = lora.merged(load_pretrained(model))  # a LoRA run's adapters go into its kernels
     towers = pre.towers or {"": pre.encoder_params}
     written = []
     for name, params in towers.items():
@@ -53,10 +53,10 @@ def run(model: str, out: str, trim_vocab=()) -> list[str]:
 
 
 def _trim(model: str, out: str, sources: list[str]) -> list[str]:
-    from hybrid_jax.models import trim
+    from hybrid_jax.models import lora, trim
     from hybrid_jax.models.pretrained import load_pretrained
 
-    pre = load_pretrained(model)
+    pre = lora.merged(load_pretrained(model))
     result = trim.trim(pre, trim_texts(sources, pre.prefixes), out, inputs=sources)
     print(f"trimmed {model}: {len(result.kept_ids)} of {result.source_vocab} pieces kept for "
           f"{result.n_texts} texts, exact on all of them; {result.bytes_written / 1e6:.1f} MB "

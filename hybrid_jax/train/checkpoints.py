@@ -9,7 +9,8 @@ Layout under the workdir:
                                  'digests': {'params'|'opt_state': {array path: sha256}}}
   frozen_params/                 frozen params (e.g. the word-embedding table), written once:
                                  they never change, so they are not repeated in every step.
-  frozen_params.sha256.json      their digests
+  frozen_params.sha256.json      their digests (a LoRA run: the digests alone; its frozen params
+                                 are its base model, which model.spec loads again)
   best/<step>/params, meta.json  the dev-selected step's trainable params and its score
   best/<step>/params.sha256.json their digests (written before meta.json)
   config.json                    the run's configuration (written by run_setup.py)
@@ -162,16 +163,20 @@ def _write_failure(directory: str, step):
             f"earlier checkpoints are intact") from e
 
 
-def save_frozen(workdir, frozen: dict) -> None:
+def save_frozen(workdir, frozen: dict, arrays: bool = True) -> None:
     """Writes the frozen params once (no-op when already there or when nothing is frozen).
+    `arrays=False` (LoRA: the frozen params are the base model, which its spec loads again)
+    writes their digests only, so a later load can tell it got the same base.
     Multi-process: call it on every process (orbax synchronises them)."""
     path = os.path.join(os.path.abspath(os.fspath(workdir)), FROZEN_DIR)
-    if not jax.tree.leaves(frozen) or os.path.exists(path):
+    digests_path = os.path.join(os.path.dirname(path), FROZEN_DIGESTS)
+    if not jax.tree.leaves(frozen) or os.path.exists(path if arrays else digests_path):
         return
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, frozen)
+    if arrays:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(path, frozen)
     if jax.process_index() == 0:
-        with open(os.path.join(os.path.dirname(path), FROZEN_DIGESTS), "w") as f:
+        with open(digests_path, "w") as f:
             json.dump(digests(frozen), f)
 
 

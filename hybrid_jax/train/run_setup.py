@@ -16,6 +16,7 @@ import numpy as np
 from hybrid_jax import config as schema
 from hybrid_jax.data.training_batches import make_train_iterator
 from hybrid_jax.errors import InputError
+from hybrid_jax.models import lora
 from hybrid_jax.models.dual_encoder import DualEncoder
 from hybrid_jax.models.from_config import load_model
 from hybrid_jax.models.run_checkpoint import saved_steps, step_meta
@@ -59,8 +60,9 @@ def save_config(config, workdir: str) -> None:
 
 # What made a checkpoint's iterator state and params: a resume under other values would go on
 # with another data stream (or another model) than the one the run trained on.
-RESUME_KEYS = ("seed", "model.spec", "model.tied", "model.reinit_top_layers", "data.synthetic",
-               "data.format", "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
+RESUME_KEYS = ("seed", "model.spec", "model.tied", "model.reinit_top_layers", "model.lora_rank",
+               "model.lora_alpha", "model.lora_targets", "data.synthetic", "data.format",
+               "data.dataset_dir", "data.tfds_name", "data.train_fold", "data.split_seed",
                "data.split_sizes", "data.languages", "data.sampling", "data.alpha",
                "data.mono_schedule", "data.cross_pairing", "data.language_weights",
                "data.global_batch_size", "data.hard_negatives", "data.negative_source",
@@ -104,12 +106,12 @@ def _load_model(config):
     return pretrained
 
 
-def _resume(checkpointer, host_state, iterator, workdir: str, frozen):
+def _resume(checkpointer, host_state, iterator, workdir: str, frozen, adapters_only: bool):
     """(state, start step): the latest checkpoint's, else the initial state, whose frozen params
-    are written once now."""
+    are written once now (a LoRA run: their digests only; its base is its model.spec)."""
     latest = checkpointer.latest_step()
     if latest is None:  # every process: an orbax save is collective (process 0 writes the arrays)
-        checkpoints.save_frozen(workdir, frozen)
+        checkpoints.save_frozen(workdir, frozen, arrays=not adapters_only)
         return host_state, 0
     host_state, data_state = checkpointer.restore(latest, host_state)
     if data_state is not None:
@@ -123,12 +125,14 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     check_resume(config, workdir)
     if pretrained is None:
         pretrained = _load_model(config)
+    pretrained = lora.for_training(pretrained, config.model, int(config.seed))
+    adapters_only = bool(pretrained.config.lora_rank)
     tied = bool(config.model.tied)
     module = DualEncoder(pretrained.config, tied=tied)
     tx, schedule = optim.make_optimizer(config.optim, int(config.train.num_steps))
     full = {"model": pretrained.dual_params(tied), "loss": losses.init_loss_params(config.loss)}
     full = jax.tree.map(np.asarray, full)
-    trainable, frozen = optim.split_params(full, optim.frozen_predicate(config.optim))
+    trainable, frozen = optim.split_params(full, frozen_predicate(config, adapters_only))
     host_state = step.create_state(trainable, tx)
 
     iterator = make_train_iterator(config, pretrained, workdir)  # bad data stops before any write
@@ -137,7 +141,8 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                             async_save=bool(config.train.async_checkpointing),
                                             run=resume_settings(config))
-    host_state, start_step = _resume(checkpointer, host_state, iterator, workdir, frozen)
+    host_state, start_step = _resume(checkpointer, host_state, iterator, workdir, frozen,
+                                     adapters_only)
 
     runner = runner_lib.make_runner(
         config.parallelism, module, tx, schedule, config.loss, devices=devices,
@@ -153,6 +158,15 @@ def setup(config, workdir: str, pretrained=None) -> Run:
     # The run's weights now live in `state` and `frozen`: it keeps the model without its host copy.
     return Run(config, workdir, pretrained.without_weights(), runner, state,
                runner.place_read_only(frozen), frozen, checkpointer, iterator, start_step, selector)
+
+
+def frozen_predicate(config, adapters_only: bool):
+    """The optimizer's frozen params; with LoRA adapters every other model weight as well (the
+    loss's own params, e.g. a learnable temperature, still train)."""
+    frozen = optim.frozen_predicate(config.optim)
+    if not adapters_only:
+        return frozen
+    return lambda path: frozen(path) or (path[0] == "model" and not lora.is_adapter(path))
 
 
 def model_params(run: Run, trainable=None):

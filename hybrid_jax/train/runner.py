@@ -142,6 +142,10 @@ class Runner:
         """The optimised HLO of each program compiled so far (the profile reads its thunks)."""
         return [e.as_text() for e in self._executables.values()]
 
+    def memory_analyses(self) -> list:
+        """XLA's memory analysis (argument, temporary, output bytes) of each compiled program."""
+        return [e.memory_analysis() for e in self._executables.values()]
+
     def _compile(self, args):
         """Compiled ahead of its first call, once per input signature; then the compiler's freed
         memory may go back before the step allocates its own (memory_hooks)."""
