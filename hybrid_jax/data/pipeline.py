@@ -17,6 +17,9 @@ With data.hard_negatives = H > 0 (negatives.py), also
   negative_valid               int32 [b, H]: 1 real, 0 padding (a pair with fewer than H); a
                                padding row is the tokenized empty passage (the prefix alone), so
                                its mask is never all zero
+With distillation (make_train_iterator(..., distill=True): loss.distill != 'none'; teacher_scores.py),
+  positive_score               float32 [b]: the teacher's score of each (query, positive), NaN: none
+  negative_score               float32 [b, H]: of each hard negative, NaN: none or padding
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
         negative_source="same_paragraph",  # same_paragraph | mined | from_data (docs/data.md)
         mining_model="",          # 'mined': model spec to mine with ('' = the run's starting model)
         mining_depth=16,          # 'mined': candidates kept per (example, language), best first
+        teacher_model="",         # loss.distill: model spec scoring the pairs ('' = the data's scores)
         query_max_length=32,
         passage_max_length=64,
         seed=0,
@@ -121,7 +125,7 @@ class BatchMaker:
     def __init__(self, sampler: HybridSampler, tokenizer, query_prefix: str, passage_prefix: str,
                  query_max_length: int, passage_max_length: int,
                  process_index: int = 0, process_count: int = 1,
-                 negatives: HardNegatives | None = None):
+                 negatives: HardNegatives | None = None, scores=None):
         B = sampler.batch_size
         if process_count < 1 or not 0 <= process_index < process_count:
             raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
@@ -135,6 +139,7 @@ class BatchMaker:
         self._lengths = (int(query_max_length), int(passage_max_length))
         self._tokenizer = tokenizer
         self.negatives = negatives
+        self.scores = scores  # teacher_scores.TeacherScores, with distillation
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         plan = self.sampler.plan(int(step))
@@ -161,6 +166,8 @@ class BatchMaker:
             shape = (*chosen.shape, self._lengths[1])
             batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
                          negative_valid=(chosen >= 0).astype(np.int32))
+            if self.scores is not None:
+                batch.update(self.scores.batch(idx, p_lang, chosen))
         return batch
 
 
@@ -189,7 +196,8 @@ class TrainIterator(grain.DatasetIterator):
 def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
                         passage_prefix: str = "passage: ", *, num_steps: int,
                         process_index: int | None = None, process_count: int | None = None,
-                        examples=None, mining_model=None, workdir=None) -> TrainIterator:
+                        examples=None, mining_model=None, workdir=None,
+                        distill: bool = False) -> TrainIterator:
     """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config):
     batches for steps 0 .. num_steps - 1 (the run's `train.num_steps`).
 
@@ -197,6 +205,7 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     With data.negative_source='mined': `mining_model` is the run's starting model (a
     models.pretrained.Pretrained; used unless data.mining_model names another) and `workdir` the
     run's, where the mining is cached (<workdir>/negatives/mined.json, written by process 0).
+    `distill`: the batches carry teacher scores (data.teacher_model; cached in `workdir` too).
     """
     cfg = data_config
     if process_index is None or process_count is None:
@@ -208,9 +217,14 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     sampler = make_sampler(cfg, examples, int(num_steps))
     negatives = make_negatives(cfg, sampler, loaded=loaded, mining_model=mining_model,
                                workdir=workdir, write=process_index == 0)
+    scores = None
+    if distill:
+        from hybrid_jax.data.teacher_scores import make_teacher_scores
+        scores = make_teacher_scores(cfg, sampler, negatives, workdir=workdir,
+                                     write=process_index == 0)
     make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,
                             cfg.query_max_length, cfg.passage_max_length,
-                            process_index, process_count, negatives)
+                            process_index, process_count, negatives, scores)
     ds = grain.MapDataset.range(int(num_steps)).map(make_batch)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
                                                  prefetch_buffer_size=int(cfg.prefetch)))

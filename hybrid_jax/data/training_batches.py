@@ -20,4 +20,4 @@ def make_train_iterator(config, pretrained, workdir: str):
         config.data, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
         pretrained.prefixes.get("passage", ""), num_steps=int(config.train.num_steps),
         process_index=jax.process_index(), process_count=jax.process_count(),
-        mining_model=pretrained, workdir=workdir)
+        mining_model=pretrained, workdir=workdir, distill=config.loss.distill != "none")
