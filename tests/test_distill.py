@@ -222,8 +222,9 @@ def test_distillation_changes_the_step_and_zero_weight_does_not(model):
     zero_params, zero = _run_step(model, batch, _loss_config(distill="kl", distill_weight=0.0))
     kl_params, kl = _reference(model, "kl")  # distill_weight 1
     assert zero["loss"] == plain["loss"] and zero["distill_loss"] > 0
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-7),
-                 zero_params, plain_params)
+    # (not bit-equal: the distillation terms change how XLA fuses and orders the sums)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5,
+                                                         atol=1e-6), zero_params, plain_params)
     np.testing.assert_allclose(kl["contrastive_loss"], plain["loss"], rtol=1e-6)
     np.testing.assert_allclose(kl["loss"], plain["loss"] + kl["distill_loss"], rtol=1e-6)
     moved = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))),
