@@ -361,7 +361,8 @@ def test_teacher_model_scores_are_cached_and_refused_when_stale(tokenizer, tmp_p
 
     # The teacher's cosine of (query in lang, text), computed here from two encodings.
     queries = sorted({t for e in examples for t in e.queries.values()})
-    passages = sorted({t for e in examples for l in LANGS for t in (e.passages[l], *e.negatives[l])})
+    passages = sorted({t for e in examples for l in LANGS
+                       for t in (e.passages[l], *e.negatives[l])})
     q_emb = dict(zip(queries, embed_texts(bundle, queries, "query", max_length=32)))
     p_emb = dict(zip(passages, embed_texts(bundle, passages, "passage", max_length=64)))
 

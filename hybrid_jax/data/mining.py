@@ -12,7 +12,7 @@ fine negative for this one, but not in a batch holding that query).
 Mined once and cached as <workdir>/negatives/mined.json with everything that decided the result
 (the mining model's parameter fingerprint, the depth, the fold rule, the data, the languages,
 lengths and prefixes); a later run of the same workdir reuses the file and refuses it with an
-InputError when any of these changed.
+InputError when any of these changed (data/workdir_cache.py, shared with teacher_scores.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from typing import Sequence
 import numpy as np
 
 from hybrid_jax.data import workdir_cache
-from hybrid_jax.data.workdir_cache import examples_fingerprint  # noqa: F401 (public name)
 from hybrid_jax.errors import InputError
 
 CACHE = pathlib.Path("negatives") / "mined.json"

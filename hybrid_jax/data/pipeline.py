@@ -17,7 +17,8 @@ With data.hard_negatives = H > 0 (negatives.py), also
   negative_valid               int32 [b, H]: 1 real, 0 padding (a pair with fewer than H); a
                                padding row is the tokenized empty passage (the prefix alone), so
                                its mask is never all zero
-With distillation (make_train_iterator(..., distill=True): loss.distill != 'none'; teacher_scores.py),
+With distillation (make_train_iterator(..., distill=True), i.e. loss.distill != 'none'; see
+teacher_scores.py), also
   positive_score               float32 [b]: the teacher's score of each (query, positive), NaN: none
   negative_score               float32 [b, H]: of each hard negative, NaN: none or padding
 """
@@ -55,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
         negative_source="same_paragraph",  # same_paragraph | mined | from_data (docs/data.md)
         mining_model="",          # 'mined': model spec to mine with ('' = the run's starting model)
         mining_depth=16,          # 'mined': candidates kept per (example, language), best first
-        teacher_model="",         # loss.distill: model spec scoring the pairs ('' = the data's scores)
+        teacher_model="",         # loss.distill: model spec scoring the pairs ('' = data's scores)
         query_max_length=32,
         passage_max_length=64,
         seed=0,

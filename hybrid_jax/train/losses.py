@@ -130,8 +130,9 @@ def distill_loss(query_emb, passage_emb, negative_emb, positive_score, negative_
     """
     b, h = negative_score.shape
     negatives = negative_emb.reshape(b, h, -1)
+    positive = jnp.einsum("qd,qd->q", query_emb, passage_emb, preferred_element_type=jnp.float32)
     student = scale * jnp.concatenate(
-        [jnp.einsum("qd,qd->q", query_emb, passage_emb, preferred_element_type=jnp.float32)[:, None],
+        [positive[:, None],
          jnp.einsum("qd,qhd->qh", query_emb, negatives, preferred_element_type=jnp.float32)], 1)
     teacher = jnp.concatenate([positive_score[:, None], negative_score], 1).astype(jnp.float32)
     valid = jnp.isfinite(teacher)
