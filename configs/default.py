@@ -42,6 +42,11 @@ def get_config(arg=None):
     c.loss.learn_temperature = False
     c.loss.max_logit_scale = 100.0  # cap on the learnable 1 / temperature
     c.loss.symmetric = False        # add passage -> query InfoNCE
+    # Distillation from teacher scores (data.teacher_model; docs/training.md "Distillation"):
+    # 'none' | 'kl' | 'margin_mse', over each pair's positive and hard negatives.
+    c.loss.distill = "none"
+    c.loss.distill_weight = 1.0     # total loss = contrastive + distill_weight * distillation
+    c.loss.distill_temperature = 0.05  # teacher logits = teacher score / distill_temperature
 
     # -- optimisation --------------------------------------------------------------------------
     c.optim = ml_collections.ConfigDict()

@@ -32,6 +32,7 @@ PARALLELISMS = ("pmap", "shard_map")
 SCHEDULES = ("constant", "linear", "cosine")
 SELECT_METRICS = ("none", "loss", "map")  # train.select (train/selection.py)
 TRAIN_FOLDS = ("train", "dev", "test", "all")
+DISTILL_LOSSES = ("none", "kl", "margin_mse")  # loss.distill (train/losses.py: distill_loss)
 
 
 def _require(ok, key: str, message: str) -> None:
@@ -106,6 +107,7 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
     _check_model(config)
     _require(float(config.loss.temperature) > 0, "loss.temperature",
              f"must be > 0, got {config.loss.temperature}")
+    _check_distill(config)
     _require(float(config.optim.learning_rate) >= 0, "optim.learning_rate", "must be >= 0")
     _require(int(config.optim.warmup_steps) >= 0, "optim.warmup_steps", "must be >= 0")
     _one_of("optim.schedule", config.optim.schedule, SCHEDULES)
@@ -187,6 +189,34 @@ def _check_mining_controls(d) -> None:
     _require(d.negative_source != "mined" or rank_range[1] - rank_range[0] >= hard,
              "data.mining_range", f"{tuple(rank_range)} holds fewer ranks than "
                                   f"data.hard_negatives={hard}")
+
+
+def _check_distill(config) -> None:
+    """loss.distill: teacher scores over each pair's positive and hard negatives."""
+    loss, d = config.loss, config.data
+    _one_of("loss.distill", loss.distill, DISTILL_LOSSES)
+    weight, temperature = loss.distill_weight, loss.distill_temperature
+    _require(not isinstance(weight, bool) and isinstance(weight, (int, float)) and weight >= 0,
+             "loss.distill_weight", f"must be a number >= 0, got {weight!r}")
+    _require(not isinstance(temperature, bool) and isinstance(temperature, (int, float))
+             and temperature > 0, "loss.distill_temperature",
+             f"must be a number > 0, got {temperature!r}")
+    teacher = str(d.teacher_model or "")
+    if teacher:
+        family_of(teacher)
+    if loss.distill == "none":
+        return
+    _require(not d.synthetic, "loss.distill", "needs teacher scores; data.synthetic has none")
+    _require(int(d.hard_negatives) > 0, "loss.distill",
+             f"{loss.distill!r} compares each pair's positive with its hard negatives: set "
+             f"data.hard_negatives > 0")
+    _require(teacher or d.negative_source == "from_data", "data.teacher_model",
+             f"'' takes the scores from the data, which score the records' own negatives "
+             f"(data.negative_source='from_data', not {d.negative_source!r}); set a model spec "
+             f"to score the {d.negative_source!r} negatives")
+    _require(not (teacher and (d.get("store") or d.get("sources"))), "data.teacher_model",
+             "a model scores the pairs of the examples path only; with data.store / data.sources "
+             "prepare the corpus from records carrying pos_scores / neg_scores")
 
 
 def _check_model(config) -> None:

@@ -356,7 +356,7 @@ def test_mined_cache_is_reused_and_refused_when_stale(tokenizer, small_fold, tin
         iterator(mined_config(split_seed=3), tokenizer, small_fold, mining_model=tiny_model,
                  workdir=tmp_path)
     cache.write_text("{not json")
-    with pytest.raises(InputError, match=r"mined\.json: unreadable mined-negatives cache"):
+    with pytest.raises(InputError, match=r"mined\.json: unreadable mined negatives cache"):
         iterator(cfg, tokenizer, small_fold, mining_model=tiny_model, workdir=tmp_path)
 
 

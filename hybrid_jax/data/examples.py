@@ -3,7 +3,9 @@
 An example holds the query and its positive passage in each language it exists in (partial
 coverage allowed), and optionally candidate hard negatives per language. The sampler pairs
 `queries[q_lang]` with `passages[p_lang]`; a hard negative of that pair is drawn from
-`negatives[p_lang]` (see negatives.py for the rules that filter them).
+`negatives[p_lang]` (see negatives.py for the rules that filter them). Teacher scores for
+distillation (optional, from the data) are keyed by the passage language too: the teacher's score
+of the query against the positive in that language, and of each candidate negative there.
 """
 from __future__ import annotations
 
@@ -23,17 +25,28 @@ class ParallelExample:
     # language -> candidate hard negatives in that language: the other sentences of the
     # positive's paragraph (LAReQA sources) or the record's own `negatives` (parallel pairs).
     negatives: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # language -> the teacher's score of (query, positive in that language); may cover fewer
+    # languages than `passages`.
+    positive_scores: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # language -> the teacher's scores of negatives[language], in the same order.
+    negative_scores: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     def to_record(self) -> dict:
-        return {"key": self.key, "article": self.article,
-                "queries": dict(self.queries), "passages": dict(self.passages),
-                "negatives": {l: list(v) for l, v in self.negatives.items()}}
+        record = {"key": self.key, "article": self.article,
+                  "queries": dict(self.queries), "passages": dict(self.passages),
+                  "negatives": {l: list(v) for l, v in self.negatives.items()}}
+        if self.positive_scores or self.negative_scores:  # records without scores stay as before
+            record.update(positive_scores=dict(self.positive_scores),
+                          negative_scores={l: list(v) for l, v in self.negative_scores.items()})
+        return record
 
     @classmethod
     def from_record(cls, r: dict) -> "ParallelExample":
         # Records written before negatives existed have no such key.
         negatives = {l: tuple(v) for l, v in r.get("negatives", {}).items()}
-        return cls(r["key"], r["article"], dict(r["queries"]), dict(r["passages"]), negatives)
+        negative_scores = {l: tuple(v) for l, v in r.get("negative_scores", {}).items()}
+        return cls(r["key"], r["article"], dict(r["queries"]), dict(r["passages"]), negatives,
+                   dict(r.get("positive_scores", {})), negative_scores)
 
 
 def from_lareqa(dataset: LareqaDataset) -> list[ParallelExample]:

@@ -20,39 +20,30 @@ without the example's own positive:
     kept in rank order; the draw is seeded by data.seed, the example and the language.
 
 Mined once and cached as <workdir>/negatives/mined.json with everything that decided the result
-(the mining model's parameter fingerprint, the depth, the fold rule, the data, the languages,
-lengths and prefixes); a later run of the same workdir reuses the file and refuses it with an
-InputError when any of these changed.
+(the mining model's parameter fingerprint, the depth, the controls when on, the fold rule, the
+data, the languages, lengths and prefixes); a later run of the same workdir reuses the file and refuses it with an
+InputError when any of these changed (data/workdir_cache.py, shared with teacher_scores.py).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import pathlib
 from typing import Sequence
 
 import numpy as np
 
+from hybrid_jax.data import workdir_cache
 from hybrid_jax.errors import InputError
 
 CACHE = pathlib.Path("negatives") / "mined.json"
 
 # Cache fields that must match, and the setting each comes from (for the refusal message).
-_CHECKED = {
-    "fingerprint": "the mining model's parameters (data.mining_model, else model.spec)",
-    "compute_dtype": "model.compute_dtype",
-    "depth": "data.mining_depth",
-    "fold": "the fold rule (data.train_fold, data.split_seed, data.split_sizes)",
-    "data": "the training examples (data.format, data.dataset_dir)",
-    "languages": "data.languages",
-    "max_length": "data.query_max_length / data.passage_max_length",
-    "prefixes": "the model's query / passage prefixes",
-    "controls": "data.mining_skip_top / data.mining_margin / data.mining_range (with a range: "
-                "data.seed)",
-}
+_CHECKED = {**{k: v.format(model="mining model") for k, v in workdir_cache.MODEL_CHECKED.items()},
+            "depth": "data.mining_depth"}
+_CHECKED["fingerprint"] += " (data.mining_model, else model.spec)"
+_CONTROLS_CHECKED = ("data.mining_skip_top / data.mining_margin / data.mining_range (with a range: "
+                     "data.seed)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,30 +95,26 @@ def mined_candidates(data_config, examples: Sequence, languages: Sequence[str], 
     depth = int(cfg.mining_depth)
     if depth < 1:
         raise InputError(f"data.mining_depth: must be >= 1, got {cfg.mining_depth}")
-    bundle = _bundle(cfg, model)
+    bundle = workdir_cache.model_bundle(str(cfg.mining_model or ""), model,
+                                        "data.negative_source='mined'",
+                                        "data.mining_model")
     controls = MiningControls.from_config(cfg)
-    meta = _meta(cfg, examples, languages, bundle, depth, controls)
-    path = pathlib.Path(workdir) / CACHE if workdir else None
-    if path is not None and path.is_file():
-        return _read(path, meta, examples)
-    import jax
+    meta = {**workdir_cache.model_meta(cfg, examples, languages, bundle), "depth": depth}
+    checked = dict(_CHECKED)
+    if controls.active:  # absent when off, so caches written before the controls stay valid
+        meta["controls"] = dataclasses.asdict(controls)
+        checked["controls"] = _CONTROLS_CHECKED
+    meta = workdir_cache.round_trip(meta)
 
-    # Several hosts: the writing one mines and the others read its file, so that float near-ties
-    # cannot give hosts different negatives.
-    shared = path is not None and jax.process_count() > 1
-    result = None
-    if write or not shared:
+    def compute():
         logging.info("mining hard negatives with %s (depth %d)", bundle.name, depth)
-        result = mine(examples, languages, bundle, depth, int(cfg.query_max_length),
-                      int(cfg.passage_max_length), controls)
-        if path is not None and write:
-            _write(path, meta, examples, result)
-    if shared:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("hybrid_jax: mined negatives written")
-        if result is None:
-            result = _read(path, meta, examples)
-    return result
+        return mine(examples, languages, bundle, depth, int(cfg.query_max_length),
+                    int(cfg.passage_max_length), controls)
+
+    return workdir_cache.computed_once(
+        pathlib.Path(workdir) / CACHE if workdir else None, meta, checked, "mined negatives",
+        compute, lambda result: _encode(examples, result), lambda doc: _decode(doc, examples),
+        write=write)
 
 
 def mine(examples: Sequence, languages: Sequence[str], bundle, depth: int,
@@ -159,7 +146,7 @@ def mine(examples: Sequence, languages: Sequence[str], bundle, depth: int,
         rows = [i for i, e in enumerate(examples) if lang in e.passages and i in per_example]
         if not rows or len(pool) < 2:
             continue
-        scores = np.stack([_query_vector(per_example[i], lang) for i in rows]) @ vectors.T
+        scores = np.stack([query_vector(per_example[i], lang) for i in rows]) @ vectors.T
         index = {t: j for j, t in enumerate(pool)}
         # Stable sort: equal scores rank in pool order, so the result is reproducible.
         ranked = np.argsort(-scores, axis=1, kind="stable")
@@ -173,92 +160,26 @@ def mine(examples: Sequence, languages: Sequence[str], bundle, depth: int,
     return out
 
 
-def _query_vector(by_language: dict, lang: str) -> np.ndarray:
+def query_vector(by_language: dict, lang: str) -> np.ndarray:
+    """An example's query vector for language `lang`: its query in `lang`, else the normalised
+    mean of its query vectors (an example may lack the query in a passage language)."""
     if lang in by_language:
         return by_language[lang]
     v = np.mean(list(by_language.values()), axis=0)
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def _bundle(cfg, model):
-    spec = str(cfg.mining_model or "")
-    if spec:
-        from hybrid_jax.models.pretrained import load_pretrained
-        model = load_pretrained(spec)
-    if model is None:
-        raise InputError("data.negative_source='mined' needs a model: set data.mining_model to a "
-                         "model spec, or pass the run's starting model")
-    return model.bundle(tied=not model.towers)
-
-
-def _meta(cfg, examples, languages, bundle, depth: int, controls: MiningControls) -> dict:
-    from hybrid_jax.retrieval.cache import params_fingerprint
-
-    sizes = cfg.split_sizes
-    meta = {
-        "model": bundle.name,
-        "fingerprint": params_fingerprint(bundle.params),
-        "compute_dtype": str(bundle.config.compute_dtype),
-        "depth": depth,
-        "fold": {"train_fold": str(cfg.train_fold), "split_seed": int(cfg.split_seed),
-                 "split_sizes": None if sizes is None else [float(s) for s in sizes]},
-        "data": examples_fingerprint(examples),
-        "languages": sorted(set(languages)),
-        "max_length": [int(cfg.query_max_length), int(cfg.passage_max_length)],
-        "prefixes": [bundle.prefix("query"), bundle.prefix("passage")],
-    }
-    if controls.active:  # absent when off, so caches written before the controls stay valid
-        meta["controls"] = dataclasses.asdict(controls)
-    return json.loads(json.dumps(meta))  # the form it takes after a round trip through the file
-
-
-def examples_fingerprint(examples) -> str:
-    """Hash of every example's key, article, texts and candidate negatives, in order."""
-    h = hashlib.blake2b(digest_size=16)
-    for e in examples:
-        record = [e.key, e.article, sorted(e.queries.items()), sorted(e.passages.items()),
-                  sorted((l, list(v)) for l, v in e.negatives.items())]
-        h.update(json.dumps(record, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def _write(path: pathlib.Path, meta: dict, examples, result) -> None:
+def _encode(examples, result) -> dict:
     pools: dict[str, dict[str, int]] = {}
     negatives = {}
     for e, per_language in zip(examples, result):
         if per_language:
             negatives[e.key] = {l: [pools.setdefault(l, {}).setdefault(t, len(pools[l]))
                                     for t in texts] for l, texts in per_language.items()}
-    doc = {"meta": meta, "passages": {l: list(p) for l, p in pools.items()},
-           "negatives": negatives}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a run killed mid-write leaves no half file behind
+    return {"passages": {l: list(p) for l, p in pools.items()}, "negatives": negatives}
 
 
-def _read(path: pathlib.Path, meta: dict, examples) -> list[dict[str, tuple[str, ...]]]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        stored, passages, negatives = doc["meta"], doc["passages"], doc["negatives"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{path}: unreadable mined-negatives cache ({e}); delete it to mine "
-                         f"again") from e
-    changed = [k for k in _CHECKED if stored.get(k) != meta.get(k)]
-    if changed:
-        what = "; ".join(f"{_CHECKED[k]}: cached {_short(stored.get(k))}, now {_short(meta.get(k))}"
-                         for k in changed)
-        raise InputError(f"{path}: the mined negatives no longer match this run ({what}); "
-                         f"restore those settings, or delete the file to mine again")
-    try:
-        return [{l: tuple(passages[l][j] for j in idx)
-                 for l, idx in negatives.get(e.key, {}).items()} for e in examples]
-    except (KeyError, IndexError, TypeError) as e:
-        raise InputError(f"{path}: corrupt mined-negatives cache ({e!r}); delete it to mine "
-                         f"again") from e
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _decode(doc: dict, examples) -> list[dict[str, tuple[str, ...]]]:
+    passages, negatives = doc["passages"], doc["negatives"]
+    return [{l: tuple(passages[l][j] for j in idx) for l, idx in negatives.get(e.key, {}).items()}
+            for e in examples]

@@ -61,6 +61,10 @@ class HardNegatives:
     def text(self, pid: int) -> str:
         return self._text[pid]
 
+    def candidate_ids(self, i: int) -> dict[int, list[int]]:
+        """Example i's candidates (language code -> passage ids), own positives left out."""
+        return self._table[i]
+
     def choose(self, plan: BatchPlan) -> NegativePlan:
         rng = np.random.default_rng([self.sampler.seed, int(plan.step), 1])
         in_batch = frozenset().union(*(self.sampler.footprint(int(i))

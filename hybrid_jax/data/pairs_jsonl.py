@@ -9,10 +9,18 @@ Records sharing an `article` go to the same split fold; without it the id is the
 `negatives` (optional; mMARCO triples have one per language) maps a language to one hard-negative
 text or a list of them, for pairs whose passage is in that language (`data.negative_source=
 'from_data'`).
+Teacher scores for distillation (optional; FlagEmbedding's `pos_scores` / `neg_scores`, one per
+language like the texts they score):
+
+    "pos_scores": {"en": 0.91, "de": 0.88}, "neg_scores": {"en": [0.42, 0.17], "de": 0.35}
+
+`pos_scores[L]` is the teacher's score of the query against `passage[L]`; `neg_scores[L]` holds
+one score per text of `negatives[L]`, in the same order. Any language subset may be scored.
 """
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 from hybrid_jax.data.examples import ParallelExample
@@ -57,8 +65,10 @@ def _example(record, where: str) -> ParallelExample:
                 raise InputError(f"{where}: {field}[{lang!r}] must be non-empty text")
         texts[field] = value
     key = str(record["id"])
+    negatives = _negatives(record.get("negatives", {}), where)
     return ParallelExample(key, str(record.get("article", key)), texts["query"], texts["passage"],
-                           _negatives(record.get("negatives", {}), where))
+                           negatives, _positive_scores(record, texts["passage"], where),
+                           _negative_scores(record, negatives, where))
 
 
 def _negatives(value, where: str) -> dict[str, tuple[str, ...]]:
@@ -76,6 +86,42 @@ def _negatives(value, where: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _score(value, where: str, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where}: {field} must be a finite number, got {json.dumps(value)}")
+    return float(value)
+
+
+def _positive_scores(record, passages, where: str) -> dict[str, float]:
+    value = record.get("pos_scores", {})
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: 'pos_scores' must be an object language -> score, got "
+                         f"{type(value).__name__}")
+    for lang in value:
+        if lang not in passages:
+            raise InputError(f"{where}: pos_scores[{lang!r}] scores no passage (the record has "
+                             f"passages in {sorted(passages)})")
+    return {lang: _score(v, where, f"pos_scores[{lang!r}]") for lang, v in value.items()}
+
+
+def _negative_scores(record, negatives, where: str) -> dict[str, tuple[float, ...]]:
+    value = record.get("neg_scores", {})
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: 'neg_scores' must be an object language -> score or list of "
+                         f"scores, got {type(value).__name__}")
+    out = {}
+    for lang, scores in value.items():
+        scores = scores if isinstance(scores, list) else [scores]
+        given = len(negatives.get(lang, ()))
+        if len(scores) != given:
+            raise InputError(f"{where}: neg_scores[{lang!r}] has {len(scores)} scores for "
+                             f"{given} negatives in {lang!r}")
+        if scores:
+            out[lang] = tuple(_score(v, where, f"neg_scores[{lang!r}][{j}]")
+                              for j, v in enumerate(scores))
+    return out
+
+
 def write_pairs_jsonl(examples, path) -> None:
     with pathlib.Path(path).open("w", encoding="utf-8") as f:
         for e in examples:
@@ -83,4 +129,8 @@ def write_pairs_jsonl(examples, path) -> None:
                       "passage": dict(e.passages)}
             if e.negatives:
                 record["negatives"] = {l: list(v) for l, v in e.negatives.items()}
+            if e.positive_scores:
+                record["pos_scores"] = dict(e.positive_scores)
+            if e.negative_scores:
+                record["neg_scores"] = {l: list(v) for l, v in e.negative_scores.items()}
             f.write(json.dumps(record, ensure_ascii=False) + "\n")

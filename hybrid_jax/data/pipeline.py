@@ -17,6 +17,10 @@ With data.hard_negatives = H > 0 (negatives.py), also
   negative_valid               int32 [b, H]: 1 real, 0 padding (a pair with fewer than H); a
                                padding row is the tokenized empty passage (the prefix alone), so
                                its mask is never all zero
+With distillation (make_train_iterator(..., distill=True), i.e. loss.distill != 'none'; see
+teacher_scores.py), also
+  positive_score               float32 [b]: the teacher's score of each (query, positive), NaN: none
+  negative_score               float32 [b, H]: of each hard negative, NaN: none or padding
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
         mining_skip_top=0,        # 'mined': drop the k best ranks (likely unlabelled positives)
         mining_margin=0.0,        # 'mined': > 0: keep score < positive's score * (1 - margin)
         mining_range=(0, 0),      # 'mined': (lo, hi): draw from ranks lo..hi-1, not the top; (0, 0): off
+        teacher_model="",         # loss.distill: model spec scoring the pairs ('' = data's scores)
         query_max_length=32,
         passage_max_length=64,
         seed=0,
@@ -133,7 +138,7 @@ class BatchMaker:
     def __init__(self, sampler: HybridSampler, tokenizer, query_prefix: str, passage_prefix: str,
                  query_max_length: int, passage_max_length: int,
                  process_index: int = 0, process_count: int = 1,
-                 negatives: HardNegatives | None = None):
+                 negatives: HardNegatives | None = None, scores=None):
         B = sampler.batch_size
         if process_count < 1 or not 0 <= process_index < process_count:
             raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
@@ -147,6 +152,7 @@ class BatchMaker:
         self._lengths = (int(query_max_length), int(passage_max_length))
         self._tokenizer = tokenizer
         self.negatives = negatives
+        self.scores = scores  # teacher_scores.TeacherScores, with distillation
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         plan = self.sampler.plan(int(step))
@@ -173,6 +179,8 @@ class BatchMaker:
             shape = (*chosen.shape, self._lengths[1])
             batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
                          negative_valid=(chosen >= 0).astype(np.int32))
+            if self.scores is not None:
+                batch.update(self.scores.batch(idx, p_lang, chosen))
         return batch
 
 
@@ -202,7 +210,7 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
                         passage_prefix: str = "passage: ", *, num_steps: int,
                         process_index: int | None = None, process_count: int | None = None,
                         examples=None, mining_model=None, workdir=None,
-                        tokenizer_spec: str | None = None) -> TrainIterator:
+                        tokenizer_spec: str | None = None, distill: bool = False) -> TrainIterator:
     """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config):
     batches for steps 0 .. num_steps - 1 (the run's `train.num_steps`).
 
@@ -213,6 +221,7 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     With data.store or data.sources set, batches come from prepared corpora instead
     (store_pipeline.py; same batches as the examples path for the same config with
     data.draw='permutation'); `tokenizer_spec` (the model spec) prepares data.store='auto'.
+    `distill`: the batches carry teacher scores (data.teacher_model; cached in `workdir` too).
     """
     cfg = data_config
     if process_index is None or process_count is None:
@@ -229,9 +238,14 @@ def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
     sampler = make_sampler(cfg, examples, int(num_steps))
     negatives = make_negatives(cfg, sampler, loaded=loaded, mining_model=mining_model,
                                workdir=workdir, write=process_index == 0)
+    scores = None
+    if distill:
+        from hybrid_jax.data.teacher_scores import make_teacher_scores
+        scores = make_teacher_scores(cfg, sampler, negatives, workdir=workdir,
+                                     write=process_index == 0)
     make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,
                             cfg.query_max_length, cfg.passage_max_length,
-                            process_index, process_count, negatives)
+                            process_index, process_count, negatives, scores)
     ds = grain.MapDataset.range(int(num_steps)).map(make_batch)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
                                                  prefetch_buffer_size=int(cfg.prefetch)))

@@ -20,4 +20,5 @@ def make_train_iterator(config, pretrained, workdir: str):
         config.data, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
         pretrained.prefixes.get("passage", ""), num_steps=int(config.train.num_steps),
         process_index=jax.process_index(), process_count=jax.process_count(),
-        mining_model=pretrained, workdir=workdir, tokenizer_spec=str(config.model.spec))
+        mining_model=pretrained, workdir=workdir, tokenizer_spec=str(config.model.spec),
+        distill=config.loss.distill != "none")

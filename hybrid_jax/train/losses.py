@@ -11,6 +11,11 @@ gradient, and never win the accuracy argmax.
 The function returns the *local* mean loss: the step averages it over devices (`pmean`), which is
 the global mean because every device holds the same number of queries.  Called without an axis
 name it is the plain single-device loss, the reference the sharded versions are tested against.
+
+`distill_loss` (loss.distill) adds a teacher's scores: per pair, over its candidates (its positive
+and its own hard negatives), the KL divergence between the teacher's and the student's softmax, or
+the MSE between their positive-minus-negative margins.  It needs no collective but the count that
+makes its mean global.
 """
 from __future__ import annotations
 
@@ -100,6 +105,62 @@ def _negative_logits(query_emb, negative_emb, negative_valid, scale, axis_name):
                          f"{negative_emb.shape[0]} hard-negative embeddings")
     # where, not an additive mask: the masked columns' gradient (and scale's through them) is 0.
     return jnp.where(gather(valid, axis_name)[None, :] > 0, logits, MASKED_LOGIT)
+
+
+def distill_loss(query_emb, passage_emb, negative_emb, positive_score, negative_score, *, scale,
+                 kind: str, temperature, negative_valid=None, axis_name: Optional[str] = None):
+    """Distillation from teacher scores over each pair's own candidates.
+
+    Student logits are the contrastive ones (`scale` * cosine) of query i against its positive and
+    its H hard negatives; teacher logits are the teacher's scores / `temperature`.  A candidate
+    takes part when it is real (`negative_valid`) and scored (finite); a pair takes part when its
+    positive and at least one negative do.
+      kind 'kl':         KL(teacher softmax || student softmax) per pair, mean over pairs.
+      kind 'margin_mse': (student margin - teacher margin)^2 per (pair, negative), margin =
+                         logit(positive) - logit(negative), mean over those terms.
+
+    Args:
+      query_emb, passage_emb: [b, D] this device's pairs; negative_emb: [b * H, D], pair-major.
+      positive_score: [b]; negative_score: [b, H] teacher scores, NaN where there is none.
+      negative_valid: optional [b, H] 1 = real negative, 0 = padding.
+
+    Returns this device's value: a sum over its terms divided by the global number of terms and
+    multiplied by the number of devices, so its mean over devices (the step's pmean) is the mean
+    over every term of the global batch whatever the devices hold.
+    """
+    b, h = negative_score.shape
+    negatives = negative_emb.reshape(b, h, -1)
+    positive = jnp.einsum("qd,qd->q", query_emb, passage_emb, preferred_element_type=jnp.float32)
+    student = scale * jnp.concatenate(
+        [positive[:, None],
+         jnp.einsum("qd,qhd->qh", query_emb, negatives, preferred_element_type=jnp.float32)], 1)
+    teacher = jnp.concatenate([positive_score[:, None], negative_score], 1).astype(jnp.float32)
+    valid = jnp.isfinite(teacher)
+    if negative_valid is not None:
+        valid = valid & jnp.concatenate(
+            [jnp.ones((b, 1), bool), jnp.reshape(negative_valid, (b, h)) > 0], 1)
+    pair_ok = valid[:, 0] & valid[:, 1:].any(axis=1)
+    valid = valid & pair_ok[:, None]
+    # where, not arithmetic on NaN: a missing score gives no value and no gradient.
+    teacher = jnp.where(valid, teacher / temperature, MASKED_LOGIT)
+    student = jnp.where(valid, student, MASKED_LOGIT)
+    if kind == "kl":
+        p_teacher = jax.nn.softmax(teacher, axis=-1)
+        gap = jax.nn.log_softmax(teacher, axis=-1) - jax.nn.log_softmax(student, axis=-1)
+        terms, count = jnp.where(valid, p_teacher * gap, 0.0).sum(-1), pair_ok
+    elif kind == "margin_mse":
+        gap = (student[:, :1] - student[:, 1:]) - (teacher[:, :1] - teacher[:, 1:])
+        terms, count = jnp.where(valid[:, 1:], gap * gap, 0.0), valid[:, 1:]
+    else:
+        raise ValueError(f"distill kind must be 'kl' or 'margin_mse', got {kind!r}")
+    return _global_mean(terms.sum(), count.sum().astype(jnp.float32), axis_name)
+
+
+def _global_mean(local_sum, local_count, axis_name: Optional[str]):
+    if axis_name is None:
+        return local_sum / jnp.maximum(local_count, 1.0)
+    devices = jax.lax.psum(1, axis_name)
+    return local_sum * devices / jnp.maximum(jax.lax.psum(local_count, axis_name), 1.0)
 
 
 def init_loss_params(loss_config) -> dict:

@@ -16,7 +16,7 @@ from hybrid_jax.config import PARALLELISMS
 from hybrid_jax.train import memory_hooks
 from hybrid_jax.train.losses import AXIS_NAME
 from hybrid_jax.train.progress import log
-from hybrid_jax.train.step import MODEL_INPUTS, NEGATIVE_INPUTS, make_train_step
+from hybrid_jax.train.step import DISTILL_INPUTS, MODEL_INPUTS, NEGATIVE_INPUTS, make_train_step
 
 
 def participating_devices(devices) -> list:
@@ -110,7 +110,7 @@ class Runner:
         """This process's numpy slice of the global batch -> device slices (only the arrays the
         step reads)."""
         n = len(self.local_devices)
-        names = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS if k in batch]
+        names = [k for k in MODEL_INPUTS + NEGATIVE_INPUTS + DISTILL_INPUTS if k in batch]
         if self.parallelism == "pmap":
             return {k: jax.device_put(np.asarray(batch[k]).reshape(
                 (n, -1) + np.shape(batch[k])[1:]), self._local_sharded) for k in names}

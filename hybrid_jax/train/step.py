@@ -21,7 +21,9 @@ embeddings are computed on the full global batch (so negatives are unchanged), t
 micro-batch is re-encoded (same dropout key) and back-propagated with those embedding gradients.
 The gradient is exactly the full-batch one while activations are held for one micro-batch only.
 Hard negatives (`NEGATIVE_INPUTS`) go through the passage tower with their pairs' micro-batch; their
-validity mask is not encoded, so the loss takes it whole.
+validity mask is not encoded, so the loss takes it whole, and so are the teacher scores of
+distillation (`DISTILL_INPUTS`, loss.distill != 'none'): total = contrastive + loss.distill_weight *
+distillation (losses.distill_loss).
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ from hybrid_jax.train.losses import AXIS_NAME
 MODEL_INPUTS = ("query_ids", "query_mask", "passage_ids", "passage_mask")
 # Optional hard negatives: ids and token mask [b, H, Lp], validity [b, H] (0 = padding).
 NEGATIVE_INPUTS = ("negative_ids", "negative_mask", "negative_valid")
+# Teacher scores (loss.distill): of each (query, positive) [b] and (query, hard negative) [b, H].
+DISTILL_INPUTS = ("positive_score", "negative_score")
 
 
 @flax.struct.dataclass
@@ -87,13 +91,23 @@ def _embed(spec: _StepSpec, trainable_model, frozen_model, inputs, rng) -> dict:
     return out
 
 
-def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params, negative_valid=None):
+def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params, inputs: dict):
+    """The loss of the embeddings `emb`; `inputs` gives what is not encoded (negative validity,
+    teacher scores)."""
     c = spec.loss_config
     scale = losses.logit_scale(loss_params, c)
+    negative_valid = inputs.get("negative_valid")
     local, metrics = losses.contrastive_loss(emb["q"], emb["p"], scale=scale,
                                              axis_name=spec.axis_name, symmetric=c.symmetric,
                                              negative_emb=emb.get("n"),
                                              negative_valid=negative_valid)
+    if c.get("distill", "none") != "none":
+        distill = losses.distill_loss(
+            emb["q"], emb["p"], emb["n"], inputs["positive_score"], inputs["negative_score"],
+            scale=scale, kind=c.distill, temperature=c.distill_temperature,
+            negative_valid=negative_valid, axis_name=spec.axis_name)
+        metrics.update(contrastive_loss=local, distill_loss=distill)
+        local = local + c.distill_weight * distill
     total = jax.lax.pmean(local, spec.axis_name) if spec.axis_name else local
     metrics["logit_scale"] = scale
     return total, metrics
@@ -102,7 +116,7 @@ def _loss_of_embeddings(spec: _StepSpec, emb: dict, loss_params, negative_valid=
 def _grads_direct(spec: _StepSpec, params, frozen, inputs, rng):
     def loss_fn(p):
         emb = _embed(spec, p["model"], frozen.get("model", {}), inputs, rng)
-        return _loss_of_embeddings(spec, emb, p.get("loss", {}), inputs.get("negative_valid"))
+        return _loss_of_embeddings(spec, emb, p.get("loss", {}), inputs)
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
@@ -125,7 +139,7 @@ def _grads_cached(spec: _StepSpec, params, frozen, inputs, rng):
     # [b * H, D]) are in the order of the unchunked batch and its negative_valid.
     emb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), emb_chunks)
     (loss, metrics), (emb_grad, loss_grad) = jax.value_and_grad(
-        lambda e, lp: _loss_of_embeddings(spec, e, lp, inputs.get("negative_valid")),
+        lambda e, lp: _loss_of_embeddings(spec, e, lp, inputs),
         argnums=(0, 1), has_aux=True)(emb, params.get("loss", {}))
     emb_grad_chunks = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), emb_grad)
 
@@ -156,7 +170,8 @@ def make_train_step(module: DualEncoder, tx: optax.GradientTransformation,
         rng = jax.random.fold_in(jax.random.key(seed, impl=prng_impl), state.step)
         if axis_name:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        inputs = {name: batch[name] for name in MODEL_INPUTS + NEGATIVE_INPUTS if name in batch}
+        inputs = {name: batch[name] for name in MODEL_INPUTS + NEGATIVE_INPUTS + DISTILL_INPUTS
+                  if name in batch}
         (loss, metrics), grads = compute_grads(spec, state.params, frozen, inputs, rng)
         if axis_name:
             metrics = jax.lax.pmean(metrics, axis_name)
@@ -196,3 +211,16 @@ def check_first_batch(batch: dict, config) -> None:
     elif "negative_ids" in batch:
         raise InputError("data: the training iterator gives hard negatives but "
                          "data.hard_negatives is 0")
+    _check_scores(batch, config, b, hard)
+
+
+def _check_scores(batch: dict, config, b: int, hard: int) -> None:
+    if config.loss.distill == "none":
+        return
+    missing = [k for k in DISTILL_INPUTS if k not in batch]
+    if missing:
+        raise InputError(f"loss.distill={config.loss.distill!r} but the training iterator gives "
+                         f"no {missing}")
+    if batch["positive_score"].shape != (b,) or batch["negative_score"].shape != (b, hard):
+        raise InputError(f"data: teacher scores of shape {batch['positive_score'].shape} / "
+                         f"{batch['negative_score'].shape}, expected ({b},) / ({b}, {hard})")
