@@ -66,6 +66,8 @@ def _other_value(key, value):
         return value + "_x", value + "_x"
     if isinstance(value, (tuple, list)):   # a list field fails the parse: not overridable
         new = tuple(reversed(value))[:2] if len(value) > 1 else ("en", "de")
+        if new == tuple(value):  # a pair of equal numbers, e.g. (0, 0)
+            new = tuple(x + 1 for x in new)
         return ",".join(str(x) for x in new), new
     raise AssertionError(f"{key}: no override rule for a {type(value).__name__}")
 
