@@ -86,7 +86,7 @@ def _cfg(**overrides):
 
 
 def test_the_cache_is_refused_when_a_control_changes(known_scores, tmp_path, monkeypatch):
-    monkeypatch.setattr(mining, "_bundle", lambda cfg, model: FakeBundle)
+    monkeypatch.setattr(mining.workdir_cache, "model_bundle", lambda *args: FakeBundle)
     monkeypatch.setattr("hybrid_jax.retrieval.cache.params_fingerprint", lambda p: "fp")
     first = mining.mined_candidates(_cfg(), [EXAMPLE], ["en"], None, tmp_path)
     cache = tmp_path / mining.CACHE
