@@ -161,7 +161,7 @@ def get_config(arg=None):
         c.eval.datasets = ()  # dev data only: the pilot never scores a test question
         c.experiment.pilot = _pilot()
         _pilot_budget(c)
-        c.experiment.report_name = "tradeoff_pilot.md"
+        c.experiment.report_name = "tradeoff_pilot_tables.md"
     if arg == "tiny":
         _tiny(c)
     return c

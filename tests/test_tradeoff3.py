@@ -182,3 +182,26 @@ def test_pilot_end_to_end_on_tiny_both_directions(tmp_path):
     c.loss.temperature = 0.2  # another recipe in the same workdir is refused
     with pytest.raises(InputError, match="differs from this experiment's config"):
         pilot.run_pilot(c, tmp_path)
+
+
+def test_entry_criteria_from_curves():
+    from hybrid_jax.study import pilot_table
+
+    def run(*points):
+        return {"curve": [dict(step=5 * i, mono=m, cross=c, multi=x)
+                          for i, (m, c, x) in enumerate(points)]}
+
+    start = (0.70, 0.55, 0.35)
+    keeps = run(start, (0.71, 0.56, 0.40), (0.705, 0.57, 0.42))
+    dips = run(start, (0.69, 0.56, 0.40), (0.72, 0.57, 0.42))  # below the start once
+    flat = run(start, (0.70, 0.555, 0.355), (0.70, 0.556, 0.356))  # rises by less than 0.01
+    c = pilot_table.criteria({"mono": keeps, "hybrid": keeps, "cross": keeps}, 0.01)
+    assert c["a"] and c["b"] and not c["b_without_cross"]
+    assert c["a_mono_of_mono"]["worst"] == pytest.approx(0.005)
+    assert c["b_multi_of_hybrid"]["change"] == pytest.approx(0.07)
+    c = pilot_table.criteria({"mono": dips, "hybrid": keeps, "cross": flat}, 0.01)
+    assert c["a"] is False and c["b"] is False  # X-Y's cross rose by 0.006 only
+    assert c["a_mono_of_mono"]["worst"] == pytest.approx(-0.01)
+    c = pilot_table.criteria({"mono": keeps, "hybrid": keeps}, 0.01)
+    assert c["b"] and c["b_without_cross"] and c["b_cross_of_cross"] is None
+    assert pilot_table.criteria({"hybrid": run(start)}, 0.01)["b"] is None  # no trained step
