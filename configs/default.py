@@ -53,6 +53,7 @@ def get_config(arg=None):
     c.optim.learning_rate = 3e-5
     c.optim.schedule = "linear"     # 'constant' | 'linear' | 'cosine' (after warmup)
     c.optim.warmup_steps = 100
+    c.optim.warmup_from_zero = True  # False: the warm-up's first update is at lr / warmup_steps
     c.optim.end_lr_factor = 0.0     # final lr = learning_rate * end_lr_factor
     c.optim.weight_decay = 0.01     # not on biases, LayerNorm or loss parameters
     c.optim.b1 = 0.9
@@ -75,6 +76,7 @@ def get_config(arg=None):
     # Dev-selected checkpoint (hybrid_jax/train/selection.py): 'none' | 'loss' (the paper's) | 'map'
     c.train.select = "none"
     c.train.select_every = 100      # steps between dev scores (and at the last step)
+    c.train.select_at_start = False  # also score the starting model (step 0) as a candidate
     c.train.select_batches = 8      # dev batches for 'loss'
     c.train.select_batch_size = 0   # their size; 0: data.global_batch_size (a small dev fold
                                     # may not fill a paper-size batch without false negatives)

@@ -110,6 +110,8 @@ def validate_config(config, num_devices: Optional[int] = None) -> None:
     _check_distill(config)
     _require(float(config.optim.learning_rate) >= 0, "optim.learning_rate", "must be >= 0")
     _require(int(config.optim.warmup_steps) >= 0, "optim.warmup_steps", "must be >= 0")
+    _require(isinstance(config.optim.get("warmup_from_zero", True), bool),
+             "optim.warmup_from_zero", "must be True or False")
     _one_of("optim.schedule", config.optim.schedule, SCHEDULES)
     _check_regex("optim.frozen_params", config.optim.get("frozen_params", "") or "")
     _check_train(config.train)
@@ -243,7 +245,11 @@ def _check_selection(config) -> None:
     """train.select: the dev-fold score that keeps the best step (train/selection.py)."""
     t = config.train
     _one_of("train.select", t.select, SELECT_METRICS)
+    at_start = t.get("select_at_start", False)
+    _require(isinstance(at_start, bool), "train.select_at_start", "must be True or False")
     if t.select == "none":
+        _require(not at_start, "train.select_at_start",
+                 "scores the starting model for dev selection: set train.select too")
         return
     _require(int(t.select_every) >= 1, "train.select_every",
              f"must be >= 1 with train.select={t.select!r}")

@@ -1,6 +1,7 @@
 """The trade-off study's command line (driver.py says what it runs and writes):
 
     python -m hybrid_jax.study --config configs/tradeoff2.py --workdir W
+    python -m hybrid_jax.study --config configs/tradeoff3.py:pilot --workdir W   (pilot.py)
         [--max_runs N] [--only RUN[,RUN...]] [--report_only] [--dry_run] [--publish docs/]
         [--allow_mixed_code] [--config.a.b=...]
 """
@@ -8,6 +9,7 @@ from absl import flags
 
 from hybrid_jax import cli
 from hybrid_jax.errors import InputError
+from hybrid_jax.study import pilot
 from hybrid_jax.study.driver import run_experiment
 
 FLAGS = flags.FLAGS
@@ -36,9 +38,12 @@ def main(argv):
         raise InputError("--workdir is required")
     if FLAGS.max_runs < 0:
         raise InputError(f"--max_runs: must be >= 0, got {FLAGS.max_runs}")
-    run_experiment(FLAGS.config, FLAGS.workdir, max_runs=FLAGS.max_runs,
-                   report_only=FLAGS.report_only, publish=FLAGS.publish, dry_run=FLAGS.dry_run,
-                   allow_mixed_code=FLAGS.allow_mixed_code, only=FLAGS.only)
+    # A config with experiment.pilot is a recipe pilot (study/pilot.py), not a grid.
+    is_pilot = "experiment" in FLAGS.config and "pilot" in FLAGS.config.experiment
+    run = pilot.run_pilot if is_pilot else run_experiment
+    run(FLAGS.config, FLAGS.workdir, max_runs=FLAGS.max_runs, report_only=FLAGS.report_only,
+        publish=FLAGS.publish, dry_run=FLAGS.dry_run, allow_mixed_code=FLAGS.allow_mixed_code,
+        only=FLAGS.only)
 
 
 if __name__ == "__main__":

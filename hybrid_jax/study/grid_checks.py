@@ -26,7 +26,8 @@ IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
 # Keys added since runs were saved, at the default that reproduces those runs: absent == default.
 ADDED_KEY_DEFAULTS = {"eval.compute_dtype": "", "eval.every_datasets": [],
                       "train.cpu_ynnpack_dots": True, "model.remat": "none",
-                      "data.mono_schedule": "coin"}
+                      "data.mono_schedule": "coin", "optim.warmup_from_zero": True,
+                      "train.select_at_start": False}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

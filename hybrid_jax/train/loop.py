@@ -71,6 +71,8 @@ def train(run: Run, writer: MetricsWriter, *, evaluate_every: int = 0,
         f"{jax.devices()[0].platform} device(s) ({c.parallelism}), global batch "
         f"{int(c.data.global_batch_size)}")
     loop, preempted = StepLoop(run, writer, evaluate_every, end), False
+    if step == 0 and run.selector and bool(c.train.get("select_at_start", False)):
+        loop.select(0)  # the starting model is a candidate (train.select_at_start)
     with PreemptionFlag() as preemption, memory_hooks.step_loop():  # same-shaped steps
         try:
             while step < end:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
@@ -79,7 +80,17 @@ def make_schedule(optim_config, num_steps: int) -> optax.Schedule:
         after = optax.cosine_decay_schedule(peak, decay_steps, alpha=float(c.end_lr_factor))
     if warmup == 0:
         return after
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+    return optax.join_schedules([_warmup(peak, warmup, c.get("warmup_from_zero", True)), after],
+                                [warmup])
+
+
+def _warmup(peak: float, warmup: int, from_zero: bool) -> optax.Schedule:
+    """The warm-up's learning rates at optimizer steps 0..warmup-1.  From zero: 0, peak/w, ...
+    (optax's ramp; its first update is a no-op).  Not from zero: peak/w, 2 peak/w, ..., peak, so
+    every step of the budget moves the model."""
+    if from_zero:
+        return optax.linear_schedule(0.0, peak, warmup)
+    return lambda count: peak * jnp.minimum(count + 1, warmup) / warmup
 
 
 def make_optimizer(optim_config, num_steps: int):

@@ -9,8 +9,13 @@ keep the best step's params beside the latest checkpoint (`ckpt:<workdir>@best` 
                          The dev batches are the same at every selection, so the scores of one
                          run are comparable; across batch sizes they are not
   train.select = 'map'   mean of mono, cross and multi macro mAP@k on the dev articles
-                         (LAReQA formats only)
+                         (LAReQA formats only); each of the three is logged too
+                         (select/mono, select/cross, select/multi)
   train.select = 'none'  no selection (default): the final evaluation uses the last step
+
+With `train.select_at_start` the starting model is scored too, before the first update (step 0),
+and is a candidate like any other step: when no trained step beats it, the selected step is 0 and
+the final evaluation scores the starting weights.
 
 The dev fold is cut by the run's own fold rule (data.split_seed / split_sizes), so it is disjoint
 from the training and test articles.  Scores and the selected step go to metrics.jsonl
@@ -28,6 +33,7 @@ from hybrid_jax.train import losses
 from hybrid_jax.train.checkpoints import BestKeeper
 
 DEV_SEED = 0  # the same dev batches for every run and seed of a grid
+MAP_SETTINGS = ("mono", "cross", "multi")  # what train.select='map' averages (and logs apart)
 
 
 class DevScorer:
@@ -35,6 +41,7 @@ class DevScorer:
 
     def __init__(self, config, pretrained):
         self.config, self.metric = config, str(config.train.select)
+        self.parts: dict[str, float] = {}  # 'map': the last score's mono / cross / multi mAP@k
         if self.metric == "loss":
             self.batches = dev_loss_batches(config, pretrained)
         else:
@@ -54,7 +61,8 @@ class DevScorer:
                                 folds=FoldRule.from_config(self.config.data))
         m = out["datasets"]["dev"]
         k = int(cfg["k"])
-        return -float(np.mean([m[s]["macro"][f"map@{k}"] for s in ("mono", "cross", "multi")]))
+        self.parts = {s: float(m[s]["macro"][f"map@{k}"]) for s in MAP_SETTINGS}
+        return -float(np.mean([self.parts[s] for s in MAP_SETTINGS]))
 
 
 def dev_loss_batches(config, pretrained) -> list[dict]:
@@ -112,10 +120,12 @@ class Selector:
         """Scores `bundle` (the current params), keeps `trainable` if best, logs both."""
         score = self.scorer.score(bundle, trainable.get("loss", {}))
         kept = self.keeper.offer(step, score, trainable)
+        parts = {f"select/{s}": v for s, v in self.scorer.parts.items()}
         writer.write(step, {"select/score": score, "select/best_step": self.keeper.step,
-                            "select/best_score": self.keeper.score})
+                            "select/best_score": self.keeper.score, **parts})
         if jax.process_index() == 0:
             shown = -score if self.scorer.metric == "map" else score
-            print(f"step {step}: dev {self.scorer.metric} {shown:.4f}"
+            apart = "".join(f", {s} {v:.4f}" for s, v in self.scorer.parts.items())
+            print(f"step {step}: dev {self.scorer.metric} {shown:.4f}{apart}"
                   + (" (best so far, kept)" if kept else
                      f" (best: step {self.keeper.step})"), flush=True)

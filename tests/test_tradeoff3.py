@@ -1,0 +1,207 @@
+"""The third edition (configs/tradeoff3.py): zero-shot in both directions with evaluation sets
+disjoint from training and dev, the warm-up whose first update moves the model, the starting
+model scored and selectable at step 0, and the recipe pilot end to end on its tiny variant."""
+import contextlib
+import io
+import json
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from configs import tiny as tiny_config
+from configs import tradeoff3
+from hybrid_jax.data import pipeline
+from hybrid_jax.errors import InputError
+from hybrid_jax.evaluation.datasets import load_dataset
+from hybrid_jax.models import run_checkpoint
+from hybrid_jax.study import pilot
+from hybrid_jax.train import loop, optim
+
+CACHE = "/tmp/hybrid_jax_test_xla_cache"
+
+
+# -- zero-shot in both directions: nothing evaluated was trained or selected on -----------------
+
+def _texts(examples) -> set:
+    out = set()
+    for e in examples:
+        out.update(t.strip() for t in (*e.queries.values(), *e.passages.values()))
+        out.update(t.strip() for ts in e.negatives.values() for t in ts)
+    return out
+
+
+@pytest.mark.parametrize("direction,evaluated,n_questions", [("A", "xquad-r", 1190 * 11),
+                                                              ("B", "mlqa-r", 4199)])
+def test_evaluation_set_is_disjoint_from_training_and_dev(shared_data, direction, evaluated,
+                                                          n_questions):
+    c = tradeoff3.get_config("B" if direction == "B" else "")
+    (spec,) = c.eval.datasets
+    assert spec["name"] == evaluated and spec["fold"] == "all"
+    ds = load_dataset(spec)
+    assert len(ds.questions) == n_questions  # every language of the benchmark
+    answer_text = {u.uid: u.text.strip() for u in ds.candidates}
+    trained, articles = [], {}
+    for fold in ("train", "dev"):
+        data = c.data.copy_and_resolve_references()
+        data.train_fold = fold
+        examples = pipeline.load_training_examples(data)
+        articles[fold] = {e.article for e in examples}
+        trained += examples
+    assert articles["train"] and articles["dev"] and not articles["train"] & articles["dev"]
+    keys, texts = {e.key for e in trained}, _texts(trained)
+    assert not {q.qid for q in ds.questions} & keys
+    assert not {answer_text[q.answer_uid] for q in ds.questions} & texts
+    assert not {q.text.strip() for q in ds.questions} & texts
+
+
+# -- the warm-up option ---------------------------------------------------------------------------
+
+def _optim(**kw):
+    c = tiny_config.get_config().optim
+    c.update(dict(learning_rate=1e-3, warmup_steps=4, schedule="linear", end_lr_factor=0.0, **kw))
+    return c
+
+
+def test_warmup_not_from_zero_moves_the_model_at_the_first_update():
+    off = optim.make_schedule(_optim(warmup_from_zero=False), 20)
+    lrs = [float(off(i)) for i in range(6)]
+    np.testing.assert_allclose(lrs[:4], [2.5e-4, 5e-4, 7.5e-4, 1e-3], rtol=1e-6)
+    assert lrs[4] == pytest.approx(1e-3) and lrs[5] < 1e-3  # then the decay, as before
+    default = optim.make_schedule(_optim(), 20)
+    reference = optax.join_schedules([optax.linear_schedule(0.0, 1e-3, 4),
+                                      optax.linear_schedule(1e-3, 0.0, 16)], [4])
+    for i in range(20):  # the default is the schedule existing runs trained with
+        assert float(default(i)) == float(reference(i))
+    assert float(default(0)) == 0.0
+    # The first AdamW update: none from zero, one not from zero.
+    params = {"w": np.ones(3, np.float32)}
+    grads = {"w": np.full(3, 0.5, np.float32)}
+    for from_zero, moved in ((True, False), (False, True)):
+        tx, _ = optim.make_optimizer(_optim(warmup_from_zero=from_zero, weight_decay=0.0), 20)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        assert bool(np.any(np.asarray(updates["w"]) != 0)) == moved
+
+
+# -- step 0 scored and selectable -----------------------------------------------------------------
+
+def test_the_starting_model_is_scored_and_selected_when_nothing_beats_it(tmp_path):
+    c = tradeoff3.get_config("tiny")
+    del c.experiment
+    c.optim.learning_rate = 0.0  # nothing moves: no later step can beat the start
+    c.train.compilation_cache_dir = CACHE
+    c.eval.datasets = (dict(tradeoff3.XQUAD_R_ALL, fold="dev", languages=("en",),
+                            name="xquad-r-dev-en"),)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = loop.train_and_evaluate(c, str(tmp_path))
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    scored = {r["step"]: r for r in rows if "select/mono" in r}
+    assert sorted(scored) == [0, 2, 4]
+    start = scored[0]
+    for r in scored.values():  # mono, cross and multi apart; their mean is the score
+        assert r["select/score"] == pytest.approx(
+            -np.mean([r["select/mono"], r["select/cross"], r["select/multi"]]))
+        assert (r["select/mono"], r["select/multi"]) == (start["select/mono"],
+                                                         start["select/multi"])
+        assert r["select/best_step"] == 0
+    assert run_checkpoint.best_step(str(tmp_path)) == 0
+    assert "final evaluation on the dev-selected step 0" in out.getvalue()
+    assert "xquad-r-dev-en" in result["eval"]["datasets"]
+
+
+def test_select_at_start_needs_a_selection_metric():
+    from hybrid_jax import config as schema
+
+    c = tiny_config.get_config()
+    c.train.select, c.train.select_at_start = "none", True
+    with pytest.raises(InputError, match="train.select_at_start"):
+        schema.validate_config(c)
+
+
+# -- the pilot ------------------------------------------------------------------------------------
+
+def test_pilot_plan_and_run_configs():
+    c = tradeoff3.get_config("pilot")
+    runs = pilot.plan(c)
+    names = [s.name for s, _, _ in runs]
+    assert names[:2] == ["A-base-mono", "A-base-hybrid-a0.5"]
+    assert len(names) == len(set(names)) == len(tradeoff3.PILOT_RUNS)
+    base = pilot.run_config(c, *runs[1])
+    assert (base.data.dataset_dir, base.data.sampling, base.data.alpha,
+            base.data.mono_schedule) == (tradeoff3.MLQA_R_DIR, "hybrid", 0.5, "exact")
+    assert (base.loss.temperature, base.optim.learning_rate, base.optim.warmup_from_zero,
+            base.optim.freeze_word_embeddings, base.data.hard_negatives) == (0.01, 1e-5, False,
+                                                                              True, 1)
+    assert tuple(base.eval.datasets) == ()  # dev data only
+    learned = pilot.run_config(c, *next(r for r in runs if r[2] == "temp-learned"))
+    assert learned.loss.learn_temperature and learned.loss.max_logit_scale == 200.0
+    c.experiment.pilot.settings = ("base:", "bad: optim.nope=1")
+    c.experiment.pilot.runs = ("bad:mono",)
+    with pytest.raises(InputError, match="unknown config key 'optim.nope'"):
+        pilot.run_config(c, *pilot.plan(c)[0])
+    c.experiment.pilot.runs = ("base:both",)
+    with pytest.raises(InputError, match="experiment.pilot.runs"):
+        pilot.plan(c)
+
+
+def test_pilot_end_to_end_on_tiny_both_directions(tmp_path):
+    c = tradeoff3.get_config("tiny")
+    c.train.compilation_cache_dir = CACHE
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        path = pilot.run_pilot(c, tmp_path)
+    tables = json.loads(path.with_suffix(".json").read_text())
+    assert tables["finished"] == tables["planned"] == 4
+    by = {(e["direction"], e["setting"]): e for e in tables["settings"]}
+    assert set(by) == {("A", "base"), ("B", "base")}
+    for e in by.values():
+        for run in e["runs"].values():
+            assert [r["step"] for r in run["curve"]] == [0, 2, 4]
+        # every run starts from the same model on the same dev fold
+        starts = {json.dumps(r["curve"][0], sort_keys=True) for r in e["runs"].values()}
+        assert len(starts) == 1
+        crit = e["criteria"]
+        mono = e["runs"]["mono"]["curve"]
+        assert crit["a_mono_of_mono"]["worst"] == pytest.approx(
+            min(r["mono"] - mono[0]["mono"] for r in mono[1:]))
+        assert crit["a"] == (crit["a_mono_of_mono"]["worst"] >= 0)
+    assert by[("A", "base")]["runs"]["mono"]["curve"][0] != by[("B", "base")]["runs"]["mono"][
+        "curve"][0]  # each direction has its own dev fold
+    markdown = path.read_text()
+    assert "| A | base |" in markdown and "### B / base" in markdown
+    # Weights of finished runs are gone; a second invocation skips every run.
+    run_dir = tmp_path / "runs" / "A-base-mono"
+    assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").is_file()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        pilot.run_pilot(c, tmp_path)
+    assert "4 finished, 0 to do" in out.getvalue() and "run 1/" not in out.getvalue()
+    c.loss.temperature = 0.2  # another recipe in the same workdir is refused
+    with pytest.raises(InputError, match="differs from this experiment's config"):
+        pilot.run_pilot(c, tmp_path)
+
+
+def test_entry_criteria_from_curves():
+    from hybrid_jax.study import pilot_table
+
+    def run(*points):
+        return {"curve": [dict(step=5 * i, mono=m, cross=c, multi=x)
+                          for i, (m, c, x) in enumerate(points)]}
+
+    start = (0.70, 0.55, 0.35)
+    keeps = run(start, (0.71, 0.56, 0.40), (0.705, 0.57, 0.42))
+    dips = run(start, (0.69, 0.56, 0.40), (0.72, 0.57, 0.42))  # below the start once
+    flat = run(start, (0.70, 0.555, 0.355), (0.70, 0.556, 0.356))  # rises by less than 0.01
+    c = pilot_table.criteria({"mono": keeps, "hybrid": keeps, "cross": keeps}, 0.01)
+    assert c["a"] and c["b"] and not c["b_without_cross"]
+    assert c["a_mono_of_mono"]["worst"] == pytest.approx(0.005)
+    assert c["b_multi_of_hybrid"]["change"] == pytest.approx(0.07)
+    c = pilot_table.criteria({"mono": dips, "hybrid": keeps, "cross": flat}, 0.01)
+    assert c["a"] is False and c["b"] is False  # X-Y's cross rose by 0.006 only
+    assert c["a_mono_of_mono"]["worst"] == pytest.approx(-0.01)
+    c = pilot_table.criteria({"mono": keeps, "hybrid": keeps}, 0.01)
+    assert c["b"] and c["b_without_cross"] and c["b_cross_of_cross"] is None
+    assert pilot_table.criteria({"hybrid": run(start)}, 0.01)["b"] is None  # no trained step
