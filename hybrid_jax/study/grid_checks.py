@@ -27,7 +27,17 @@ IGNORED_KEYS = ("eval.progress", "eval.plots", "eval.cache", "eval.batch_size",
 ADDED_KEY_DEFAULTS = {"eval.compute_dtype": "", "eval.every_datasets": [],
                       "train.cpu_ynnpack_dots": True, "model.remat": "none",
                       "data.mono_schedule": "coin", "optim.warmup_from_zero": True,
-                      "train.select_at_start": False}
+                      "train.select_at_start": False, "model.reinit_top_layers": 0,
+                      "model.lora_rank": 0, "model.lora_alpha": 16.0,
+                      "model.lora_targets": ["query", "key", "value", "attention_output",
+                                             "intermediate", "output"],
+                      "model.lora_dropout": 0.0, "loss.distill": "none",
+                      "loss.distill_weight": 1.0, "loss.distill_temperature": 0.05,
+                      "data.teacher_model": "", "data.mining_skip_top": 0,
+                      "data.mining_margin": 0.0, "data.mining_range": [0, 0], "data.store": "",
+                      "data.store_cache": "", "data.draw": "permutation", "data.sources": [],
+                      "data.source_mixing": "batch", "data.source_schedule": "draw",
+                      "data.train_fraction": 1.0}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
