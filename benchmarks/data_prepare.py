@@ -43,8 +43,7 @@ def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negativ
                                   "--out", str(root / "store")],
                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                      [str(REPO), os.environ.get("PYTHONPATH", "")])})
-        # wait4: this child's own usage (RUSAGE_CHILDREN would mix in earlier sections' children)
-        _, status, usage = os.wait4(child.pid, 0)
+        status, usage, peak_kb = _wait_with_peak(child.pid)
         child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
         if child.returncode:
@@ -55,7 +54,7 @@ def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negativ
                 "texts_read": texts, "distinct_texts": store.meta["n_texts"],
                 "tokens": int(store.offsets[-1]), "wall_s": wall, "texts_per_s": texts / wall,
                 "distinct_texts_per_s": store.meta["n_texts"] / wall,
-                "peak_rss_gb": usage.ru_maxrss / 2**20, "generate_s": generate_s,
+                "peak_rss_gb": peak_kb / 2**20, "generate_s": generate_s,
                 # CPU seconds it used: on shared cores texts / cpu_s is the steadier figure
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 "texts_per_cpu_s": texts / (usage.ru_utime + usage.ru_stime),
@@ -64,6 +63,25 @@ def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negativ
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_with_peak(pid: int, every_s: float = 0.1):
+    """(exit status, rusage, peak resident kB) of child `pid`. The peak is its VmHWM, read while it
+    runs: the rusage's ru_maxrss of a child starts from the parent's peak at fork, so after the
+    training sections of `make bench` it would report their memory, not the prepare step's."""
+    peak_kb = 0
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                hwm = [line for line in f if line.startswith("VmHWM:")]
+            peak_kb = max([peak_kb] + [int(line.split()[1]) for line in hwm])
+        except OSError:
+            pass
+        # wait4: this child's own usage (RUSAGE_CHILDREN would mix in earlier sections' children)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage, peak_kb or usage.ru_maxrss
+        time.sleep(every_s)
 
 
 def markdown(p: dict, meta: str = "") -> list[str]:
