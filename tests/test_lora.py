@@ -174,3 +174,21 @@ def test_off_by_default(base):
     assert default.get_config().model.lora_rank == 0
     assert lora.for_training(base, default.get_config().model, seed=0) is base
     assert lora.merged(base) is base
+
+
+def test_the_final_evaluation_scores_the_selected_adapters(shared_data, tmp_path):
+    """A LoRA run with dev selection evaluates the selected step's adapters on its base: the same
+    scores as --mode evaluate, which loads ckpt:<workdir>@best."""
+    from test_selection import _select_config
+
+    from hybrid_jax.evaluation import entry
+
+    config = _select_config(shared_data, **{"train.num_steps": 4, "model.lora_rank": 4,
+                                            "model.lora_alpha": 8.0})
+    config.eval.datasets = ({"name": "xquad-r-test", "type": "xquad-r",
+                             "path": str(shared_data / "xquad-r"), "fold": "test",
+                             "languages": ("en", "de")},)
+    config.eval.plots = False
+    final = loop.train_and_evaluate(config, tmp_path / "run")
+    again = entry.evaluate_checkpoint(config, tmp_path / "run")
+    assert final["eval"]["scalars"] and final["eval"]["scalars"] == again["scalars"]

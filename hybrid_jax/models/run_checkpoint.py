@@ -215,13 +215,7 @@ def restore_params(workdir, step: Optional[int | str] = None) -> tuple[Any, dict
     Raises InputError when the workdir has no checkpoint (or not the requested step).
     """
     workdir = os.path.abspath(os.fspath(workdir))
-    path = _params_path(workdir, step)
-    step_dir = os.path.dirname(path)
-    with unreadable_is_input_error(os.path.dirname(step_dir), os.path.basename(step_dir)):
-        trainable = _restore_tree(path)
-    fallback = (f"load an earlier step with ckpt:{workdir}@<step> (saved steps: "
-                f"{saved_steps(workdir)})")
-    verify(trainable, _saved_digests(step_dir), step_dir, fallback)
+    trainable = restore_trainable(workdir, step)
     frozen = {}
     if os.path.exists(os.path.join(workdir, FROZEN_DIR)):
         with unreadable_is_input_error(workdir, FROZEN_DIR):
@@ -233,6 +227,20 @@ def restore_params(workdir, step: Optional[int | str] = None) -> tuple[Any, dict
     flat.update(traverse_util.flatten_dict(frozen))
     params = traverse_util.unflatten_dict(flat)
     return params["model"], read_run_config(workdir)
+
+
+def restore_trainable(workdir, step: Optional[int | str] = None) -> Any:
+    """The trained part of a step's params alone (a LoRA run's: its adapters), checked against
+    its digests; `step` as in restore_params."""
+    workdir = os.path.abspath(os.fspath(workdir))
+    path = _params_path(workdir, step)
+    step_dir = os.path.dirname(path)
+    with unreadable_is_input_error(os.path.dirname(step_dir), os.path.basename(step_dir)):
+        trainable = _restore_tree(path)
+    fallback = (f"load an earlier step with ckpt:{workdir}@<step> (saved steps: "
+                f"{saved_steps(workdir)})")
+    verify(trainable, _saved_digests(step_dir), step_dir, fallback)
+    return trainable
 
 
 def read(spec: str) -> tuple[Any, dict, dict]:

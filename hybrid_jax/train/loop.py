@@ -102,9 +102,11 @@ def _final_model(run: Run, step: int):
     if best is None:
         return current_bundle(run, f"{run.workdir}@{step}")
     log(f"final evaluation on the dev-selected step {best} (of {step})")
-    params, _ = run_checkpoint.restore_params(run.workdir, run_checkpoint.BEST)
-    bundle = run.pretrained.bundle(tied=bool(run.config.model.tied),
-                                   params=jax.device_put(params))
+    # The selected step's trained part on the run's own frozen part (a LoRA run writes no
+    # frozen_params/: its frozen part is the base model, which the run holds).
+    params = run_setup.model_params(
+        run, run_checkpoint.restore_trainable(run.workdir, run_checkpoint.BEST))
+    bundle = run.pretrained.bundle(tied=bool(run.config.model.tied), params=params)
     bundle.name = f"{run.workdir}@{best}"
     return bundle
 
