@@ -151,7 +151,8 @@ class HybridSampler:
     def plan(self, step: int) -> BatchPlan:
         rng = _step_rng(self.seed, step)
         coin = rng.random()  # drawn in both schedules: every later draw is the same in both
-        is_mono = bool(coin < self.alpha) if self._exact_mono is None else self._scheduled(step)
+        is_mono = (bool(coin < self.alpha) if self._exact_mono is None
+                   else scheduled_mono(self._exact_mono, step))
         if is_mono:
             pairs = [self.mono_pairs[rng.choice(len(self.mono_pairs), p=self._mono_p)]]
             probs = np.ones(1)
@@ -164,14 +165,6 @@ class HybridSampler:
         idx, q, p = (np.array(c) for c in zip(*chosen))
         return BatchPlan(int(step), is_mono, idx.astype(np.int64), q.astype(np.int32),
                          p.astype(np.int32))
-
-    def _scheduled(self, step: int) -> bool:
-        """Whether `step` is mono under mono_schedule='exact'."""
-        n = len(self._exact_mono)
-        if not 0 <= int(step) < n:
-            raise InputError(f"data.mono_schedule='exact': step {step} lies outside the run's "
-                             f"{n} steps (train.num_steps); the exact share is fixed over them")
-        return bool(self._exact_mono[int(step)])
 
     def _fill(self, rng, pairs, probs) -> list[tuple[int, int, int]]:
         """Draw B (example, q_lang, p_lang) triples, a language pair per slot, without conflicts."""
@@ -208,6 +201,15 @@ class HybridSampler:
 def _step_rng(seed: int, step: int) -> np.random.Generator:
     """A step's draws, in order: its coin (mono or cross), then its languages and examples."""
     return np.random.default_rng([int(seed), int(step)])
+
+
+def scheduled_mono(exact_mono: np.ndarray, step: int) -> bool:
+    """Whether `step` is mono under mono_schedule='exact' (`exact_mono`: exact_mono_steps)."""
+    n = len(exact_mono)
+    if not 0 <= int(step) < n:
+        raise InputError(f"data.mono_schedule='exact': step {step} lies outside the run's "
+                         f"{n} steps (train.num_steps); the exact share is fixed over them")
+    return bool(exact_mono[int(step)])
 
 
 def exact_mono_steps(seed: int, alpha: float, num_steps) -> np.ndarray:

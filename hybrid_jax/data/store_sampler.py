@@ -26,7 +26,7 @@ import hashlib
 
 import numpy as np
 
-from hybrid_jax.data.sampler import (BatchPlan, check_choice, exact_mono_steps,
+from hybrid_jax.data.sampler import (BatchPlan, check_choice, exact_mono_steps, scheduled_mono,
                                      CROSS_PAIRINGS, LANGUAGE_WEIGHTS, MONO_SCHEDULES, SAMPLINGS)
 from hybrid_jax.errors import InputError
 
@@ -138,7 +138,8 @@ class StoreSampler:
     def plan(self, step: int) -> BatchPlan:
         rng = np.random.default_rng([self.seed, int(step), *self.stream])
         coin = rng.random()  # drawn in both schedules (sampler.py)
-        is_mono = bool(coin < self.alpha) if self._exact_mono is None else self._scheduled(step)
+        is_mono = (bool(coin < self.alpha) if self._exact_mono is None
+                   else scheduled_mono(self._exact_mono, step))
         if is_mono:
             pairs = [self.mono_pairs[rng.choice(len(self.mono_pairs), p=self._mono_p)]]
             probs = np.ones(1)
@@ -151,13 +152,6 @@ class StoreSampler:
         idx, q, p = (np.array(c) for c in zip(*chosen))
         return BatchPlan(int(step), is_mono, idx.astype(np.int64), q.astype(np.int32),
                          p.astype(np.int32))
-
-    def _scheduled(self, step: int) -> bool:
-        n = len(self._exact_mono)
-        if not 0 <= int(step) < n:
-            raise InputError(f"data.mono_schedule='exact': step {step} lies outside the run's "
-                             f"{n} steps (train.num_steps); the exact share is fixed over them")
-        return bool(self._exact_mono[int(step)])
 
 
 class _Fill:
