@@ -77,6 +77,7 @@ def get_config(arg=None):
     c.train.select = "none"
     c.train.select_every = 100      # steps between dev scores (and at the last step)
     c.train.select_at_start = False  # also score the starting model (step 0) as a candidate
+    c.train.select_per_query = False  # 'map': keep each scoring's mono per-query dev scores
     c.train.select_batches = 8      # dev batches for 'loss'
     c.train.select_batch_size = 0   # their size; 0: data.global_batch_size (a small dev fold
                                     # may not fill a paper-size batch without false negatives)

@@ -28,13 +28,16 @@ Variants:
            batch 32 (GradCache 2 x 16) and 20 steps to fit a 2-core CPU,
            X-X-mono / hybrid (and X-Y for the base) x one seed, one factor at a time; dev data
            only: no test question is scored (eval.datasets is empty).
+  'pilot-seeds'  the pilot's seed replication: the leading setting (lr3e-5) on seeds 0-3 with
+           per-query dev scores (the variance components of the power analysis), its X-Y, and
+           the base on a second seed.
   'tiny'   the pilot on a random tiny model, en + de, both directions, 4 steps (tests; seconds).
 """
 import ml_collections
 
 from configs import paper_cpu, tradeoff
 
-VARIANTS = ("", "B", "pilot", "tiny")
+VARIANTS = ("", "B", "pilot", "pilot-seeds", "tiny")
 MLQA_R_DIR = "../shared/data/mlqa-r"
 XQUAD_R_DIR = "../shared/data/xquad-r"
 XQUAD_R_ALL = dict(name="xquad-r", type="xquad-r", path=XQUAD_R_DIR, fold="all")
@@ -124,6 +127,14 @@ PILOT_RUNS = (
     "words-trained:hybrid")
 
 
+# The seed replication, most needed first: the pairs (X-X-mono, hybrid) of the leading setting
+# by seed for the variance components, its X-Y for criterion (b), the base on a second seed.
+PILOT_SEED_RUNS = (
+    "lr3e-5:mono@1", "lr3e-5:hybrid@1", "lr3e-5:mono@0", "lr3e-5:hybrid@0", "lr3e-5:mono@2",
+    "lr3e-5:hybrid@2", "lr3e-5:cross@0", "base:mono@1", "base:hybrid@1", "lr3e-5:mono@3",
+    "lr3e-5:hybrid@3")
+
+
 def _pilot() -> ml_collections.ConfigDict:
     p = ml_collections.ConfigDict()
     p.directions = ("A",)
@@ -152,16 +163,22 @@ def _pilot_budget(c) -> None:
 def get_config(arg=None):
     arg = arg or ""
     if arg not in VARIANTS:
-        raise ValueError(f"configs/tradeoff3.py: unknown variant {arg!r} (B, pilot, tiny)")
+        raise ValueError(f"configs/tradeoff3.py: unknown variant {arg!r} ({', '.join(VARIANTS[1:])})")
     c = paper_cpu.get_config()
     _recipe(c)
     c.experiment = _experiment()
     apply_direction(c, "B" if arg == "B" else "A")
-    if arg in ("pilot", "tiny"):
+    if arg in ("pilot", "pilot-seeds", "tiny"):
         c.eval.datasets = ()  # dev data only: the pilot never scores a test question
         c.experiment.pilot = _pilot()
         _pilot_budget(c)
         c.experiment.report_name = "tradeoff_pilot_tables.md"
+    if arg == "pilot-seeds":
+        c.experiment.pilot.settings = tuple(s for s in PILOT_SETTINGS
+                                            if s.split(":")[0] in ("base", "lr3e-5"))
+        c.experiment.pilot.runs = PILOT_SEED_RUNS
+        c.train.select_per_query = True
+        c.experiment.report_name = "tradeoff_pilot_seeds_tables.md"
     if arg == "tiny":
         _tiny(c)
     return c
@@ -180,3 +197,4 @@ def _tiny(c) -> None:
     p.settings = ("base:", "temp0.05: loss.temperature=0.05")
     p.runs = ("base:mono", "base:hybrid")
     p.languages = tradeoff.TINY_LANGUAGES
+    c.train.select_per_query = True

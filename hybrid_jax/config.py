@@ -247,6 +247,10 @@ def _check_selection(config) -> None:
     _one_of("train.select", t.select, SELECT_METRICS)
     at_start = t.get("select_at_start", False)
     _require(isinstance(at_start, bool), "train.select_at_start", "must be True or False")
+    per_query = t.get("select_per_query", False)
+    _require(isinstance(per_query, bool), "train.select_per_query", "must be True or False")
+    _require(not per_query or t.select == "map", "train.select_per_query",
+             "writes the per-query scores of train.select='map': set it")
     if t.select == "none":
         _require(not at_start, "train.select_at_start",
                  "scores the starting model for dev selection: set train.select too")

@@ -17,6 +17,7 @@ from hybrid_jax.data import pipeline
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation.datasets import load_dataset
 from hybrid_jax.models import run_checkpoint
+from hybrid_jax.evaluation import per_query
 from hybrid_jax.study import pilot
 from hybrid_jax.train import loop, optim
 
@@ -119,6 +120,9 @@ def test_select_at_start_needs_a_selection_metric():
     c.train.select, c.train.select_at_start = "none", True
     with pytest.raises(InputError, match="train.select_at_start"):
         schema.validate_config(c)
+    c.train.select, c.train.select_at_start, c.train.select_per_query = "loss", False, True
+    with pytest.raises(InputError, match="train.select_per_query"):
+        schema.validate_config(c)
 
 
 # -- the pilot ------------------------------------------------------------------------------------
@@ -142,9 +146,26 @@ def test_pilot_plan_and_run_configs():
     c.experiment.pilot.runs = ("bad:mono",)
     with pytest.raises(InputError, match="unknown config key 'optim.nope'"):
         pilot.run_config(c, *pilot.plan(c)[0])
-    c.experiment.pilot.runs = ("base:both",)
-    with pytest.raises(InputError, match="experiment.pilot.runs"):
-        pilot.plan(c)
+    for bad in ("base:both", "base:mono@x"):
+        c.experiment.pilot.runs = (bad,)
+        with pytest.raises(InputError, match="experiment.pilot.runs"):
+            pilot.plan(c)
+
+
+def test_pilot_seed_replication_plan():
+    c = tradeoff3.get_config("pilot-seeds")
+    runs = pilot.plan(c)
+    by_name = {s.name: (s, setting) for s, _, setting in runs}
+    assert len(by_name) == len(tradeoff3.PILOT_SEED_RUNS)
+    spec, setting = by_name["A-lr3e-5-hybrid-a0.5-s2"]
+    assert (spec.seed, spec.sampler, setting) == (2, "hybrid", "lr3e-5")
+    run = pilot.run_config(c, spec, "A", setting)
+    assert (run.seed, run.data.seed, run.optim.learning_rate) == (2, 2, 3e-5)
+    assert run.train.select_per_query and tuple(run.eval.datasets) == ()
+    # X-X-mono and hybrid of the leading setting on the same seeds (the power analysis's pairs)
+    seeds = {cond: {s.seed for s, _, st in runs if st == "lr3e-5" and s.sampler == cond}
+             for cond in ("mono", "hybrid")}
+    assert seeds["mono"] == seeds["hybrid"] == {0, 1, 2, 3}
 
 
 def test_pilot_end_to_end_on_tiny_both_directions(tmp_path):
@@ -171,7 +192,14 @@ def test_pilot_end_to_end_on_tiny_both_directions(tmp_path):
     assert by[("A", "base")]["runs"]["mono"]["curve"][0] != by[("B", "base")]["runs"]["mono"][
         "curve"][0]  # each direction has its own dev fold
     markdown = path.read_text()
-    assert "| A | base |" in markdown and "### B / base" in markdown
+    assert "| A | base | 0 |" in markdown and "### B / base / seed 0" in markdown
+    # train.select_per_query: each scoring's mono per-query dev scores, by step
+    scored = tmp_path / "runs" / "A-base-mono" / "select"
+    assert sorted(p.name for p in scored.iterdir()) == ["step_0", "step_2", "step_4"]
+    groups = per_query.load(scored / "step_0" / "per_query.npz")
+    assert set(groups) == {"pool=de", "pool=en"}
+    for name, table in groups.items():  # the mono rows only: questions in the pool's language
+        assert len(table["qid"]) > 0 and set(table["lang"]) == {name[len("pool="):]}
     # Weights of finished runs are gone; a second invocation skips every run.
     run_dir = tmp_path / "runs" / "A-base-mono"
     assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").is_file()

@@ -82,7 +82,8 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 
 def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool = True,
              folds: Optional[FoldRule] = None, cache_dir=None) -> dict:
-    """Evaluate on every dataset; returns {"datasets": {name: metrics}, "scalars": {flat}}.
+    """Evaluate on every dataset; returns {"datasets": {name: metrics}, "scalars": {flat},
+    "per_query": {name: per-query tables (per_query.py)}}.
     `write=False` computes the same results but writes nothing under `workdir` (no reports, no
     embedding cache): the other processes of a multi-host run, whose process 0 writes.
     `folds`: the training run's article folds (see load_dataset). `cache_dir`: where the
@@ -105,7 +106,7 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool =
                              fingerprint=fingerprint, apply_fn=model_bundle.apply_fn(role),
                              prefix=model_bundle.prefix(role), desc=desc, **enc)
 
-    results, scalars = {}, {}
+    results, scalars, tables = {}, {}, {}
     for spec in datasets:
         ds = load_dataset(spec, folds)
         kind = type_of(ds)
@@ -131,10 +132,11 @@ def evaluate(model_bundle, datasets, workdir, eval_config=None, *, write: bool =
                      candidate_languages=np.array(done.candidate_languages),
                      candidate_vectors=done.candidate_vectors)
         results[ds.name] = out.metrics
+        tables[ds.name] = out.groups
         scalars.update(kind.scalars(ds.name, out.metrics, int(cfg["k"])))
         logging.info("evaluated %s in %.1fs: %s", ds.name, time.time() - t0,
                      {k: round(v, 4) for k, v in scalars.items() if k.startswith(ds.name + "/")})
-    return {"datasets": results, "scalars": scalars}
+    return {"datasets": results, "scalars": scalars, "per_query": tables}
 
 
 def write_outputs(d: pathlib.Path, name: str, out, tag: str, cfg: dict,

@@ -8,9 +8,10 @@ experiment.pilot (configs/tradeoff3.py):
   directions   direction names, keys of `direction_data` (each: data.dataset_dir, languages,
                split_sizes: where the run trains and which held-out units are its dev fold)
   settings     "<name>: <key>=<value>; ..." config overrides of the base, one factor each
-  runs         "<setting>:<condition>" in execution order (mono | cross | hybrid)
+  runs         "<setting>:<condition>[@<seed>]" in execution order (mono | cross | hybrid); a
+               run with its own seed is named <direction>-<setting>-<condition>-s<seed>
   languages    () = each direction's; else the languages of every run (tiny variant)
-  seed, alpha  the one seed; hybrid's share of mono batches (data.mono_schedule as configured)
+  seed, alpha  the seed of runs without one; hybrid's share of mono batches (data.mono_schedule as configured)
   clear_rise   the rise over the start that entry criterion (b) asks for
   keep_weights False: a finished run's checkpoints and weights are deleted (metrics stay)
 
@@ -65,6 +66,18 @@ def parse_setting(text: str) -> tuple[str, dict]:
     return name, overrides
 
 
+def parse_run(entry: str, settings: dict) -> tuple[str, str, Optional[int]]:
+    """'<setting>:<condition>[@<seed>]' -> (setting, condition, seed or None = pilot.seed)."""
+    text, at, seed = str(entry).partition("@")
+    setting, _, condition = text.partition(":")
+    if setting not in settings or condition not in CONDITIONS or (at and not seed.isdigit()):
+        raise InputError(f"experiment.pilot.runs: {entry!r}: need '<setting>:<condition>' or "
+                         f"'<setting>:<condition>@<seed>' with a setting of "
+                         f"experiment.pilot.settings ({', '.join(settings)}) and a condition of "
+                         f"{CONDITIONS}")
+    return setting, condition, int(seed) if at else None
+
+
 def _pilot_section(config):
     p = experiment_section(config).get("pilot")
     if p is None:
@@ -83,15 +96,12 @@ def plan(config) -> list[tuple[RunSpec, str, str]]:
     out = []
     for direction in p.directions:
         for entry in p.runs:
-            setting, _, condition = str(entry).partition(":")
-            if setting not in settings or condition not in CONDITIONS:
-                raise InputError(f"experiment.pilot.runs: {entry!r}: need '<setting>:<condition>' "
-                                 f"with a setting of experiment.pilot.settings "
-                                 f"({', '.join(settings)}) and a condition of {CONDITIONS}")
+            setting, condition, seed = parse_run(entry, settings)
             alpha = {"mono": 1.0, "cross": 0.0}.get(condition, float(p.alpha))
             label = "hybrid-a" + f"{alpha:g}" if condition == "hybrid" else condition
-            out.append((RunSpec(f"{direction}-{setting}-{label}", condition, alpha,
-                                int(p.seed)), direction, setting))
+            name = f"{direction}-{setting}-{label}" + ("" if seed is None else f"-s{seed}")
+            out.append((RunSpec(name, condition, alpha, int(p.seed if seed is None else seed)),
+                        direction, setting))
     names = [s.name for s, _, _ in out]
     if len(set(names)) != len(names):
         raise InputError(f"experiment.pilot.runs: a run is listed twice ({names})")

@@ -56,11 +56,12 @@ def criteria(runs: dict, clear_rise: float) -> dict:
 
 
 def collect(finished, runs_dir: pathlib.Path, clear_rise: float) -> list[dict]:
-    """One entry per (direction, setting) in plan order."""
+    """One entry per (direction, setting, seed) in plan order."""
     out: dict = {}
     for spec, direction, setting in finished:
-        entry = out.setdefault((direction, setting),
-                               {"direction": direction, "setting": setting, "runs": {}})
+        entry = out.setdefault((direction, setting, spec.seed),
+                               {"direction": direction, "setting": setting, "seed": spec.seed,
+                                "runs": {}})
         entry["runs"][spec.sampler] = dict(name=spec.name, **run_curve(runs_dir / spec.name))
     for entry in out.values():
         entry["criteria"] = criteria(entry["runs"], clear_rise)
@@ -78,9 +79,9 @@ def _verdict(v) -> str:
 
 
 def _criteria_table(entries: list[dict]) -> list[str]:
-    lines = ["| direction | setting | X-X-mono: dev mono start -> last | worst change | (a) | "
-             "X-Y: dev cross change | hybrid: dev multi change | (b) | selected steps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| direction | setting | seed | X-X-mono: dev mono start -> last | worst change | "
+             "(a) | X-Y: dev cross change | hybrid: dev multi change | (b) | selected steps |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         c, runs = e["criteria"], e["runs"]
         m = c["a_mono_of_mono"]
@@ -88,14 +89,14 @@ def _criteria_table(entries: list[dict]) -> list[str]:
         cross = _f(c["b_cross_of_cross"]["change"], True) if c["b_cross_of_cross"] else "-"
         multi = _f(c["b_multi_of_hybrid"]["change"], True) if c["b_multi_of_hybrid"] else "-"
         steps = " / ".join(f"{LABELS[k]} {runs[k]['best_step']}" for k in LABELS if k in runs)
-        lines.append(f"| {e['direction']} | {e['setting']} | {mono} | "
+        lines.append(f"| {e['direction']} | {e['setting']} | {e['seed']} | {mono} | "
                      f"{_f(m['worst'], True) if m else '-'} | {_verdict(c['a'])} | {cross} | "
                      f"{multi} | {_verdict(c['b'])} | {steps} |")
     return lines
 
 
 def _curve_table(e: dict) -> list[str]:
-    lines = [f"### {e['direction']} / {e['setting']}", "",
+    lines = [f"### {e['direction']} / {e['setting']} / seed {e['seed']}", "",
              "| condition | step | dev mono | dev cross | dev multi | mono change | "
              "cross change | multi change |", "|---|---|---|---|---|---|---|---|"]
     for cond, run in e["runs"].items():

@@ -13,6 +13,10 @@ keep the best step's params beside the latest checkpoint (`ckpt:<workdir>@best` 
                          (select/mono, select/cross, select/multi)
   train.select = 'none'  no selection (default): the final evaluation uses the last step
 
+With `train.select_per_query` (select='map' only) each scoring's per-query dev scores of the mono
+setting (the rows of `pool=<Y>` in language Y, per_query.py) go to
+<workdir>/select/step_<n>/per_query.npz: the data a power analysis needs from a pilot.
+
 With `train.select_at_start` the starting model is scored too, before the first update (step 0),
 and is a candidate like any other step: when no trained step beats it, the selected step is 0 and
 the final evaluation scores the starting weights.
@@ -24,6 +28,7 @@ from the training and test articles.  Scores and the selected step go to metrics
 from __future__ import annotations
 
 import copy
+import pathlib
 
 import jax
 import numpy as np
@@ -48,7 +53,8 @@ class DevScorer:
             self.spec = {"name": "dev", "type": "lareqa", "path": config.data.dataset_dir,
                          "fold": "dev", "languages": tuple(config.data.languages)}
 
-    def score(self, bundle, loss_params) -> float:
+    def score(self, bundle, loss_params, per_query_dir=None) -> float:
+        """`per_query_dir` (select='map'): where this scoring's mono per-query table goes."""
         if self.metric == "loss":
             scale = float(losses.logit_scale(loss_params, self.config.loss))
             return dev_loss(bundle, self.batches, scale, bool(self.config.loss.symmetric))
@@ -60,9 +66,24 @@ class DevScorer:
         out = eval_run.evaluate(bundle, [self.spec], "", cfg, write=False,
                                 folds=FoldRule.from_config(self.config.data))
         m = out["datasets"]["dev"]
+        if per_query_dir is not None and jax.process_index() == 0:
+            save_mono_tables(pathlib.Path(per_query_dir), out["per_query"]["dev"])
         k = int(cfg["k"])
         self.parts = {s: float(m[s]["macro"][f"map@{k}"]) for s in MAP_SETTINGS}
         return -float(np.mean([self.parts[s] for s in MAP_SETTINGS]))
+
+
+def save_mono_tables(directory: pathlib.Path, groups: dict) -> None:
+    """per_query.npz of the mono rows only (a few KB where all settings take MBs)."""
+    from hybrid_jax.evaluation import per_query
+
+    mono = {}
+    for name, table in groups.items():
+        if name.startswith("pool="):
+            keep = table["lang"] == name[len("pool="):]
+            mono[name] = per_query.select(table, keep)
+    directory.mkdir(parents=True, exist_ok=True)
+    per_query.save(directory / "per_query.npz", mono)
 
 
 def dev_loss_batches(config, pretrained) -> list[dict]:
@@ -115,10 +136,13 @@ class Selector:
     def __init__(self, config, pretrained, workdir: str):
         self.scorer = DevScorer(config, pretrained)
         self.keeper = BestKeeper(workdir, self.scorer.metric)
+        self.per_query_root = (pathlib.Path(workdir) / "select"
+                               if config.train.get("select_per_query", False) else None)
 
     def offer(self, step: int, bundle, trainable, writer) -> None:
         """Scores `bundle` (the current params), keeps `trainable` if best, logs both."""
-        score = self.scorer.score(bundle, trainable.get("loss", {}))
+        where = self.per_query_root and self.per_query_root / f"step_{step}"
+        score = self.scorer.score(bundle, trainable.get("loss", {}), where)
         kept = self.keeper.offer(step, score, trainable)
         parts = {f"select/{s}": v for s, v in self.scorer.parts.items()}
         writer.write(step, {"select/score": score, "select/best_step": self.keeper.step,
