@@ -135,6 +135,15 @@ PILOT_SEED_RUNS = (
     "lr3e-5:hybrid@3")
 
 
+def _power() -> ml_collections.ConfigDict:
+    """The primary endpoint's power analysis (hybrid_jax/study/pilot_power.py): its difference
+    on the dev fold's high-resource languages (MLQA-R has no ru), scaled to all of XQuAD-R."""
+    return ml_collections.ConfigDict(dict(
+        direction="A", setting="lr3e-5", languages=("de", "en", "es", "zh"), metric="map@20",
+        effect=0.007, margin=0.007, power=0.8, alpha=0.05, test_clusters=1190,
+        confidence=0.8))
+
+
 def _pilot() -> ml_collections.ConfigDict:
     p = ml_collections.ConfigDict()
     p.directions = ("A",)
@@ -179,6 +188,7 @@ def get_config(arg=None):
         c.experiment.pilot.runs = PILOT_SEED_RUNS
         c.train.select_per_query = True
         c.experiment.report_name = "tradeoff_pilot_seeds_tables.md"
+        c.experiment.pilot.power = _power()
     if arg == "tiny":
         _tiny(c)
     return c

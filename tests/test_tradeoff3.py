@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from configs import tiny as tiny_config
-from configs import tradeoff3
+from configs import tradeoff, tradeoff3
 from hybrid_jax.data import pipeline
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation.datasets import load_dataset
@@ -233,3 +233,47 @@ def test_entry_criteria_from_curves():
     c = pilot_table.criteria({"mono": keeps, "hybrid": keeps}, 0.01)
     assert c["b"] and c["b_without_cross"] and c["b_cross_of_cross"] is None
     assert pilot_table.criteria({"hybrid": run(start)}, 0.01)["b"] is None  # no trained step
+
+
+def test_pilot_power_analysis_from_seed_pairs(tmp_path):
+    """Two seed pairs on the tiny model: the written analysis is power.Pilot.from_runs of the
+    selected steps' mono per-query scores, aligned by hand here."""
+    from hybrid_jax.evaluation.statistics import power
+    from hybrid_jax.study import pilot_power
+
+    c = tradeoff3.get_config("tiny")
+    c.train.compilation_cache_dir = CACHE
+    p = c.experiment.pilot
+    p.directions = ("A",)
+    p.runs = ("base:mono@0", "base:hybrid@0", "base:mono@1", "base:hybrid@1")
+    p.power = dict(tradeoff3._power().to_dict(), setting="base",
+                   languages=tradeoff.TINY_LANGUAGES, test_clusters=500)
+    with contextlib.redirect_stdout(io.StringIO()):
+        path = pilot.run_pilot(c, tmp_path)
+    result = json.loads((path.parent / "tradeoff_pilot_power.json").read_text())
+    assert result["seeds"] == [0, 1]
+    cols = {}
+    for cond in ("mono", "hybrid-a0.5"):
+        for seed in (0, 1):
+            run_dir = tmp_path / "runs" / f"A-base-{cond}-s{seed}"
+            best = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+            groups = per_query.load(run_dir / "select" / f"step_{int(best['select/best_step'])}"
+                                    / "per_query.npz")
+            for lang in tradeoff.TINY_LANGUAGES:
+                t = groups[f"pool={lang}"]
+                for q, v, cl in zip(t["qid"], t["map@20"], t["cluster"]):
+                    cols.setdefault((f"mono/{lang}", q), {})[(cond, seed)] = (v, cl)
+    keys = sorted(cols)
+    A = np.array([[cols[k][("hybrid-a0.5", s)][0] for k in keys] for s in (0, 1)])
+    B = np.array([[cols[k][("mono", s)][0] for k in keys] for s in (0, 1)])
+    expected = power.Pilot.from_runs(A, B, clusters=[cols[k][("mono", 0)][1] for k in keys],
+                                     strata=[v for v, _ in keys])
+    got = result["point"]["pilot"]
+    assert got["n_seeds"] == 2 and got["n_clusters"] == expected.n_clusters
+    assert got["seed_var_per_seed"] == pytest.approx(expected.seed_var_per_seed, rel=1e-9,
+                                                     abs=1e-15)
+    assert got["question_var"] == pytest.approx(expected.question_var, rel=1e-9, abs=1e-15)
+    assert result["upper"]["pilot"]["seed_var_per_seed"] >= got["seed_var_per_seed"]
+    assert "Power analysis from the pilot (A / base)" in (
+        path.parent / "tradeoff_pilot_power.md").read_text()
+    assert pilot_power.seed_pairs([], tmp_path, "A", "base") == []

@@ -14,6 +14,8 @@ experiment.pilot (configs/tradeoff3.py):
   seed, alpha  the seed of runs without one; hybrid's share of mono batches (data.mono_schedule as configured)
   clear_rise   the rise over the start that entry criterion (b) asks for
   keep_weights False: a finished run's checkpoints and weights are deleted (metrics stay)
+  power        optional: the power analysis of seed-paired runs (pilot_power.py), written
+               beside the tables as tradeoff_pilot_power.md / .json
 
 Runs W/runs/<direction>-<setting>-<condition>/ (ordinary training workdirs; nothing is evaluated
 on test data: eval.datasets is empty, so the dev scores of train.select='map' with
@@ -35,7 +37,7 @@ import ml_collections
 
 from hybrid_jax import code_version, config as config_schema
 from hybrid_jax.errors import InputError
-from hybrid_jax.study import grid_checks, pilot_table
+from hybrid_jax.study import grid_checks, pilot_power, pilot_table
 from hybrid_jax.study.driver import execute
 from hybrid_jax.study.plan import RunSpec, experiment_section
 
@@ -222,10 +224,17 @@ def _write_tables(config, workdir: pathlib.Path, runs, publish: Optional[str]):
                              clear_rise=float(_pilot_section(config).clear_rise),
                              planned=len(runs))
     _log(f"tables: {path} ({len(finished)} of {len(runs)} runs finished)")
+    power_cfg = _pilot_section(config).get("power")
+    written = [path, path.with_suffix(".json")]
+    if power_cfg is not None:
+        power_path = pilot_power.write(pilot_power.analyse(finished, workdir / "runs", power_cfg),
+                                       out_dir / "tradeoff_pilot_power.md")
+        written += [power_path, power_path.with_suffix(".json")]
+        _log(f"power analysis: {power_path}")
     if publish:
         dest = pathlib.Path(publish)
         dest.mkdir(parents=True, exist_ok=True)
-        for f in (path, path.with_suffix(".json")):
+        for f in written:
             shutil.copy(f, dest / f.name)
         _log(f"published to {dest / path.name}")
     return path
