@@ -1,7 +1,7 @@
 """The trade-off study, third edition: zero-shot in both directions, a recipe that keeps the start.
 
     python -m hybrid_jax.study --config configs/tradeoff3.py:pilot --workdir W   (the recipe pilot)
-    python -m hybrid_jax.study --config configs/tradeoff3.py[:B] --workdir W     (the grid)
+    python -m hybrid_jax.study --config configs/tradeoff3.py[:<grid>] --workdir W (a grid)
 
 Why a third edition (docs/tradeoff.md, second edition): its recipe lowered the starting model's
 monolingual mAP@20 in every condition from the first updates (temperature 0.05 where
@@ -14,16 +14,21 @@ starting model was no candidate.  Here:
   languages); direction B trains on XQuAD-R (train fold, dev = held-out XQuAD-R articles) and
   evaluates all of MLQA-R.  tests/test_tradeoff3.py checks that no evaluated question id or
   answer sentence of a direction is among its training or dev examples, in any language.
-* The recipe base (the pilot varies one factor at a time from it): multilingual-e5-small, batch
-  64 through GradCache 4 x 16, one same-paragraph hard negative, temperature 0.01 (the model's
-  own), lr 1e-5, 10% warm-up whose first update is already at lr / warm-up steps, the word-
-  embedding table frozen, hybrid batches with exactly round(alpha x N) mono batches.
+* The recipe base (the pilot varies one factor at a time from it): multilingual-e5-small, one
+  same-paragraph hard negative, temperature 0.01 (the model's own), lr 1e-5, 10% warm-up whose
+  first update is already at lr / warm-up steps, the word-embedding table frozen, hybrid
+  batches with exactly round(alpha x N) mono batches.  The grids add the pilot's registered
+  setting (REGISTERED_SETTING) and its shapes: batch 32 through GradCache 2 x 16, 20 steps.
 * Dev selection on mAP@20 (mono, cross and multi logged apart in metrics.jsonl) with the starting
   model scored at step 0 as a candidate.
 
-Variants:
-  ''       the grid, direction A (seeds and alphas are PLACEHOLDERS: the registration fixes them).
-  'B'      the same grid, direction B.
+Variants (docs/tradeoff3_protocol.md registers the grids; each has its own workdir):
+  ''           the main grid, direction A: zero-shot, X-X-mono and hybrid x SEEDS_A, then the
+               alpha dose-response (X-Y, alpha 0.25 and 0.75 on DOSE_SEEDS)
+  'B'          direction B: zero-shot, X-X-mono and hybrid x SEEDS_B
+  'budget10', 'budget80'      direction A at 10 and 80 steps (own warm-up and decay), ARM_SEEDS
+  'fraction25', 'fraction50'  direction A on 25% / 50% of the training questions, ARM_SEEDS
+  'weak'       direction A from the weakened start (top 2 layers re-initialised), ARM_SEEDS
   'pilot'  the recipe pilot (hybrid_jax/study/pilot.py; docs/tradeoff_pilot.md): direction A,
            batch 32 (GradCache 2 x 16) and 20 steps to fit a 2-core CPU,
            X-X-mono / hybrid (and X-Y for the base) x one seed, one factor at a time; dev data
@@ -37,7 +42,16 @@ import ml_collections
 
 from configs import paper_cpu, tradeoff
 
-VARIANTS = ("", "B", "pilot", "pilot-seeds", "tiny")
+GRIDS = ("", "B", "budget10", "budget80", "fraction25", "fraction50", "weak")
+VARIANTS = GRIDS + ("pilot", "pilot-seeds", "tiny")
+REGISTERED_SETTING = "lr3e-5"  # the pilot's choice (docs/tradeoff_pilot.md)
+PROTOCOL = "docs/tradeoff3_protocol.md"
+PROTOCOL_SHA256 = "e9d0779b0ee743e7676dc6d53966cd65c85626f6f80706e69cb1d53bc8ead0bb"
+SEEDS_A = tuple(range(10))     # section 10 of the protocol
+SEEDS_B = tuple(range(10))
+DOSE_SEEDS = (0, 1, 2, 3, 4)
+ARM_SEEDS = (0, 1, 2)
+HIGH_RESOURCE = ("en", "de", "es", "ru", "zh")
 MLQA_R_DIR = "../shared/data/mlqa-r"
 XQUAD_R_DIR = "../shared/data/xquad-r"
 XQUAD_R_ALL = dict(name="xquad-r", type="xquad-r", path=XQUAD_R_DIR, fold="all")
@@ -52,8 +66,6 @@ DIRECTIONS = {
               languages=("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"),
               split_sizes=(40, 8, 0), evaluation=MLQA_R_ALL),
 }
-NUM_STEPS = 30
-WARMUP_STEPS = 3  # 10% of the budget
 
 
 def apply_direction(c, name: str, languages=None) -> None:
@@ -74,14 +86,11 @@ def _recipe(c) -> None:
     c.data.mono_schedule = "exact"
     c.loss.temperature = 0.01
     c.optim.learning_rate = 1e-5
-    c.optim.warmup_steps = WARMUP_STEPS
     c.optim.warmup_from_zero = False
-    c.train.num_steps = NUM_STEPS
     c.train.log_every = 1
     c.train.checkpoint_every = 10
     c.train.keep_checkpoints = 1
     c.train.select = "map"
-    c.train.select_every = 5
     c.train.select_at_start = True
     c.eval.every_steps = 0
     c.eval.progress = False
@@ -89,18 +98,58 @@ def _recipe(c) -> None:
 
 def _experiment() -> ml_collections.ConfigDict:
     e = tradeoff._experiment()
-    # PLACEHOLDERS until the third edition's protocol is registered (seeds from the power
-    # analysis, the alphas of the sweep).
-    e.seeds = (0,)
+    e.samplers = ("mono", "hybrid")
+    e.alpha = 0.5
+    e.seeds = SEEDS_A
     e.sweep_alphas = ()
     e.sweep_seeds = ()
-    e.delta = 0.010
+    e.high_resource = HIGH_RESOURCE
+    e.delta = 0.007
     e.edition = "second"
     e.report_name = "tradeoff3.md"
-    e.machine = "2 CPU cores (AMD Zen 4)"
+    e.machine = "2 CPU cores (AMD EPYC)"
     e.cpu_cores = 2
     e.deviations = ()
+    e.protocol = PROTOCOL
+    e.protocol_sha256 = PROTOCOL_SHA256
     return e
+
+
+def _budget(c, steps: int = 20) -> None:
+    """Batch 32 through GradCache 2 x 16 at `steps` steps: a 10% warm-up, linear decay to 0, dev
+    selection at step 0 and every quarter of the budget.  On a shared 2-core CPU one step of
+    batch 64 with a hard negative took about 70 s, so the pilot took batch 32 and 20 steps (a
+    run near 10 minutes with its five dev scorings) and the grids keep its shapes."""
+    c.data.global_batch_size = 32
+    c.optim.grad_accum_steps = 2
+    c.train.num_steps = steps
+    c.optim.warmup_steps = max(1, steps // 10)
+    c.train.select_every = max(1, steps // 4)
+
+
+def _grid(c, arg: str) -> None:
+    """The registered recipe and the grid of variant `arg` (the module docstring)."""
+    from hybrid_jax.study.pilot import apply_overrides, parse_setting
+
+    name, overrides = parse_setting(next(s for s in PILOT_SETTINGS
+                                         if s.split(":")[0] == REGISTERED_SETTING))
+    apply_overrides(c, overrides, f"configs/tradeoff3.py: {name}")
+    e = c.experiment
+    _budget(c, {"budget10": 10, "budget80": 80}.get(arg, 20))
+    if arg == "":
+        e.sweep_alphas = (0.0, 0.25, 0.75)   # with alpha 0.5 and 1 of the main grid
+        e.sweep_seeds = DOSE_SEEDS
+    elif arg == "B":
+        e.seeds = SEEDS_B
+        e.high_resource = ("en", "de", "es", "zh")
+    else:
+        e.seeds = ARM_SEEDS
+        e.zero_shot = arg == "weak"  # the others start from the main grid's zero-shot model
+        if arg.startswith("fraction"):
+            c.data.train_fraction = int(arg[len("fraction"):]) / 100
+        if arg == "weak":
+            c.model.reinit_top_layers = 2
+    e.report_name = f"tradeoff3{'-' + arg if arg else ''}.md"
 
 
 # The pilot's factors, one at a time from the base: "<setting>: <key>=<value>; ..." (config
@@ -159,16 +208,6 @@ def _pilot() -> ml_collections.ConfigDict:
     return p
 
 
-def _pilot_budget(c) -> None:
-    """The pilot's runs are shorter than the grid's: on a shared 2-core CPU one step of batch 64
-    with a hard negative took about 70 s, so batch 32 (GradCache 2 x 16) and 20 steps keep a
-    run near 10 minutes with its five dev scorings."""
-    c.data.global_batch_size = 32
-    c.optim.grad_accum_steps = 2
-    c.train.num_steps = 20
-    c.optim.warmup_steps = 2
-
-
 def get_config(arg=None):
     arg = arg or ""
     if arg not in VARIANTS:
@@ -177,10 +216,13 @@ def get_config(arg=None):
     _recipe(c)
     c.experiment = _experiment()
     apply_direction(c, "B" if arg == "B" else "A")
+    if arg in GRIDS:
+        _grid(c, arg)
     if arg in ("pilot", "pilot-seeds", "tiny"):
+        c.experiment.protocol = ""
         c.eval.datasets = ()  # dev data only: the pilot never scores a test question
         c.experiment.pilot = _pilot()
-        _pilot_budget(c)
+        _budget(c)
         c.experiment.report_name = "tradeoff_pilot_tables.md"
     if arg == "pilot-seeds":
         c.experiment.pilot.settings = tuple(s for s in PILOT_SETTINGS

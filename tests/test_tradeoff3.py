@@ -277,3 +277,34 @@ def test_pilot_power_analysis_from_seed_pairs(tmp_path):
     assert "Power analysis from the pilot (A / base)" in (
         path.parent / "tradeoff_pilot_power.md").read_text()
     assert pilot_power.seed_pairs([], tmp_path, "A", "base") == []
+
+
+# -- the registered grids -------------------------------------------------------------------------
+
+def test_registered_grids_follow_the_protocol():
+    from hybrid_jax.study import grid_checks, plan
+
+    for variant in tradeoff3.GRIDS:
+        c = tradeoff3.get_config(variant)
+        grid_checks.check_protocol(c.experiment)  # the file still hashes as registered
+        assert (c.optim.learning_rate, c.loss.temperature, c.data.global_batch_size,
+                c.optim.grad_accum_steps, c.data.mono_schedule) == (3e-5, 0.01, 32, 2, "exact")
+        assert not c.optim.warmup_from_zero and c.train.select_at_start
+    main = plan.plan(tradeoff3.get_config(""))
+    grid = [s for s in main if not s.sweep]
+    assert grid[0].name == "zero-shot"
+    assert {(s.sampler, s.seed) for s in grid[1:]} == {
+        (k, s) for k in ("mono", "hybrid") for s in tradeoff3.SEEDS_A}
+    # the dose-response after the whole grid: alphas 0, 0.25, 0.75 (0.5 and 1 are grid runs)
+    dose = {(s.alpha, s.seed) for s in main if s.sweep}
+    assert dose == {(a, s) for a in (0.0, 0.25, 0.75) for s in tradeoff3.DOSE_SEEDS}
+    assert all(s.sampler == "cross" for s in main if s.sweep and s.alpha == 0.0)
+    b = tradeoff3.get_config("B")
+    assert [d["name"] for d in b.eval.datasets] == ["mlqa-r"]
+    assert b.data.dataset_dir == tradeoff3.XQUAD_R_DIR
+    long = tradeoff3.get_config("budget80")
+    assert (long.train.num_steps, long.optim.warmup_steps, long.train.select_every) == (80, 8, 20)
+    assert tradeoff3.get_config("fraction25").data.train_fraction == 0.25
+    weak = tradeoff3.get_config("weak")
+    assert weak.model.reinit_top_layers == 2 and weak.experiment.zero_shot
+    assert not tradeoff3.get_config("budget10").experiment.zero_shot

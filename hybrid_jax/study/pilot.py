@@ -122,6 +122,12 @@ def _set(c, key: str, value, where: str) -> None:
     node[leaf] = value
 
 
+def apply_overrides(c, overrides: dict, where: str) -> None:
+    """A setting's {dotted key: value} on config `c` (an unknown key is an error)."""
+    for key, value in overrides.items():
+        _set(c, key, value, where)
+
+
 def run_config(config, spec: RunSpec, direction: str, setting: str):
     """One pilot run's training config: the base without `experiment`, the direction's data,
     the setting's overrides, the condition and seed; no evaluation dataset (dev only)."""
@@ -137,8 +143,7 @@ def run_config(config, spec: RunSpec, direction: str, setting: str):
     c.eval.every_datasets = ()
     _, overrides = next(parse_setting(s) for s in p.settings
                         if parse_setting(s)[0] == setting)
-    for key, value in overrides.items():
-        _set(c, key, value, f"experiment.pilot.settings: {setting}")
+    apply_overrides(c, overrides, f"experiment.pilot.settings: {setting}")
     c.seed = c.data.seed = spec.seed
     c.data.sampling = spec.sampler
     if spec.sampler == "hybrid":

@@ -113,12 +113,13 @@ def plan(config) -> list[RunSpec]:
                     runs.append(spec)
     # Sweep-only alphas after the whole grid: a partial sweep never delays the main comparison.
     sweep_alphas = [float(a) for a in (e.get("sweep_alphas") or ())]
-    if any(not 0.0 < a < 1.0 for a in sweep_alphas):
-        raise InputError(f"experiment.sweep_alphas: must lie in (0, 1) (alphas 0 and 1 are the "
-                         f"cross and mono runs), got {sweep_alphas}")
+    if any(not 0.0 <= a < 1.0 for a in sweep_alphas):
+        raise InputError(f"experiment.sweep_alphas: must lie in [0, 1) (alpha 1 is the mono "
+                         f"run), got {sweep_alphas}")
     for seed in [int(s) for s in (e.get("sweep_seeds") or e.seeds)]:
         for a in sweep_alphas:
-            spec = RunSpec(f"hybrid-a{a:g}-s{seed}", "hybrid", a, seed, sweep=True)
+            spec = (RunSpec(f"cross-s{seed}", "cross", 0.0, seed, sweep=True) if a == 0.0 else
+                    RunSpec(f"hybrid-a{a:g}-s{seed}", "hybrid", a, seed, sweep=True))
             if all(r.name != spec.name for r in runs):
                 runs.append(spec)
     return runs
