@@ -12,7 +12,7 @@ from conftest import REPO
 
 LAUNCH = REPO / "launch"
 SCRIPTS = ["tpu.sh", "gcs_mount.sh", "slurm.sh", "slurm_gpu.sbatch", "accelerator_check.sh",
-           "offline_wheels.sh"]
+           "offline_wheels.sh", "tradeoff3.sh"]
 TPU = ["--project", "proj", "--zone", "us-central2-b", "--name", "hj-pod"]
 
 
@@ -277,3 +277,33 @@ def test_distributed_detection():
     assert not detect({"SLURM_NTASKS": "2"}, flag=False)  # the batch shell, not an srun step
     assert not detect({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "HYBRID_JAX_DISTRIBUTED": "0"},
                       flag=False)
+
+
+def test_tradeoff3_runs_the_grids_in_the_protocols_order(tmp_path):
+    """A stand-in interpreter logs each study command; the primary stage names the main grid's
+    runs without the dose-response's."""
+    import sys
+
+    log = tmp_path / "calls"
+    stub = tmp_path / "py"
+    stub.write_text(f'#!/bin/bash\nif [[ "$1" == - ]]; then exec {sys.executable} -; fi\n'
+                    f'echo "$*" >> {log}\n')
+    stub.chmod(0o755)
+    r = _run("tradeoff3.sh", "--python", str(stub), "--results", "R")
+    assert r.returncode == 0, r.stderr
+    calls = [shlex.split(line) for line in log.read_text().splitlines()]
+    configs = [c[c.index("--config") + 1] for c in calls]
+    assert configs == ["configs/tradeoff3.py", "configs/tradeoff3.py:B", "configs/tradeoff3.py",
+                       "configs/tradeoff3.py:budget10", "configs/tradeoff3.py:budget80",
+                       "configs/tradeoff3.py:fraction25", "configs/tradeoff3.py:fraction50",
+                       "configs/tradeoff3.py:weak"]
+    assert [c[c.index("--workdir") + 1] for c in calls][:2] == ["R/tradeoff3", "R/tradeoff3-B"]
+    only = calls[0][calls[0].index("--only") + 1].split(",")
+    assert only[:3] == ["zero-shot", "mono-s0", "hybrid-a0.5-s0"]
+    assert not any(n.startswith(("cross", "hybrid-a0.25", "hybrid-a0.75")) for n in only)
+    assert "--only" not in calls[2]  # stage 3: the rest of the main grid
+    log.unlink()
+    r = _run("tradeoff3.sh", "--python", str(stub), "--stage", "5")
+    assert r.returncode == 0 and len(log.read_text().splitlines()) == 1
+    r = _run("tradeoff3.sh", "--stage", "0")
+    assert r.returncode == 2 and "error: --stage" in r.stderr
