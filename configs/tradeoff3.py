@@ -211,7 +211,8 @@ def _pilot() -> ml_collections.ConfigDict:
 def get_config(arg=None):
     arg = arg or ""
     if arg not in VARIANTS:
-        raise ValueError(f"configs/tradeoff3.py: unknown variant {arg!r} ({', '.join(VARIANTS[1:])})")
+        raise ValueError(f"configs/tradeoff3.py: unknown variant {arg!r} "
+                         f"({', '.join(VARIANTS[1:])})")
     c = paper_cpu.get_config()
     _recipe(c)
     c.experiment = _experiment()

@@ -11,7 +11,8 @@ experiment.pilot (configs/tradeoff3.py):
   runs         "<setting>:<condition>[@<seed>]" in execution order (mono | cross | hybrid); a
                run with its own seed is named <direction>-<setting>-<condition>-s<seed>
   languages    () = each direction's; else the languages of every run (tiny variant)
-  seed, alpha  the seed of runs without one; hybrid's share of mono batches (data.mono_schedule as configured)
+  seed, alpha  the seed of runs without one; hybrid's share of mono batches
+               (data.mono_schedule as configured)
   clear_rise   the rise over the start that entry criterion (b) asks for
   keep_weights False: a finished run's checkpoints and weights are deleted (metrics stay)
   power        optional: the power analysis of seed-paired runs (pilot_power.py), written
