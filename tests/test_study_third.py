@@ -291,3 +291,52 @@ def test_a_grid_without_pairs_or_siblings_renders(tmp_path):
     assert "2 of 18 runs have finished" in text and "**No answer yet**" in text
     assert "Direction B's grid (workdir -B) is absent." in text
     assert "- weak (workdir absent): zero-shot, mono-s0" in text
+
+
+# -- real tiny runs end to end ------------------------------------------------------------------
+
+CACHE = "/tmp/hybrid_jax_test_xla_cache"
+
+
+def _tiny_grid(variant: str):
+    """The registered grid on the tiny model: en + de, 2 steps, the last step evaluated; direction
+    A evaluates a dev fold of XQuAD-R as its subset (named as the registered set; direction B's
+    counts of XQuAD-R articles cannot cut MLQA-R, whose en + de it evaluates whole)."""
+    c = _config(variant, (0, 1))
+    c.experiment.high_resource = tradeoff.TINY_LANGUAGES
+    c.experiment.n_bootstrap = 200
+    if variant != "B":
+        c.eval.datasets = (dict(c.eval.datasets[0], fold="dev"),)
+    if variant == "":
+        c.experiment.sweep_seeds = (0, 1)
+    c.train.num_steps, c.optim.warmup_steps = 2, 1
+    c.train.select, c.train.select_at_start = "none", False
+    c.train.compilation_cache_dir = CACHE
+    return c
+
+
+def test_real_tiny_runs_end_to_end(tmp_path, shared_data, monkeypatch):
+    monkeypatch.chdir(REPO)
+    w, main_runs = tmp_path / "tradeoff3", ["zero-shot", "mono-s0", "hybrid-a0.5-s0",
+                                            "mono-s1", "hybrid-a0.5-s1"]
+    config = _tiny_grid("")
+    with contextlib.redirect_stdout(io.StringIO()):
+        driver.run_experiment(config, w, only=main_runs)
+        driver.run_experiment(_tiny_grid("B"), tmp_path / "tradeoff3-B",
+                              only=["mono-s0", "hybrid-a0.5-s0"])
+        path = driver.run_experiment(config, w, report_only=True)
+    a = json.loads((path.parent / "tradeoff3" / "analysis.json").read_text())["analysis"]
+    langs = tradeoff.TINY_LANGUAGES
+    A, views, _ = _seed_arrays(w, "hybrid-a0.5", (0, 1), langs=langs)
+    B, _, _ = _seed_arrays(w, "mono", (0, 1), langs=langs)
+    by_hand = np.mean([_macro(x, views) - _macro(y, views) for x, y in zip(A, B)])
+    assert a["primary"]["seeds"] == [0, 1] and a["primary"]["diff"] != 0
+    assert a["primary"]["diff"] == pytest.approx(by_hand, abs=1e-12)
+    assert [r["scope"] for r in a["S2"]["rows"]] == ["macro", "en", "de"]
+    assert a["S2"]["rows"][0]["seeds"] == [0]
+    assert a["dose"]["rows"] == [] and a["dose"]["seeds"] == []
+    text = path.read_text()
+    assert "5 of 11 runs have finished" in text
+    assert "- main: cross-s0, hybrid-a0.25-s0, hybrid-a0.75-s0" in text
+    assert "- B: zero-shot, mono-s1, hybrid-a0.5-s1" in text
+    assert "Not yet: a slope needs at least two seeds" in text

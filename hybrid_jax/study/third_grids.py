@@ -11,6 +11,7 @@ grid: every run of its plan is missing, nothing fails.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 from typing import Optional, Sequence
 
@@ -60,7 +61,8 @@ class Grid:
 
 def main_workdir(runs: Sequence[Run]) -> pathlib.Path:
     """W, from the finished runs' folders W/runs/<name>/ (the driver's layout)."""
-    parents = {pathlib.Path(r.run_dir).resolve().parent for r in runs}
+    # Not resolved: a workdir reached through a link keeps its siblings beside the link.
+    parents = {pathlib.Path(os.path.abspath(r.run_dir)).parent for r in runs}
     if len(parents) != 1 or next(iter(parents)).name != "runs":
         raise InputError(f"third edition: the runs must lie in one <workdir>/runs/ folder, got "
                          f"{sorted(str(p) for p in parents)}")
