@@ -262,6 +262,7 @@ def test_report_sections_cuts_and_figures(study):
         assert title in text, title
     assert "- main: hybrid-a0.5-s3, hybrid-a0.75-s2" in text
     assert "- budget80 (workdir absent): mono-s0, hybrid-a0.5-s0" in text
+    assert "## Scores on xquad-r" in text and "## Scores on mlqa-r" in text
     assert "- B: mono-s3, hybrid-a0.5-s3" in text
     assert "missing: workdir absent" in text
     assets = study["report"].parent / "tradeoff3"

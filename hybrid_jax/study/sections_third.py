@@ -145,15 +145,21 @@ def descriptive_section(p: Page) -> list[str]:
     return L
 
 
-def summary_section(p: Page) -> list[str]:
-    a = p.analysis
-    if not a["summary"]:
-        return []
-    metrics = list(next(iter(a["summary"].values())))
-    body = [[label(c), len(a["runs"][c])] + [mean_std(row[m]["macro_hr"]) for m in metrics]
-            for c, row in a["summary"].items()]
-    return [f"## Scores on {a['dataset']} (mean ± std over seeds, zero-shot beside)", "",
+def _scores(dataset: str, summary: dict) -> list[str]:
+    metrics = list(next(iter(summary.values())))
+    body = [[label(c), row[metrics[0]]["macro_hr"][2]] + [mean_std(row[m]["macro_hr"])
+                                                          for m in metrics]
+            for c, row in summary.items()]
+    return [f"## Scores on {dataset} (mean ± std over seeds, zero-shot beside)", "",
             table(["condition", "runs"] + [f"{m} (HR)" for m in metrics], body), ""]
+
+
+def summary_section(p: Page) -> list[str]:
+    """The primary benchmark's scores, then direction B's when it has finished runs."""
+    a, b = p.analysis, p.analysis["S2"] or {}
+    L = _scores(a["dataset"], a["summary"]) if a["summary"] else []
+    return L + (_scores(b["dataset"], b["summary"]) if b.get("summary") else [])
+
 
 AXIS_TITLES = {"budget": "training steps", "fraction": "share of the training questions",
                "start": "starting model"}

@@ -126,17 +126,20 @@ def direction_b(grid: Grid, high_resource: Sequence[str], key: str, primary: str
                 **kw) -> dict:
     """S2: hybrid - X-X-mono on direction B's benchmark, macro and per language (one family)."""
     groups = grid.groups()
-    out = {"dataset": grid.dataset, "present": grid.present, "rows": [], "high_resource": []}
-    hyb, mono = groups.get(primary), groups.get("mono")
-    if not hyb or not mono:
+    out = {"dataset": grid.dataset, "present": grid.present, "rows": [], "high_resource": [],
+           "summary": {}}
+    if not grid.finished:
         return out
-    languages = mono[0].metrics(grid.dataset)["languages"]
+    languages = grid.finished[0].metrics(grid.dataset)["languages"]
     hr = [x for x in high_resource if x in languages]
-    rows = [compare(hyb, mono, grid.dataset, "mono", hr, key, **kw)]
-    rows += [compare(hyb, mono, grid.dataset, "mono", [x], key, **kw) for x in hr]
-    return dict(out, rows=_family(rows, "S2"), high_resource=hr,
-                summary=summarize(grid.groups(), grid.dataset, languages, hr, SUMMARY_METRICS,
-                                  None))
+    out.update(high_resource=hr, summary=summarize(groups, grid.dataset, languages, hr,
+                                                   SUMMARY_METRICS, None))
+    hyb, mono = groups.get(primary), groups.get("mono")
+    if hyb and mono:
+        rows = [compare(hyb, mono, grid.dataset, "mono", hr, key, **kw)]
+        rows += [compare(hyb, mono, grid.dataset, "mono", [x], key, **kw) for x in hr]
+        out["rows"] = _family(rows, "S2")
+    return out
 
 
 def descriptive(groups: dict, dataset: str, hr: Sequence[str], unseen: Sequence[str], key: str,
