@@ -96,6 +96,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("third")
     w = root / "tradeoff3"
     config = _config("")
+    config.experiment.see_also = ("tradeoff.md|the second edition",)
     _write_grid(w, config, "xquad-r", LANGS, skip=("hybrid-a0.5-s3", "hybrid-a0.75-s2"))
     _write_grid(root / "tradeoff3-B", _config("B"), "mlqa-r", ("de", "en"),
                 skip=("mono-s3", "hybrid-a0.5-s3"))
@@ -253,6 +254,7 @@ def test_arms_points_and_missing_workdirs(study):
 def test_report_sections_cuts_and_figures(study):
     text, a = study["text"], study["a"]
     assert "The main grid is not complete: 16 of 18 runs" in text
+    assert "See also: [the second edition](tradeoff.md)." in text
     assert sections_third.answer_sentence(a) in text
     assert "**Yes: hybrid training cost monolingual accuracy.**" in text
     for title in ("## Primary endpoint", "Power reached: SE", "## S1:", "## S2:", "## S3:",
@@ -341,3 +343,5 @@ def test_real_tiny_runs_end_to_end(tmp_path, shared_data, monkeypatch):
     assert "- main: cross-s0, hybrid-a0.25-s0, hybrid-a0.75-s0" in text
     assert "- B: zero-shot, mono-s1, hybrid-a0.5-s1" in text
     assert "Not yet: a slope needs at least two seeds" in text
+    main_row = next(line for line in text.splitlines() if line.startswith("| main |"))
+    assert "unrecorded" not in main_row  # the driver recorded the code of real runs

@@ -30,6 +30,11 @@ def status(p: Page) -> list[str]:
     a = p.analysis
     done, planned = _counts(a)
     L = [f"# {p.presentation.get('title', TITLE)}", ""]
+    links = [f"[{text or target}]({target})"
+             for target, _, text in (item.partition("|")
+                                     for item in p.presentation.get("see_also", ()))]
+    if links:
+        L += ["See also: " + "; ".join(links) + ".", ""]
     if done < planned:
         L += [f"**The main grid is not complete: {done} of {planned} runs have finished.** "
               f"Every number below comes from the finished runs only and will change; no "
@@ -231,14 +236,17 @@ def runs_section(p: Page) -> list[str]:
         wall = sum(r["wall_seconds"] or 0 for r in g["runs"])
         body.append([_grid_name(g["name"]), g["workdir"] if g["present"] else "absent",
                      g["dataset"], f"{len(g['finished'])} of {len(g['planned'])}",
-                     f"{wall / 3600:.2f} h"])
+                     f"{wall / 3600:.2f} h",
+                     "; ".join(sorted({r["code"] for r in g["runs"]})) or "-"])
     runs = [[r["name"], r["seed"] if r["seed"] is not None else "-",
              duration(r["wall_seconds"]), r["sessions"], r["code"]] for r in p.runs]
     machine = p.presentation.get("machine", "2 CPU cores")
     return ["## Runs finished", "",
             f"Each grid's workdir is the main workdir with its name appended; wall times are "
-            f"summed over runs, one at a time on {machine}.", "",
-            table(["grid", "workdir", "benchmark", "runs finished", "wall time"], body), "",
+            f"summed over runs, one at a time on {machine}; code: what made the finished runs "
+            f"(the driver checks that within a grid, not across grids).", "",
+            table(["grid", "workdir", "benchmark", "runs finished", "wall time", "code"], body),
+            "",
             "Main grid:", "", table(["run", "seed", "wall time", "sessions", "code"], runs), ""]
 
 

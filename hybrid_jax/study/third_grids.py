@@ -105,5 +105,4 @@ def main_grid(runs: Sequence[Run], planned: Sequence[str], dataset: str) -> Grid
     """The main grid: the driver's finished runs and its plan's names."""
     workdir = main_workdir(runs)
     by_name = {r.name: r for r in runs}
-    return Grid("", workdir, dataset, {n: by_name.get(n) for n in planned},
-                [r for r in runs if r.has(dataset)])
+    return Grid("", workdir, dataset, {n: by_name.get(n) for n in planned}, list(runs))
