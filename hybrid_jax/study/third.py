@@ -206,7 +206,8 @@ def dose_response(groups: dict, dataset: str, hr: Sequence[str], key: str,
 def arm_point(grid: Optional[Grid], axis: str, x, dataset: str, hr: Sequence[str], key: str,
               primary: str, seeds: Sequence[int], **kw) -> dict:
     """One point of an arm: the primary difference on `seeds` of `grid` (None: the grid is not
-    there), and the zero-shot model's macro where the grid has its own."""
+    there), and the macro of the grid's zero-shot model when it has one (the main grid's; the
+    weakened start's own)."""
     point = {"axis": axis, "x": x, "grid": None if grid is None else grid.name}
     if grid is None or not grid.present:
         return dict(point, missing="workdir absent")
@@ -216,9 +217,9 @@ def arm_point(grid: Optional[Grid], axis: str, x, dataset: str, hr: Sequence[str
     row = compare(groups[primary], groups["mono"], dataset, "mono", hr, key, **kw)
     if row is None:
         return dict(point, missing="no seed with both runs finished")
-    zs = groups.get(ZERO_SHOT)  # the start's macro (the weakened start has its own)
-    row["zero_shot"] = (float(np.mean([language_value(zs[0].metrics(dataset), "mono", x, key)
-                                       for x in hr])) if zs else None)
+    zs = groups.get(ZERO_SHOT)
+    row["zero_shot"] = (float(np.mean([language_value(zs[0].metrics(dataset), "mono", lang, key)
+                                       for lang in hr])) if zs else None)
     return dict(point, **_uncorrected(row))
 
 
