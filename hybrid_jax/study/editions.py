@@ -7,6 +7,9 @@ parameters from the experiment config. report.py renders any of them the same wa
   second  configs/tradeoff2.py: the registered protocol (docs/tradeoff_protocol.md): several
           benchmarks, two-level seed-and-question bootstrap, TOST, Holm within each family
           (seeded.py).
+  third   configs/tradeoff3.py: docs/tradeoff3_protocol.md: seed-paired comparisons, the power
+          reached, the alpha dose-response and the exploratory arms read from the sibling
+          workdirs W-<variant> (third.py).
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ import shutil
 from typing import Any, Callable
 
 from hybrid_jax.errors import InputError
-from hybrid_jax.study import (figures_pooled, figures_seeded, plan, pooled, sections_pooled,
-                              sections_seeded, seeded)
+from hybrid_jax.study import (figures_pooled, figures_seeded, figures_third, plan, pooled,
+                              sections_pooled, sections_seeded, sections_third, seeded, third)
 from hybrid_jax.study.markdown import Page
 
 # Experiment fields a report's words may come from (what it says around the figures).
@@ -84,6 +87,8 @@ EDITIONS = {
                      _pooled_data, _pooled_parameters),
     "second": Edition("second", seeded.analyse, sections_seeded.SECTIONS, figures_seeded.draw,
                       _seeded_data, _seeded_parameters),
+    "third": Edition("third", third.analyse, sections_third.SECTIONS, figures_third.draw,
+                     _seeded_data, third.parameters),
 }
 
 

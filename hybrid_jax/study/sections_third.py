@@ -1,0 +1,273 @@
+"""The third edition's sections (third.py's analysis), one function per section, each a pure
+function of the report's `Page`: title and answer, the primary endpoint with the power reached,
+S1-S3, the descriptive rows, the scores, the dose-response, the exploratory arms (budgets, data
+fractions, the weakened start, from the sibling workdirs), the runs each grid has finished and the
+cuts (planned runs not finished)."""
+from __future__ import annotations
+
+from hybrid_jax.evaluation.statistics import seeds as seed_stats
+from hybrid_jax.study import figures_third
+from hybrid_jax.study.markdown import Page, ci, diff, duration, mean_std, p_value, table
+from hybrid_jax.study.runs import label
+
+TITLE = "Does hybrid training cost high-resource accuracy? Third edition"
+PROTOCOL = "tradeoff3_protocol.md"
+FAMILY_HEAD = ["difference", "95% interval", "SE", "p (Holm)", "TOST p (Holm)", "seeds",
+               "verdict"]
+
+
+def _cells(r: dict) -> list:
+    return [diff(r["diff"]), ci(r), f"{r['se']:.4f}", p_value(r["p_holm"]),
+            p_value(r["p_tost_holm"]), len(r["seeds"]), f"**{r['verdict']}**"]
+
+
+def _counts(a: dict) -> tuple[int, int]:
+    g = a["grids"][0]
+    return len(g["finished"]), len(g["planned"])
+
+
+def status(p: Page) -> list[str]:
+    a = p.analysis
+    done, planned = _counts(a)
+    L = [f"# {p.presentation.get('title', TITLE)}", ""]
+    links = [f"[{text or target}]({target})"
+             for target, _, text in (item.partition("|")
+                                     for item in p.presentation.get("see_also", ()))]
+    if links:
+        L += ["See also: " + "; ".join(links) + ".", ""]
+    if done < planned:
+        L += [f"**The main grid is not complete: {done} of {planned} runs have finished.** "
+              f"Every number below comes from the finished runs only and will change; no "
+              f"verdict here is the study's answer yet.", ""]
+    L += [f"The protocol was registered before the grids ran: [{PROTOCOL}]({PROTOCOL}). Every "
+          f"comparison of two trained conditions is paired by seed (only the seeds both "
+          f"finished; seed s of both drawn together), then question clusters are drawn once for "
+          f"both: a two-level bootstrap of {a['n_resamples']:,} resamples. Against the zero-shot "
+          f"model only the trained arm's seeds and the questions are resampled. Equivalence: "
+          f"TOST at ±{a['delta']:g}; Holm within each family.", ""]
+    return L
+
+
+def answer_sentence(a: dict) -> str:
+    r = a["primary"]
+    langs = ", ".join(a["high_resource"])
+    if r is None:
+        return ("**No answer yet**: no seed has both X-X-mono and hybrid finished on "
+                f"{a['dataset']}.")
+    what = (f"hybrid (alpha {a['primary_condition'][len('hybrid-a'):]}) minus X-X-mono, "
+            f"monolingual mAP@20 macro over {langs} on {a['dataset']}: {r['diff']:+.4f} "
+            f"(95% interval {ci(r)}, p = {p_value(r['p'])}, {len(r['seeds'])} seed pairs)")
+    v, d = r["verdict"], a["delta"]
+    if v == seed_stats.LOSS:
+        inside = " The loss lies inside the ±{:g} margin; it is still a loss.".format(d) \
+            if abs(r["diff"]) < d else ""
+        return f"**Yes: hybrid training cost monolingual accuracy.** {what}.{inside}"
+    if v == seed_stats.GAIN:
+        return f"**No, the opposite: hybrid training gained monolingual accuracy.** {what}."
+    if v == seed_stats.EQUIVALENT:
+        return (f"**No cost beyond ±{d:g}.** {what}; its 90% interval "
+                f"[{r['tost_ci_low']:+.4f}, {r['tost_ci_high']:+.4f}] lies inside ±{d:g} "
+                f"(TOST p = {p_value(r['p_tost'])}).")
+    return (f"**Not answered: inconclusive.** {what}: neither a significant difference nor "
+            f"equivalence within ±{d:g} (TOST p = {p_value(r['p_tost'])}); the design reached "
+            f"power {r['power_at_delta']:.2f} at ±{d:g}. Inconclusive is not \"no cost\".")
+
+
+def answer(p: Page) -> list[str]:
+    done, planned = _counts(p.analysis)
+    caveat = (f" (provisional: {done} of {planned} runs of the main grid finished)"
+              if done < planned else "")
+    return [f"## The answer{caveat}", "", answer_sentence(p.analysis), ""]
+
+
+def primary_section(p: Page) -> list[str]:
+    a, r = p.analysis, p.analysis["primary"]
+    L = [f"## Primary endpoint: hybrid - X-X-mono, mono mAP@20, macro over "
+         f"{', '.join(a['high_resource'])} ({a['dataset']})", ""]
+    if r is None:
+        return L + ["No seed pair finished yet.", ""]
+    L += [table(["means (hybrid vs X-X-mono)"] + FAMILY_HEAD,
+                [[f"{r['mean_a']:.4f} vs {r['mean_b']:.4f}"] + _cells(r)]), ""]
+    L += [f"Power reached: SE {r['se']:.4f}, so the two-sided test at level {a['alpha']:g} had "
+          f"power **{r['power_at_delta']:.2f}** to detect a difference of ±{a['delta']:g}; the "
+          f"difference it detects with 80% power (MDE) is **{r['mde']:.4f}**. Seeds paired: "
+          f"{', '.join(map(str, r['seeds']))}"
+          + (f"; left out (only one arm finished): {', '.join(map(str, r['unpaired']))}"
+             if r["unpaired"] else "") + ".", ""]
+    name = figures_third.files(a).get("answer")
+    return L + ([f"![answer]({p.link(name)})", ""] if name else [])
+
+
+def _family(title: str, rows: list[dict], first: str, first_cell, empty: str) -> list[str]:
+    L = [f"## {title}", ""]
+    if not rows:
+        return L + [empty, ""]
+    return L + [table([first] + FAMILY_HEAD, [[first_cell(r)] + _cells(r) for r in rows]), ""]
+
+
+def s1_section(p: Page) -> list[str]:
+    a = p.analysis
+    return _family(f"S1: the primary comparison per language ({a['dataset']}, Holm over "
+                   f"{len(a['S1'])})", a["S1"], "language", lambda r: r["scope"],
+                   "No seed pair finished yet.")
+
+
+def s2_section(p: Page) -> list[str]:
+    s2 = p.analysis["S2"] or {"rows": [], "present": False, "dataset": "direction B"}
+    empty = ("Direction B's grid (workdir -B) is absent." if not s2["present"] else
+             "Direction B has no seed with both X-X-mono and hybrid finished yet.")
+    return _family(f"S2: direction B, hybrid - X-X-mono, mono mAP@20 on {s2['dataset']} "
+                   f"(one Holm family of macro and languages)", s2["rows"], "scope",
+                   lambda r: r["scope"], empty)
+
+
+def s3_section(p: Page) -> list[str]:
+    a = p.analysis
+    return _family(f"S3: each trained condition - the zero-shot model, mono mAP@20 macro "
+                   f"({a['dataset']}, Holm over {len(a['S3'])})", a["S3"], "condition",
+                   lambda r: label(r["a"]), "The zero-shot run or the trained runs have not "
+                                            "finished yet.")
+
+
+def _plain_rows(rows: list[dict], first) -> str:
+    return table(["comparison", "hybrid", "X-X-mono", "difference", "95% interval", "p",
+                  "reading"],
+                 [[first(r), f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", diff(r["diff"]), ci(r),
+                   p_value(r["p"]), r["verdict"]] for r in rows])
+
+
+def descriptive_section(p: Page) -> list[str]:
+    a, d = p.analysis, p.analysis["descriptive"]
+    L = ["## Descriptive (uncorrected, no verdicts)", ""]
+    if not d["rows"]:
+        return L + ["No seed pair finished yet.", ""]
+    L += [f"Hybrid - X-X-mono, macro over {', '.join(a['high_resource'])}; rank distance: "
+          "lower = less language bias.", "",
+          _plain_rows(d["rows"], lambda r: f"{r['setting']} {r['metric']}"), ""]
+    if d["unseen"]:
+        L += [f"Languages never seen in training ({', '.join(a['unseen_languages'])}):", "",
+              _plain_rows(d["unseen"], lambda r: f"{r['scope']} {r['setting']}"), ""]
+    return L
+
+
+def _scores(dataset: str, summary: dict) -> list[str]:
+    metrics = list(next(iter(summary.values())))
+    body = [[label(c), row[metrics[0]]["macro_hr"][2]] + [mean_std(row[m]["macro_hr"])
+                                                          for m in metrics]
+            for c, row in summary.items()]
+    return [f"## Scores on {dataset} (mean ± std over seeds, zero-shot beside)", "",
+            table(["condition", "runs"] + [f"{m} (HR)" for m in metrics], body), ""]
+
+
+def summary_section(p: Page) -> list[str]:
+    """The primary benchmark's scores, then direction B's when it has finished runs."""
+    a, b = p.analysis, p.analysis["S2"] or {}
+    L = _scores(a["dataset"], a["summary"]) if a["summary"] else []
+    return L + (_scores(b["dataset"], b["summary"]) if b.get("summary") else [])
+
+
+AXIS_TITLES = {"budget": "training steps", "fraction": "share of the training questions",
+               "start": "starting model"}
+
+
+def _grid_name(name: str) -> str:
+    return "main" if not name else name
+
+
+def dose_section(p: Page) -> list[str]:
+    a, d = p.analysis, p.analysis["dose"]
+    doses = ", ".join(f"{x:g}" for x in d["doses"])
+    L = [f"## The alpha dose-response (alpha = {doses}; Holm over {len(d['rows']) or 4} slopes)",
+         ""]
+    if not d["rows"]:
+        return L + [f"Not yet: a slope needs at least two seeds of "
+                    f"{', '.join(map(str, d['planned_seeds']))} with all {len(d['doses'])} doses "
+                    f"finished; {len(d['seeds'])} have.", ""]
+    body = [[r["metric"], " / ".join(f"{m:.4f}" for m in r["dose_means"]),
+             diff(r["slope"]), ci(r), f"{r['se']:.4f}", p_value(r["p"]), p_value(r["p_holm"]),
+             "yes" if r["significant"] else "no"] for r in d["rows"]]
+    L += [f"Least-squares slope of the per-run macro over {', '.join(a['high_resource'])} "
+          f"against alpha (0 = X-Y, 1 = X-X-mono) on seeds {', '.join(map(str, d['seeds']))} "
+          f"(every dose finished); paired two-level bootstrap (seeds drawn jointly across "
+          f"doses). Rank distance: lower = less language bias.", "",
+          table(["metric", f"means at alpha {doses}", "slope", "95% interval", "SE", "p",
+                 "p (Holm)", "significant"], body), ""]
+    name = figures_third.files(a).get("dose")
+    return L + ([f"![dose-response]({p.link(name)})", ""] if name else [])
+
+
+def arms_section(p: Page) -> list[str]:
+    a = p.analysis
+    L = ["## Exploratory arms (descriptive intervals, uncorrected)", "",
+         "Hybrid - X-X-mono, mono mAP@20 macro over the high-resource languages on "
+         f"{a['dataset']}, paired by seed; the main grid's seeds "
+         f"{', '.join(map(str, _arm_seeds(a)))} are the reference point of each axis.", ""]
+    body = []
+    for r in a["arms"]:
+        where = f"{_grid_name(r['grid'])}" if r["grid"] is not None else "-"
+        if "missing" in r:
+            body.append([AXIS_TITLES[r["axis"]], _point(r["x"]), where, "-", "-", "-", "-", "-",
+                         f"missing: {r['missing']}"])
+            continue
+        zs = "-" if r.get("zero_shot") is None else f"{r['zero_shot']:.4f}"
+        body.append([AXIS_TITLES[r["axis"]], _point(r["x"]), where, f"{r['mean_a']:.4f}",
+                     f"{r['mean_b']:.4f}", zs, diff(r["diff"]), ci(r),
+                     f"{len(r['seeds'])} seeds; {r['verdict']}"])
+    L += [table(["axis", "point", "grid", "hybrid", "X-X-mono", "zero-shot", "difference",
+                 "95% interval", "reading"], body), ""]
+    name = figures_third.files(a).get("arms")
+    return L + ([f"![arms]({p.link(name)})", ""] if name else [])
+
+
+def _point(x) -> str:
+    return x if isinstance(x, str) else f"{x:g}"
+
+
+def _arm_seeds(a: dict) -> list:
+    main = next((r for r in a["arms"] if r["grid"] == "" and "seeds" in r), None)
+    return main["seeds"] if main else []
+
+
+def runs_section(p: Page) -> list[str]:
+    """Per grid: finished of planned, summed wall time; then the main grid's runs."""
+    a = p.analysis
+    body = []
+    for g in a["grids"]:
+        wall = sum(r["wall_seconds"] or 0 for r in g["runs"])
+        body.append([_grid_name(g["name"]), g["workdir"] if g["present"] else "absent",
+                     g["dataset"], f"{len(g['finished'])} of {len(g['planned'])}",
+                     f"{wall / 3600:.2f} h",
+                     "; ".join(sorted({r["code"] for r in g["runs"]})) or "-"])
+    runs = [[r["name"], r["seed"] if r["seed"] is not None else "-",
+             duration(r["wall_seconds"]), r["sessions"], r["code"]] for r in p.runs]
+    machine = p.presentation.get("machine", "2 CPU cores")
+    return ["## Runs finished", "",
+            f"Each grid's workdir is the main workdir with its name appended; wall times are "
+            f"summed over runs, one at a time on {machine}; code: what made the finished runs "
+            f"(the driver checks that within a grid, not across grids).", "",
+            table(["grid", "workdir", "benchmark", "runs finished", "wall time", "code"], body),
+            "",
+            "Main grid:", "", table(["run", "seed", "wall time", "sessions", "code"], runs), ""]
+
+
+def cuts_section(p: Page) -> list[str]:
+    """Every planned run not finished, grid by grid."""
+    L = ["## Cuts: planned runs not finished", ""]
+    for g in p.analysis["grids"]:
+        if g["missing"]:
+            why = "" if g["present"] else " (workdir absent)"
+            L.append(f"- {_grid_name(g['name'])}{why}: {', '.join(g['missing'])}")
+    return L + (["None: every planned run finished."] if len(L) == 2 else []) + [""]
+
+
+def deviations_section(p: Page) -> list[str]:
+    deviations = p.presentation.get("deviations") or ()
+    return (["## Deviations from the protocol", ""] + [f"- {d}" for d in deviations]
+            + ([] if deviations else ["None."]) + [""])
+
+
+# The third edition's page, top to bottom.
+SECTIONS = (status, answer, primary_section, s1_section, s2_section, s3_section,
+            descriptive_section, summary_section, dose_section,
+            arms_section, runs_section,
+            cuts_section, deviations_section)
