@@ -33,6 +33,7 @@ def _config(variant: str, seeds=(0, 1, 2, 3)):
     tradeoff3.apply_direction(c, "B" if variant == "B" else "A", tradeoff.TINY_LANGUAGES)
     e = c.experiment
     e.seeds, e.high_resource, e.n_bootstrap, e.edition = seeds, HR, N_BOOT, "third"
+    e.seeds_b = seeds if variant in ("", "B") else e.seeds_b
     if variant == "":
         e.sweep_seeds = (0, 1, 2)
     return c
