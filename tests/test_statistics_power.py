@@ -1,4 +1,5 @@
 """Power and seeds needed for a paired-by-seed comparison (statistics/power.py)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -129,6 +130,11 @@ def test_pilot_from_runs_takes_the_interaction_out_of_the_question_term():
     # twice the clusters halve the question term and the interaction in the seed term
     assert p.se(S, 2 * K) ** 2 == pytest.approx(
         (p.seed_var_per_seed - p.interaction_var / 2) / S + p.question_var / 2)
+    # a pilot whose seed pairs happen to agree (sigma2_seed below its interaction part): the
+    # pure seed variance is floored at 0, the interaction still shrinks only with the clusters
+    lucky = dataclasses.replace(p, seed_var_per_seed=p.interaction_var / 10)
+    assert lucky.se(S, 2 * K) ** 2 == pytest.approx(
+        p.interaction_var / 2 / S + p.question_var / 2)
 
 
 def test_clusters_needed_when_questions_cap_the_power():

@@ -82,8 +82,10 @@ class Pilot:
     def se(self, n_seeds: int, n_clusters: int | None = None) -> float:
         """Equation (1): the SE with n_seeds seed pairs and n_clusters (default: the pilot's)."""
         ratio = self.n_clusters / (self.n_clusters if n_clusters is None else n_clusters)
-        # floored: a few pilot seeds can put sigma2_seed below its own interaction part
-        seed = max(0.0, self.seed_var_per_seed + self.interaction_var * (ratio - 1))
+        # sigma2_seed = pure seed variance + i.  A few pilot seeds can put sigma2_seed below its
+        # own interaction part: the pure part is then floored at 0, the interaction kept.
+        pure = max(0.0, self.seed_var_per_seed - self.interaction_var)
+        seed = pure + self.interaction_var * ratio
         return math.sqrt(seed / n_seeds + self.question_var * ratio)
 
     def with_seed_var_upper(self, confidence: float = 0.8) -> "Pilot":
