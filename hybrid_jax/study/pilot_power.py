@@ -99,8 +99,10 @@ def markdown(result: dict) -> str:
         f"{', '.join(f'{x:+.4f}' for x in result['per_seed_mean_difference'])}).", "",
         f"Variance components: one seed pair's difference sigma2_seed = "
         f"{p['seed_var_per_seed']:.3g} (upper {result['confidence']:.0%} limit "
-        f"{upper['pilot']['seed_var_per_seed']:.3g}), of which the seed x question interaction "
-        f"{p['interaction_var']:.3g}; questions {p['question_var']:.3g} at {p['n_clusters']} "
+        f"{upper['pilot']['seed_var_per_seed']:.3g}); the seed x question interaction i = "
+        f"{p['interaction_var']:.3g} (how much one seed pair's question term exceeds all "
+        f"pairs'; sigma2_seed is pure seed variance + i, and where it falls below i the pure "
+        f"part is taken as 0); questions {p['question_var']:.3g} at {p['n_clusters']} "
         f"clusters.", "",
         f"Scaled to {result['test_clusters']} test clusters, for a true difference of "
         f"{point['effect']} (two-sided level {point['alpha']}) and TOST at "
