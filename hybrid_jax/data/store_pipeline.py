@@ -7,7 +7,6 @@ data.train_fraction keeps a nested, seeded subset of the fold's examples (`fract
 """
 from __future__ import annotations
 
-import grain
 import numpy as np
 
 from hybrid_jax.data import mixture, splits
@@ -15,7 +14,7 @@ from hybrid_jax.data.corpus_cache import check_tokenizer
 from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
-from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, StoreBatches, host_slice
+from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, host_slice
 from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.data.train_fraction import fraction_rows
 from hybrid_jax.errors import InputError
@@ -67,9 +66,27 @@ def corpus_negatives(part: CorpusPart, cfg, sampler) -> StoreNegatives | None:
     table = StoreNegatives(part.corpus.negative, part.rows, part.columns, sampler, count, source)
     if not table.has_candidates():
         raise InputError(f"data.negative_source={source!r}: no example of fold "
-                         f"{cfg.train_fold!r} in {part.corpus.path} has a candidate negative in "
-                         f"the training languages {part.languages}")
+                         f"{cfg.train_fold!r} in {source_names(part.corpus)} has a candidate "
+                         f"negative in the training languages {part.languages}")
     return table
+
+
+def source_names(corpus: Store) -> str:
+    """The files a corpus was prepared from (for messages), else its directory."""
+    paths = [s.get("path") for s in corpus.meta.get("sources", ()) if s.get("path")]
+    return ", ".join(paths) if paths else str(corpus.path)
+
+
+def check_scores(part: CorpusPart, cfg) -> None:
+    """Distillation from the data's scores needs an example of the fold scored in a training
+    language (data.teacher_model = '': the corpus's pos_scores / neg_scores)."""
+    scored = part.corpus.meta.get("has_scores") and np.isfinite(
+        np.asarray(part.corpus.positive_score[part.rows][:, part.columns])).any()
+    if not scored:
+        raise InputError(
+            f"data.teacher_model='': no example of fold {cfg.train_fold!r} in "
+            f"{source_names(part.corpus)} has teacher scores (pos_scores); set "
+            f"data.teacher_model to a model spec to score the pairs with it")
 
 
 class SingleCorpusPlanner:
@@ -77,12 +94,16 @@ class SingleCorpusPlanner:
     which this host assembles `host_rows` (a slice of them)."""
 
     def __init__(self, part: CorpusPart, cfg, tokenizer, prefixes: tuple[str, str],
-                 num_steps: int, batch_size: int, host_rows: slice, stream=()):
+                 num_steps: int, batch_size: int, host_rows: slice, stream=(),
+                 distill: bool = False):
         self.sampler = corpus_sampler(part, cfg, batch_size, num_steps, stream)
         self.negatives = corpus_negatives(part, cfg, self.sampler)
+        if distill:
+            check_scores(part, cfg)
         layouts = (TokenLayout.of(tokenizer, prefixes[0]), TokenLayout.of(tokenizer, prefixes[1]))
         self.assemble = BatchAssembler(
-            part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)), host_rows)
+            part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)), host_rows,
+            scores=distill)
         self.languages = part.languages
 
     def __call__(self, step: int):
@@ -92,13 +113,16 @@ class SingleCorpusPlanner:
 
 
 def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
-                 process_index: int, process_count: int, corpus: str | None = None):
-    """The planner of data.sources (a mixture) or of the one corpus at `corpus` (data.store)."""
+                 process_index: int, process_count: int, corpus: str | None = None,
+                 distill: bool = False):
+    """The planner of data.sources (a mixture) or of the one corpus at `corpus` (data.store);
+    `distill`: the batches carry the corpora's teacher scores."""
     B = int(cfg.global_batch_size)
     rows = host_slice(B, process_index, process_count)
     if not cfg.get("sources"):
         part = corpus_part(open_store(corpus or cfg.store), cfg)
-        return SingleCorpusPlanner(part, cfg, tokenizer, prefixes, num_steps, B, rows)
+        return SingleCorpusPlanner(part, cfg, tokenizer, prefixes, num_steps, B, rows,
+                                   distill=distill)
     entries = mixture.check_sources(cfg.sources)
     weights = [e["weight"] for e in entries]
     sizes = mixture.largest_remainder(weights, B) if cfg.source_mixing == "example" \
@@ -119,36 +143,7 @@ def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
                      int(np.clip(rows.stop - start, 0, size)))
         pre = (entry.get("query_prefix", prefixes[0]), entry.get("passage_prefix", prefixes[1]))
         planner = SingleCorpusPlanner(part, cfg, tokenizer, pre, num_steps, int(size), mine,
-                                      stream=(2, s)) if size else None
+                                      stream=(2, s), distill=distill) if size else None
         parts.append((planner, len(part.rows), part.languages))
     return mixture.MixturePlanner(parts, weights, cfg.source_mixing, cfg.source_schedule,
                                   cfg.seed, num_steps)
-
-
-class StoreTrainIterator(grain.DatasetIterator):
-    """The grain iterator over StoreBatches plus `languages`, `planner` (its sampler(s)) and
-    `source` (rows gathered); get_state()/set_state() are the grain iterator's."""
-
-    def __init__(self, inner, source: StoreBatches, planner):
-        super().__init__(inner)
-        self.source, self.planner, self.languages = source, planner, planner.languages
-
-    def __next__(self):
-        return next(self._parent)
-
-    def get_state(self):
-        return self._parent.get_state()
-
-    def set_state(self, state):
-        self._parent.set_state(state)
-
-
-def make_store_iterator(cfg, planner, num_steps: int) -> StoreTrainIterator:
-    """grain: MapDataset.source(StoreBatches) . to_iter_dataset(ReadOptions) [. mp_prefetch]."""
-    source = StoreBatches(planner, num_steps)
-    ds = grain.MapDataset.source(source).to_iter_dataset(
-        grain.ReadOptions(num_threads=int(cfg.num_threads),
-                          prefetch_buffer_size=int(cfg.prefetch)))
-    if cfg.worker_count:
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
-    return StoreTrainIterator(iter(ds), source, planner)

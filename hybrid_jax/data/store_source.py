@@ -5,7 +5,7 @@ The plan (which examples, languages and negatives) is drawn for the global batch
 no-false-negative rule needs every host's pairs, but it is only integers; each host gathers the
 token rows of its slice [p*B/P, (p+1)*B/P) alone, so no host reads or holds the others' texts.
 The batch dict is pipeline.py's (its docstring lists the fields), plus positive_score [b] and
-negative_score [b, H] float32 when the corpus carries teacher scores.
+negative_score [b, H] float32 with distillation (`scores`: the corpus's teacher scores).
 """
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ class BatchAssembler:
     """A plan (+ negatives) of one part -> this host's slice of the batch dict."""
 
     def __init__(self, part: CorpusPart, layouts: tuple[TokenLayout, TokenLayout],
-                 lengths: tuple[int, int], host_slice: slice):
+                 lengths: tuple[int, int], host_slice: slice, scores: bool = False):
         self.part, self.layouts, self.lengths, self.slice = part, layouts, lengths, host_slice
+        self.scores = scores  # add the teacher scores (distillation; the corpus has them)
         self.rows_gathered = 0  # token rows read by this host (queries, passages, negatives)
 
     def _gather(self, text_ids, which: int):
@@ -69,7 +70,7 @@ class BatchAssembler:
             "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
             "example_id": idx.astype(np.int32),
         }
-        if c.meta.get("has_scores"):
+        if self.scores:
             batch["positive_score"] = np.asarray(c.positive_score[rows, p_col], np.float32)
         if negatives is not None:
             chosen = negatives.passage[self.slice]
@@ -77,7 +78,7 @@ class BatchAssembler:
             shape = (*chosen.shape, self.lengths[1])
             batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
                          negative_valid=(chosen >= 0).astype(np.int32))
-            if c.meta.get("has_scores"):
+            if self.scores:
                 batch["negative_score"] = self._negative_scores(rows, p_col, chosen)
         return batch
 
@@ -97,6 +98,10 @@ class StoreBatches:
     def __init__(self, planner, num_steps: int):
         """`planner(step) -> (assembler, plan, negative plan or None)` (one source or a mix)."""
         self.planner, self.num_steps = planner, int(num_steps)
+
+    @property
+    def languages(self) -> list:
+        return self.planner.languages
 
     def __len__(self) -> int:
         return self.num_steps
