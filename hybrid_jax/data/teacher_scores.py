@@ -95,8 +95,17 @@ def make_teacher_scores(cfg, sampler, negatives, *, workdir=None,
 def _from_data(example) -> dict:
     languages = set(example.positive_scores) | set(example.negative_scores)
     return {l: (example.positive_scores.get(l),
-                dict(zip(example.negatives.get(l, ()), example.negative_scores.get(l, ()))))
+                _first_scores(example.negatives.get(l, ()), example.negative_scores.get(l, ())))
             for l in languages}
+
+
+def _first_scores(texts, scores) -> dict:
+    """text -> score; a negative listed twice keeps its first score, as the prepared corpus
+    does (its first occurrence is the candidate)."""
+    out: dict = {}
+    for text, score in zip(texts, scores):
+        out.setdefault(text, score)
+    return out
 
 
 def _candidate_texts(sampler, negatives) -> list[dict[str, list[str]]]:
