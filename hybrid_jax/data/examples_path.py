@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_jax.data import examples as examples_lib
+from hybrid_jax.data.batch_dict import batch_dict
 from hybrid_jax.data.formats import FORMATS, formats_carrying
 from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES, HardNegatives
 from hybrid_jax.data.sampler import HybridSampler
@@ -103,27 +104,19 @@ class BatchMaker:
         langs, examples = self.sampler.languages, self.sampler.examples
         queries = [self._prefixes[0] + examples[i].queries[langs[l]] for i, l in zip(idx, q_lang)]
         passages = [self._prefixes[1] + examples[i].passages[langs[l]] for i, l in zip(idx, p_lang)]
-        query_ids, query_mask = self._tokenizer(queries, self._lengths[0])
-        passage_ids, passage_mask = self._tokenizer(passages, self._lengths[1])
-        batch = {
-            "query_ids": query_ids, "query_mask": query_mask,
-            "passage_ids": passage_ids, "passage_mask": passage_mask,
-            "is_mono": np.full(len(idx), plan.is_mono, np.int32),
-            "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
-            "example_id": idx.astype(np.int32),
-        }
+        query = self._tokenizer(queries, self._lengths[0])
+        passage = self._tokenizer(passages, self._lengths[1])
+        negatives = scores = None
         if self.negatives is not None:
             # Drawn for the whole global batch (the rule needs every host's pairs), then sliced.
             chosen = self.negatives.choose(plan).passage[self._slice]
             texts = [self._prefixes[1] + (self.negatives.text(p) if p >= 0 else "")
                      for p in chosen.reshape(-1).tolist()]
-            ids, mask = self._tokenizer(texts, self._lengths[1])
-            shape = (*chosen.shape, self._lengths[1])
-            batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
-                         negative_valid=(chosen >= 0).astype(np.int32))
+            negatives = (*self._tokenizer(texts, self._lengths[1]), chosen)
             if self.scores is not None:
-                batch.update(self.scores.batch(idx, p_lang, chosen))
-        return batch
+                got = self.scores.batch(idx, p_lang, chosen)
+                scores = (got["positive_score"], got["negative_score"])
+        return batch_dict(query, passage, plan, self._slice, negatives, scores)
 
 
 class ExampleBatches:

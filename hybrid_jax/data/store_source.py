@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from hybrid_jax.data.batch_dict import batch_dict
 from hybrid_jax.data.store_batches import TokenLayout, gather_rows
 from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.errors import InputError
@@ -61,26 +62,16 @@ class BatchAssembler:
         idx = plan.example_index[self.slice]
         q_lang, p_lang = plan.query_lang[self.slice], plan.passage_lang[self.slice]
         rows, q_col, p_col = part.rows[idx], part.columns[q_lang], part.columns[p_lang]
-        query_ids, query_mask = self._gather(np.asarray(c.query[rows, q_col]), 0)
-        passage_ids, passage_mask = self._gather(np.asarray(c.positive[rows, p_col]), 1)
-        batch = {
-            "query_ids": query_ids, "query_mask": query_mask,
-            "passage_ids": passage_ids, "passage_mask": passage_mask,
-            "is_mono": np.full(len(idx), plan.is_mono, np.int32),
-            "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
-            "example_id": idx.astype(np.int32),
-        }
+        query = self._gather(np.asarray(c.query[rows, q_col]), 0)
+        passage = self._gather(np.asarray(c.positive[rows, p_col]), 1)
+        chosen = negatives.passage[self.slice] if negatives is not None else None
+        scores = None
         if self.scores:
-            batch["positive_score"] = np.asarray(c.positive_score[rows, p_col], np.float32)
-        if negatives is not None:
-            chosen = negatives.passage[self.slice]
-            ids, mask = self._gather(chosen, 1)
-            shape = (*chosen.shape, self.lengths[1])
-            batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
-                         negative_valid=(chosen >= 0).astype(np.int32))
-            if self.scores:
-                batch["negative_score"] = self._negative_scores(rows, p_col, chosen)
-        return batch
+            scores = (np.asarray(c.positive_score[rows, p_col], np.float32),
+                      None if chosen is None else self._negative_scores(rows, p_col, chosen))
+        if chosen is not None:
+            negatives = (*self._gather(chosen, 1), chosen)
+        return batch_dict(query, passage, plan, self.slice, negatives, scores)
 
     def _negative_scores(self, rows, p_col, chosen) -> np.ndarray:
         """[b, H] float32: the teacher score of each chosen negative (NaN for padding)."""
