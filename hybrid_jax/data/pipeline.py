@@ -133,14 +133,17 @@ def make_batch_source(data_config, tokenizer, prefixes: tuple[str, str] = ("quer
     from hybrid_jax.data import store_pipeline
     from hybrid_jax.data.store_source import StoreBatches
 
-    corpus = None
+    corpus = mining = None
     if not cfg.get("sources"):
-        if store == "auto" and int(cfg.hard_negatives):
+        if store == "auto" and int(cfg.hard_negatives) and cfg.negative_source != "mined":
             examples_path.check_carried(cfg, cfg.negative_source)
+        if store == "auto":  # the configured source is there to mine
+            mining = (mining_model, workdir, write_caches and process_index == 0)
         corpus = corpus_cache.resolve(cfg, tokenizer, tokenizer_spec, workdir, process_index,
                                       store=store)
     planner = store_pipeline.make_planner(cfg, tokenizer, prefixes, int(num_steps),
-                                          process_index, process_count, corpus, distill=distill)
+                                          process_index, process_count, corpus, distill=distill,
+                                          mining=mining)
     return StoreBatches(planner, int(num_steps))
 
 

@@ -56,14 +56,27 @@ def corpus_sampler(part: CorpusPart, cfg, batch_size: int, num_steps: int, strea
                         cfg.mono_schedule, num_steps, cfg.get("draw", "permutation"), stream)
 
 
-def corpus_negatives(part: CorpusPart, cfg, sampler) -> StoreNegatives | None:
+def corpus_negatives(part: CorpusPart, cfg, sampler, mining=None) -> StoreNegatives | None:
+    """The hard-negative draw of `cfg` over `part`; 'mined' needs `mining` = (the run's starting
+    model, workdir, whether this process writes the cache), for a corpus prepared from the
+    configured source (store_mined.py)."""
     count, source = int(cfg.hard_negatives), cfg.negative_source
     if count == 0:
         return None
     if source == "mined":
-        raise InputError("data.negative_source='mined': a prepared corpus carries its negatives "
-                         "(prepare it with mining); use 'same_paragraph' or 'from_data'")
-    table = StoreNegatives(part.corpus.negative, part.rows, part.columns, sampler, count, source)
+        if mining is None:
+            raise InputError("data.negative_source='mined': mines the configured source "
+                             "(data.format, data.dataset_dir); with data.store=<dir> or "
+                             "data.sources use 'same_paragraph' or 'from_data'")
+        from hybrid_jax.data.store_mined import mined_table
+
+        table = mined_table(cfg, part, *mining)
+        every = np.arange(len(part.rows))
+        table = StoreNegatives(table, every, np.arange(len(part.languages)), sampler, count,
+                               source)
+    else:
+        table = StoreNegatives(part.corpus.negative, part.rows, part.columns, sampler, count,
+                               source)
     if not table.has_candidates():
         raise InputError(f"data.negative_source={source!r}: no example of fold "
                          f"{cfg.train_fold!r} in {source_names(part.corpus)} has a candidate "
@@ -95,9 +108,9 @@ class SingleCorpusPlanner:
 
     def __init__(self, part: CorpusPart, cfg, tokenizer, prefixes: tuple[str, str],
                  num_steps: int, batch_size: int, host_rows: slice, stream=(),
-                 distill: bool = False):
+                 distill: bool = False, mining=None):
         self.sampler = corpus_sampler(part, cfg, batch_size, num_steps, stream)
-        self.negatives = corpus_negatives(part, cfg, self.sampler)
+        self.negatives = corpus_negatives(part, cfg, self.sampler, mining)
         if distill:
             check_scores(part, cfg)
         layouts = (TokenLayout.of(tokenizer, prefixes[0]), TokenLayout.of(tokenizer, prefixes[1]))
@@ -114,15 +127,16 @@ class SingleCorpusPlanner:
 
 def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
                  process_index: int, process_count: int, corpus: str | None = None,
-                 distill: bool = False):
+                 distill: bool = False, mining=None):
     """The planner of data.sources (a mixture) or of the one corpus at `corpus` (data.store);
-    `distill`: the batches carry the corpora's teacher scores."""
+    `distill`: the batches carry the corpora's teacher scores; `mining`: as for
+    corpus_negatives (the one corpus only)."""
     B = int(cfg.global_batch_size)
     rows = host_slice(B, process_index, process_count)
     if not cfg.get("sources"):
         part = corpus_part(open_store(corpus or cfg.store), cfg)
         return SingleCorpusPlanner(part, cfg, tokenizer, prefixes, num_steps, B, rows,
-                                   distill=distill)
+                                   distill=distill, mining=mining)
     entries = mixture.check_sources(cfg.sources)
     weights = [e["weight"] for e in entries]
     sizes = mixture.largest_remainder(weights, B) if cfg.source_mixing == "example" \
