@@ -60,11 +60,10 @@ def test_store_setting(overrides, want):
     assert corpus_cache.store_setting(data_config(**overrides)) == want
 
 
-def test_store_setting_keeps_the_examples_path_where_the_store_cannot_serve():
+def test_store_setting_keeps_the_examples_path_for_examples_passed_in():
     cfg = data_config(format="pairs_jsonl", teacher_model="random:tiny")
-    assert corpus_cache.store_setting(cfg, distill=True) == ""
-    assert corpus_cache.store_setting(cfg, distill=False) == "auto"
-    assert corpus_cache.store_setting(data_config(), examples_given=True) == ""
+    assert corpus_cache.store_setting(cfg) == "auto"
+    assert corpus_cache.store_setting(cfg, examples_given=True) == ""
 
 
 def test_demo_batches_by_default_equal_the_examples_path(shared_data, tokenizer):
@@ -258,3 +257,27 @@ def test_mined_negatives_need_the_configured_source(shared_data, tokenizer, tiny
                       hard_negatives=1, negative_source="mined")
     with pytest.raises(InputError, match=r"data.negative_source='mined': mines the configured"):
         pipeline.make_batch_source(cfg, tokenizer, num_steps=2, mining_model=tiny_model)
+
+
+def test_teacher_model_scores_by_default_equal_the_examples_path(tokenizer, tiny_model, tmp_path,
+                                                                 monkeypatch):
+    """Scored once into the workdir's cache (the examples path's file, which the other path then
+    reuses), looked up on the corpus: the examples path's scores, for each negative source."""
+    from hybrid_jax.models import pretrained
+
+    monkeypatch.setattr(pretrained, "load_pretrained", lambda spec, **kw: tiny_model)
+    path = tmp_path / "pairs.jsonl"
+    write_pairs(path)
+    for source, extra in (("from_data", {}), ("mined", {"mining_depth": 3})):
+        workdir = tmp_path / source
+        cfg = data_config(format="pairs_jsonl", dataset_dir=str(path), train_fold="all",
+                          global_batch_size=4, hard_negatives=2, negative_source=source,
+                          teacher_model="random:tiny", **extra)
+        new, old = both(cfg, tokenizer, 6, distill=True, mining_model=tiny_model,
+                        workdir=workdir)
+        assert (workdir / "teacher" / "scores.json").is_file()
+        for step in range(6):
+            a, b = new[step], old[step]
+            assert_same(a, b)
+            assert np.isfinite(a["positive_score"]).all()
+            assert np.array_equal(np.isnan(a["negative_score"]), a["negative_valid"] == 0)

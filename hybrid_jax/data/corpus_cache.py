@@ -35,17 +35,13 @@ WAIT_S = 3600.0  # how long another host waits for process 0's prepare
 _RESOLVED: dict[str, pathlib.Path] = {}  # cache key -> corpus, for callers without a workdir
 
 
-def store_setting(cfg, *, examples_given: bool = False, distill: bool = False) -> str:
+def store_setting(cfg, *, examples_given: bool = False) -> str:
     """The effective data.store: as set, else 'auto' where the format can be prepared and the
-    examples come from it ('' only for formats that cannot be prepared, in-memory examples, and
-    the setting the store path does not carry yet: distillation from a teacher model)."""
+    examples come from it ('' only for formats that cannot be prepared and in-memory examples:
+    the examples path)."""
     if cfg.get("store") or cfg.get("sources") or examples_given:
         return str(cfg.get("store") or "")
-    if str(cfg.format) not in READER_OF_FORMAT:
-        return ""
-    if distill and str(cfg.get("teacher_model") or ""):
-        return ""
-    return "auto"
+    return "auto" if str(cfg.format) in READER_OF_FORMAT else ""
 
 
 def resolve(cfg, tokenizer, tokenizer_spec: str | None, workdir=None, process_index: int = 0,

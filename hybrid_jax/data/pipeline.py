@@ -125,7 +125,7 @@ def make_batch_source(data_config, tokenizer, prefixes: tuple[str, str] = ("quer
     in `workdir` too). `write_caches` False: process 0 writes no mining / scoring cache either.
     """
     cfg = data_config
-    store = corpus_cache.store_setting(cfg, examples_given=examples is not None, distill=distill)
+    store = corpus_cache.store_setting(cfg, examples_given=examples is not None)
     if not (store or cfg.get("sources")):
         return examples_path.example_batches(cfg, tokenizer, prefixes, num_steps, process_index,
                                              process_count, examples, mining_model, workdir,
@@ -137,7 +137,7 @@ def make_batch_source(data_config, tokenizer, prefixes: tuple[str, str] = ("quer
     if not cfg.get("sources"):
         if store == "auto" and int(cfg.hard_negatives) and cfg.negative_source != "mined":
             examples_path.check_carried(cfg, cfg.negative_source)
-        if store == "auto":  # the configured source is there to mine
+        if store == "auto":  # the configured source is there to mine and to score
             mining = (mining_model, workdir, write_caches and process_index == 0)
         corpus = corpus_cache.resolve(cfg, tokenizer, tokenizer_spec, workdir, process_index,
                                       store=store)

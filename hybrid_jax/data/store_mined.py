@@ -17,9 +17,10 @@ from hybrid_jax.data.train_fraction import fraction_of_examples
 from hybrid_jax.errors import InputError
 
 
-def mined_table(cfg, part, mining_model, workdir, write: bool) -> np.ndarray:
-    """int64 [E', L', data.mining_depth]: per example of `part` (a store_source.CorpusPart) and
-    training language, the mined candidates' corpus text ids, best first (-1 padding)."""
+def mined_table(cfg, part, mining_model, workdir, write: bool) -> tuple[np.ndarray, list]:
+    """(int64 [E', L', data.mining_depth]: per example of `part` (a store_source.CorpusPart) and
+    training language, the mined candidates' corpus text ids, best first (-1 padding); the mined
+    texts, mining.mined_candidates' list)."""
     depth, count = int(cfg.mining_depth), int(cfg.hard_negatives)
     if depth < count:
         raise InputError(f"data.mining_depth: {depth} mined candidates cannot give "
@@ -27,14 +28,14 @@ def mined_table(cfg, part, mining_model, workdir, write: bool) -> np.ndarray:
     examples = fold_examples(cfg, part)
     mined = mining.mined_candidates(cfg, examples, part.languages, mining_model, workdir,
                                     write=write)
-    ids = _text_ids(part, examples)
+    ids = text_ids(part, examples)
     out = np.full((len(examples), len(part.languages), depth), -1, np.int64)
     for i, per_language in enumerate(mined):
         for lang, texts in per_language.items():
             if lang in ids:
                 j = part.languages.index(lang)
                 out[i, j, :len(texts)] = [ids[lang][t] for t in texts]
-    return out
+    return out, mined
 
 
 def fold_examples(cfg, part) -> list:
@@ -49,7 +50,7 @@ def fold_examples(cfg, part) -> list:
     return examples
 
 
-def _text_ids(part, examples) -> dict[str, dict[str, int]]:
+def text_ids(part, examples) -> dict[str, dict[str, int]]:
     """language -> text -> corpus id, from the cells the examples and the corpus share."""
     c = part.corpus
     positive = np.asarray(c.positive[part.rows][:, part.columns])

@@ -14,7 +14,7 @@ from hybrid_jax.data.corpus_cache import check_tokenizer
 from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
-from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, host_slice
+from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, CorpusScores, host_slice
 from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.data.train_fraction import fraction_rows
 from hybrid_jax.errors import InputError
@@ -70,10 +70,10 @@ def corpus_negatives(part: CorpusPart, cfg, sampler, mining=None) -> StoreNegati
                              "data.sources use 'same_paragraph' or 'from_data'")
         from hybrid_jax.data.store_mined import mined_table
 
-        table = mined_table(cfg, part, *mining)
-        every = np.arange(len(part.rows))
-        table = StoreNegatives(table, every, np.arange(len(part.languages)), sampler, count,
-                               source)
+        mined, texts = mined_table(cfg, part, *mining)
+        table = StoreNegatives(mined, np.arange(len(part.rows)), np.arange(len(part.languages)),
+                               sampler, count, source)
+        table.mined_texts = texts  # what a teacher model scores (store_teacher.py)
     else:
         table = StoreNegatives(part.corpus.negative, part.rows, part.columns, sampler, count,
                                source)
@@ -88,6 +88,22 @@ def source_names(corpus: Store) -> str:
     """The files a corpus was prepared from (for messages), else its directory."""
     paths = [s.get("path") for s in corpus.meta.get("sources", ()) if s.get("path")]
     return ", ".join(paths) if paths else str(corpus.path)
+
+
+def teacher_table(part: CorpusPart, cfg, negatives, mining):
+    """The teacher scores of distillation: the corpus's (data.teacher_model = '') or a model's
+    (store_teacher.py; needs the configured source, like mining)."""
+    spec = str(cfg.get("teacher_model") or "")
+    if not spec:
+        check_scores(part, cfg)
+        return CorpusScores(part)
+    if mining is None:
+        raise InputError("data.teacher_model: scores the configured source (data.format, "
+                         "data.dataset_dir); with data.store=<dir> or data.sources prepare the "
+                         "corpus from records carrying pos_scores / neg_scores")
+    from hybrid_jax.data.store_teacher import model_table
+
+    return model_table(cfg, spec, part, negatives, *mining[1:])
 
 
 def check_scores(part: CorpusPart, cfg) -> None:
@@ -111,12 +127,13 @@ class SingleCorpusPlanner:
                  distill: bool = False, mining=None):
         self.sampler = corpus_sampler(part, cfg, batch_size, num_steps, stream)
         self.negatives = corpus_negatives(part, cfg, self.sampler, mining)
+        scores = None
         if distill:
-            check_scores(part, cfg)
+            scores = teacher_table(part, cfg, self.negatives, mining)
         layouts = (TokenLayout.of(tokenizer, prefixes[0]), TokenLayout.of(tokenizer, prefixes[1]))
         self.assemble = BatchAssembler(
             part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)), host_rows,
-            scores=distill)
+            scores=scores)
         self.languages = part.languages
 
     def __call__(self, step: int):

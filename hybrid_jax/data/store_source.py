@@ -46,9 +46,10 @@ class BatchAssembler:
     """A plan (+ negatives) of one part -> this host's slice of the batch dict."""
 
     def __init__(self, part: CorpusPart, layouts: tuple[TokenLayout, TokenLayout],
-                 lengths: tuple[int, int], host_slice: slice, scores: bool = False):
+                 lengths: tuple[int, int], host_slice: slice, scores=None):
         self.part, self.layouts, self.lengths, self.slice = part, layouts, lengths, host_slice
-        self.scores = scores  # add the teacher scores (distillation; the corpus has them)
+        # teacher scores, with distillation: CorpusScores or store_teacher.ModelScores
+        self.scores = scores
         self.rows_gathered = 0  # token rows read by this host (queries, passages, negatives)
 
     def _gather(self, text_ids, which: int):
@@ -65,22 +66,36 @@ class BatchAssembler:
         query = self._gather(np.asarray(c.query[rows, q_col]), 0)
         passage = self._gather(np.asarray(c.positive[rows, p_col]), 1)
         chosen = negatives.passage[self.slice] if negatives is not None else None
-        scores = None
-        if self.scores:
-            scores = (np.asarray(c.positive_score[rows, p_col], np.float32),
-                      None if chosen is None else self._negative_scores(rows, p_col, chosen))
+        scores = None if self.scores is None else self.scores.batch(idx, p_lang, chosen)
         if chosen is not None:
             negatives = (*self._gather(chosen, 1), chosen)
         return batch_dict(query, passage, plan, self.slice, negatives, scores)
 
-    def _negative_scores(self, rows, p_col, chosen) -> np.ndarray:
-        """[b, H] float32: the teacher score of each chosen negative (NaN for padding)."""
-        c = self.part.corpus
-        candidates = np.asarray(c.negative[rows, p_col])                  # [b, K]
-        scores = np.asarray(c.negative_score[rows, p_col], np.float32)   # [b, K]
-        k = (candidates[:, None, :] == chosen[:, :, None]).argmax(-1)    # [b, H]
-        out = np.take_along_axis(scores, k, 1)
-        return np.where(chosen >= 0, out, np.nan).astype(np.float32)
+
+class CorpusScores:
+    """The corpus's own teacher scores (pos_scores / neg_scores of the prepared records)."""
+
+    def __init__(self, part: CorpusPart):
+        self.part = part
+
+    def batch(self, idx, p_lang, chosen):
+        """(positive [b], negative [b, H] or None) float32 of example `idx` (part rows) in
+        language `p_lang` (codes) with negatives `chosen` (text ids, -1 padding): NaN = none."""
+        c, rows, p_col = self.part.corpus, self.part.rows[idx], self.part.columns[p_lang]
+        positive = np.asarray(c.positive_score[rows, p_col], np.float32)
+        if chosen is None:
+            return positive, None
+        return positive, scores_of(np.asarray(c.negative[rows, p_col]),
+                                   np.asarray(c.negative_score[rows, p_col], np.float32), chosen)
+
+
+def scores_of(candidates: np.ndarray, scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """[b, H] float32: the score of each chosen id among `candidates` [b, K] (its first
+    occurrence; NaN for padding and for an id not among them)."""
+    match = candidates[:, None, :] == chosen[:, :, None]                  # [b, H, K]
+    k = match.argmax(-1)
+    out = np.take_along_axis(scores, k, 1) if scores.shape[1] else np.full(chosen.shape, np.nan)
+    return np.where((chosen >= 0) & match.any(-1), out, np.nan).astype(np.float32)
 
 
 class StoreBatches:
