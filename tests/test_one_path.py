@@ -281,3 +281,20 @@ def test_teacher_model_scores_by_default_equal_the_examples_path(tokenizer, tiny
             assert_same(a, b)
             assert np.isfinite(a["positive_score"]).all()
             assert np.array_equal(np.isnan(a["negative_score"]), a["negative_valid"] == 0)
+
+
+@pytest.mark.parametrize("store,ok", [("", True), ("auto", True), ("/corpus", False)])
+def test_config_refuses_mining_and_teachers_only_for_given_corpora(store, ok):
+    from hybrid_jax import config as schema
+
+    for overrides, key in (({"data.hard_negatives": 1, "data.negative_source": "mined"},
+                            "data.negative_source"),
+                           ({"data.hard_negatives": 1, "data.teacher_model": "random:tiny",
+                             "loss.distill": "kl"}, "data.teacher_model")):
+        c = importlib.import_module("configs.tiny").get_config()
+        c.update_from_flattened_dict({**overrides, "data.store": store, "data.synthetic": False})
+        if ok:
+            schema.validate_config(c, num_devices=1)
+        else:
+            with pytest.raises(InputError, match=rf"{key}: .*the configured source"):
+                schema.validate_config(c, num_devices=1)

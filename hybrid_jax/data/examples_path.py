@@ -1,7 +1,7 @@
 """The examples path: a format's examples in memory -> HybridSampler (+ HardNegatives, teacher
 scores) -> batches tokenized on the fly. Used for what cannot be prepared into a corpus (formats
-without a store reader, in-memory examples) and the settings the store path does not carry yet
-(mined negatives, a teacher model); everything else reads a prepared corpus (store_pipeline.py).
+without a store reader, examples passed in); everything else reads a prepared corpus
+(store_pipeline.py), which gives the same batches for the same config.
 """
 from __future__ import annotations
 

@@ -48,8 +48,6 @@ def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: 
         lengths = parts.token_lengths(plan)
         q_len.append(lengths[0])
         p_len.append(lengths[1])
-    q_len = np.concatenate(q_len) if q_len else np.zeros(0, np.int64)
-    p_len = np.concatenate(p_len) if p_len else np.zeros(0, np.int64)
     n_mono = sum(b["kind"] == "mono" for b in batches)
     hard = None if negatives is None else _negatives_summary(
         negatives, sum(pairs.values()), drawn, short, rejected)
@@ -65,15 +63,23 @@ def inspect_batches(config_data, tokenizer, n: int, query_prefix: str = "query: 
         "mono_batches_per_language": dict(sorted(mono_langs.items())),
         "pairs_per_language_pair": dict(sorted(pairs.items())),
         "excluded_too_small": sampler.excluded,
-        "truncated_fraction": {
-            "query": float(np.mean(q_len > config_data.query_max_length)) if len(q_len) else 0.0,
-            "passage": float(np.mean(p_len > config_data.passage_max_length)) if len(p_len) else 0.0},
-        "token_length_p95": {
-            "query": int(np.percentile(q_len, 95)) if len(q_len) else 0,
-            "passage": int(np.percentile(p_len, 95)) if len(p_len) else 0},
+        **_lengths_summary(q_len, p_len, config_data),
         "hard_negatives": hard,
         "per_batch": batches,
     }
+
+
+def _lengths_summary(q_len: list, p_len: list, cfg) -> dict:
+    """Truncation rates and 95th percentiles of the per-batch token lengths."""
+    q = np.concatenate(q_len) if q_len else np.zeros(0, np.int64)
+    p = np.concatenate(p_len) if p_len else np.zeros(0, np.int64)
+    return {
+        "truncated_fraction": {
+            "query": float(np.mean(q > cfg.query_max_length)) if len(q) else 0.0,
+            "passage": float(np.mean(p > cfg.passage_max_length)) if len(p) else 0.0},
+        "token_length_p95": {
+            "query": int(np.percentile(q, 95)) if len(q) else 0,
+            "passage": int(np.percentile(p, 95)) if len(p) else 0}}
 
 
 class _Parts:
