@@ -16,7 +16,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_corpus_cache(tmp_path_factory) -> pathlib.Path:
-    """One cache of prepared corpora for the whole session (data.store's default prepares the
+    """One cache of prepared corpora for the whole test run (data.store's default prepares the
     configured source on first use): XQuAD-R is prepared once, not in every test's workdir."""
     from hybrid_jax.data.corpus_cache import CACHE_ENV
 
