@@ -166,10 +166,16 @@ def _check_corpora(d) -> None:
     if d.get("sources"):
         check_sources(d.sources)
         _require(not d.get("store"), "data.store", "set data.store or data.sources, not both")
-    if d.get("store") or d.get("sources"):
+    if _given_corpora(d):
         _require(not (d.hard_negatives and d.negative_source == "mined"), "data.negative_source",
-                 "'mined' needs the examples path; a prepared corpus carries its own negatives "
-                 "(data.store / data.sources)")
+                 "'mined' mines the configured source (data.format, data.dataset_dir); a corpus "
+                 "given by data.store=<dir> / data.sources carries its own negatives")
+
+
+def _given_corpora(d) -> bool:
+    """Corpora given as directories (data.store=<dir>, data.sources), not prepared from the
+    configured source ('' or 'auto'), which is all mining and a teacher model can read."""
+    return bool(d.get("sources")) or str(d.get("store", "") or "") not in ("", "auto")
 
 
 def _check_mining_controls(d) -> None:
@@ -216,9 +222,10 @@ def _check_distill(config) -> None:
              f"'' takes the scores from the data, which score the records' own negatives "
              f"(data.negative_source='from_data', not {d.negative_source!r}); set a model spec "
              f"to score the {d.negative_source!r} negatives")
-    _require(not (teacher and (d.get("store") or d.get("sources"))), "data.teacher_model",
-             "a model scores the pairs of the examples path only; with data.store / data.sources "
-             "prepare the corpus from records carrying pos_scores / neg_scores")
+    _require(not (teacher and _given_corpora(d)), "data.teacher_model",
+             "a model scores the configured source (data.format, data.dataset_dir); with "
+             "data.store=<dir> / data.sources prepare the corpus from records carrying "
+             "pos_scores / neg_scores")
 
 
 def _check_model(config) -> None:

@@ -76,7 +76,8 @@ def inspect_data(config) -> str:
                                       query_prefix=pretrained.prefixes.get("query", ""),
                                       passage_prefix=pretrained.prefixes.get("passage", ""),
                                       mining_model=pretrained, workdir=FLAGS.workdir,
-                                      num_steps=int(config.train.num_steps))
+                                      num_steps=int(config.train.num_steps),
+                                      tokenizer_spec=str(config.model.spec))
     return inspection.format_inspection(info)
 
 

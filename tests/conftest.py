@@ -14,6 +14,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_corpus_cache(tmp_path_factory) -> pathlib.Path:
+    """One cache of prepared corpora for the whole test run (data.store's default prepares the
+    configured source on first use): XQuAD-R is prepared once, not in every test's workdir."""
+    from hybrid_jax.data.corpus_cache import CACHE_ENV
+
+    where = os.environ.get(CACHE_ENV) or str(tmp_path_factory.getbasetemp() / "corpora")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(CACHE_ENV, where)
+    yield pathlib.Path(where)
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
     """../shared/data (verified XQuAD / XQuAD-R copies); tests that need it skip without it."""

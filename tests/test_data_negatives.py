@@ -236,7 +236,10 @@ def test_from_data_negatives_obey_the_rules(tokenizer, tmp_path):
     cfg = config(format="pairs_jsonl", dataset_dir=str(path), languages=["de", "en"],
                  train_fold="all", global_batch_size=8, hard_negatives=3,
                  negative_source="from_data", sampling="hybrid")
-    it = pipeline.make_train_iterator(cfg, tokenizer, num_steps=20, process_index=0, process_count=1)
+    # the examples path (its sampler's internals are read below); tests/test_one_path.py checks
+    # that the default path, the prepared corpus, gives the same batches
+    it = pipeline.make_train_iterator(cfg, tokenizer, num_steps=20, process_index=0, process_count=1,
+                                      examples=pipeline.load_training_examples(cfg))
     examples = it.examples
     cross, rejected = check_rules(it, range(20), lambda i, l: examples[i].negatives.get(l, ()))
     assert cross > 0 and rejected > 0

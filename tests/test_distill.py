@@ -296,8 +296,10 @@ def test_jsonl_scores_round_trip_and_reach_the_batch(tokenizer, tmp_path):
             return e.positive_scores.get(lang, np.nan)
         return dict(zip(e.negatives[lang], e.negative_scores.get(lang, ()))).get(text, np.nan)
 
-    it = _iterator(_data_config(format="pairs_jsonl", dataset_dir=str(path), train_fold="all"),
-                   tokenizer, None)
+    cfg = _data_config(format="pairs_jsonl", dataset_dir=str(path), train_fold="all")
+    # the examples path (its sampler's internals are read below); tests/test_one_path.py checks
+    # that the default path, the prepared corpus, gives the same batches
+    it = _iterator(cfg, tokenizer, pipeline.load_training_examples(cfg))
     nan_seen = finite_seen = 0
     for step in range(6):
         batch = next(it)

@@ -140,10 +140,11 @@ def test_pairs_jsonl_corpus_gives_the_examples_path_batches(tmp_path, tokenizer,
                 "global_batch_size": 4, "hard_negatives": 2, "negative_source": "from_data",
                 "query_max_length": 12, "passage_max_length": 16, "prefetch": 1, **kind})
     old = pipeline.make_train_iterator(cfg, tokenizer, num_steps=40, process_index=0,
-                                       process_count=1)
+                                       process_count=1,
+                                       examples=pipeline.load_training_examples(cfg))
     cfg.store = str(tmp_path / "corpus")
     new = pipeline.make_train_iterator(cfg, tokenizer, num_steps=40, process_index=0,
-                                       process_count=1)
+                                       process_count=1, distill=True)  # with the corpus's scores
     keys = [e.key for e in old.examples]
     for _ in range(40):
         a, b = next(old), next(new)

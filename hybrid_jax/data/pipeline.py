@@ -1,8 +1,12 @@
-"""The training input pipeline: config -> examples -> per-step batch plans -> fixed-shape arrays.
+"""The training input pipeline: config -> a batch source (step -> fixed-shape arrays) -> grain.
 
-grain graph: MapDataset.range(num_steps = train.num_steps) . map(make_batch) . to_iter_dataset(ReadOptions)
-[. mp_prefetch]. `make_batch(step)` is a pure function of (seed, step) (see sampler.py), so the
-iterator state is the step counter and a restored iterator yields exactly the next batch.
+The batch source reads a prepared corpus (store_pipeline.py: data.store, data.sources, and by
+default every format that can be prepared, prepared on first use: corpus_cache.py) or, for what
+cannot be prepared, in-memory examples (examples_path.py); for the same config both give the same
+batches. grain graph: MapDataset.source(batch source of num_steps = train.num_steps records)
+. to_iter_dataset(ReadOptions) [. mp_prefetch]. Record `step` is a pure function of (seed, step)
+(see sampler.py), so the iterator state is the step counter and a restored iterator yields
+exactly the next batch.
 Each host builds only its contiguous slice [p*B/P, (p+1)*B/P) of the global batch; the kind
 (mono / cross) is decided per global batch, so every host and device slice shares it.
 
@@ -11,14 +15,14 @@ Output per step (per host, b = global_batch_size / process_count), all numpy:
   passage_ids, passage_mask  int32 [b, passage_max_length]
   is_mono                    int32 [b] (same value across the global batch)
   query_lang, passage_lang   int32 [b], codes into `iterator.languages` (sorted training languages)
-  example_id                 int32 [b], index into `iterator.examples`
+  example_id                 int32 [b], index into the fold's examples (in the fold's order)
 With data.hard_negatives = H > 0 (negatives.py), also
   negative_ids, negative_mask  int32 [b, H, passage_max_length], passage prefix like passages
   negative_valid               int32 [b, H]: 1 real, 0 padding (a pair with fewer than H); a
                                padding row is the tokenized empty passage (the prefix alone), so
                                its mask is never all zero
 With distillation (make_train_iterator(..., distill=True), i.e. loss.distill != 'none'; see
-teacher_scores.py), also
+teacher_scores.py and the corpus's scores), also
   positive_score               float32 [b]: the teacher's score of each (query, positive), NaN: none
   negative_score               float32 [b, H]: of each hard negative, NaN: none or padding
 """
@@ -26,14 +30,11 @@ from __future__ import annotations
 
 import grain
 import ml_collections
-import numpy as np
 
-from hybrid_jax.data import examples as examples_lib
-from hybrid_jax.data.formats import FORMATS, formats_carrying
-from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES, HardNegatives
-from hybrid_jax.data.sampler import HybridSampler
-from hybrid_jax.data.train_fraction import fraction_of_examples
-from hybrid_jax.errors import InputError
+from hybrid_jax.data import corpus_cache, examples_path
+# The examples path's pieces, by their long-standing names (tests, benchmarks).
+from hybrid_jax.data.examples_path import (BatchMaker, load_training_examples,  # noqa: F401
+                                           make_negatives, make_sampler)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -68,8 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
         num_threads=1,            # grain read threads (tokenization holds a lock; 1 suffices)
         worker_count=0,           # >0: grain multiprocessing workers (needs absl flags parsed)
         # Prepared corpora (store_pipeline.py, docs/data.md "Training from a prepared corpus"):
-        store="",                 # '' = examples as above | corpus dir | 'auto' (prepare + cache)
-        store_cache="",           # store='auto': where prepared corpora go ('' = <workdir>/corpora)
+        store="",                 # '' = 'auto' where the format can be prepared | corpus dir | 'auto'
+        store_cache="",           # where prepared corpora go ('' = $HYBRID_JAX_CORPUS_CACHE, else
+                                  # <workdir>/corpora)
         draw="permutation",       # permutation (HybridSampler's batches) | rejection (faster)
         sources=(),               # mixture: ({"path": dir, "weight": w, "query_prefix": ...}, ...)
         source_mixing="batch",    # batch | example: one source per batch | shares within a batch
@@ -78,123 +80,19 @@ def default_config() -> ml_collections.ConfigDict:
     ))
 
 
-def load_training_examples(cfg) -> list[examples_lib.ParallelExample]:
-    """The examples of fold `cfg.train_fold` from the configured source (a registered format)."""
-    fmt = FORMATS.get(cfg.format)
-    if not cfg.dataset_dir:
-        raise InputError("data.dataset_dir: not set")
-    return fmt.load(cfg)
-
-
-def make_sampler(cfg, examples, num_steps: int | None = None) -> HybridSampler:
-    """`num_steps`: the steps the batches are drawn for (train.num_steps for training), over
-    which data.mono_schedule='exact' fixes the share of mono batches (it needs them)."""
-    languages = list(cfg.languages) if cfg.languages else examples_lib.languages_of(examples)
-    return HybridSampler(examples, languages, cfg.global_batch_size, cfg.sampling, cfg.alpha,
-                         cfg.cross_pairing, cfg.language_weights, cfg.seed, cfg.mono_schedule,
-                         num_steps)
-
-
-def make_negatives(cfg, sampler: HybridSampler, *, loaded: bool = True, mining_model=None,
-                   workdir=None, write: bool = True) -> HardNegatives | None:
-    """The hard-negative draw of `cfg` over `sampler`'s examples (None when data.hard_negatives
-    is 0). `loaded`: the examples came from the configured source (not passed in), so the source
-    is checked against data.format. 'mined' needs `mining_model` (the run's starting model) unless
-    data.mining_model names one; `workdir` caches the mining (written when `write`)."""
-    count, source = cfg.hard_negatives, cfg.negative_source
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise InputError(f"data.hard_negatives: must be an integer >= 0, got {count!r}")
-    if source not in NEGATIVE_SOURCES:
-        raise InputError(f"data.negative_source: {source!r} is not one of {NEGATIVE_SOURCES}")
-    if count == 0:
-        return None
-    examples = sampler.examples
-    if source == "mined":
-        if int(cfg.mining_depth) < count:
-            raise InputError(f"data.mining_depth: {cfg.mining_depth} mined candidates cannot give "
-                             f"data.hard_negatives={count} per pair")
-        from hybrid_jax.data import mining
-        candidates = mining.mined_candidates(cfg, examples, sampler.languages, mining_model,
-                                             workdir, write=write)
-    else:
-        fmt = FORMATS.get(cfg.format) if loaded else None
-        if fmt is not None and not fmt.carries(cfg, source):
-            raise InputError(
-                f"data.negative_source={source!r} needs data.format in "
-                f"{formats_carrying(source)} (or a tfds dataset prepared from one), not "
-                f"{fmt.source_of(cfg)!r}")
-        candidates = [e.negatives for e in examples]
-    table = HardNegatives(sampler, candidates, count, source)
-    if not table.stats["candidates"]:
-        raise InputError(f"data.negative_source={source!r}: no example of fold "
-                         f"{cfg.train_fold!r} in {cfg.dataset_dir or 'the given examples'} has a "
-                         f"candidate negative in the training languages {sampler.languages}")
-    return table
-
-
-class BatchMaker:
-    """step -> this host's slice of the global batch, tokenized (a pure function of step)."""
-
-    def __init__(self, sampler: HybridSampler, tokenizer, query_prefix: str, passage_prefix: str,
-                 query_max_length: int, passage_max_length: int,
-                 process_index: int = 0, process_count: int = 1,
-                 negatives: HardNegatives | None = None, scores=None):
-        B = sampler.batch_size
-        if process_count < 1 or not 0 <= process_index < process_count:
-            raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
-        if B % process_count:
-            raise InputError(f"data.global_batch_size: {B} is not divisible by the "
-                             f"{process_count} hosts")
-        per_host = B // process_count
-        self._slice = slice(process_index * per_host, (process_index + 1) * per_host)
-        self.sampler = sampler
-        self._prefixes = (query_prefix, passage_prefix)
-        self._lengths = (int(query_max_length), int(passage_max_length))
-        self._tokenizer = tokenizer
-        self.negatives = negatives
-        self.scores = scores  # teacher_scores.TeacherScores, with distillation
-
-    def __call__(self, step: int) -> dict[str, np.ndarray]:
-        plan = self.sampler.plan(int(step))
-        idx = plan.example_index[self._slice]
-        q_lang, p_lang = plan.query_lang[self._slice], plan.passage_lang[self._slice]
-        langs, examples = self.sampler.languages, self.sampler.examples
-        queries = [self._prefixes[0] + examples[i].queries[langs[l]] for i, l in zip(idx, q_lang)]
-        passages = [self._prefixes[1] + examples[i].passages[langs[l]] for i, l in zip(idx, p_lang)]
-        query_ids, query_mask = self._tokenizer(queries, self._lengths[0])
-        passage_ids, passage_mask = self._tokenizer(passages, self._lengths[1])
-        batch = {
-            "query_ids": query_ids, "query_mask": query_mask,
-            "passage_ids": passage_ids, "passage_mask": passage_mask,
-            "is_mono": np.full(len(idx), plan.is_mono, np.int32),
-            "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
-            "example_id": idx.astype(np.int32),
-        }
-        if self.negatives is not None:
-            # Drawn for the whole global batch (the rule needs every host's pairs), then sliced.
-            chosen = self.negatives.choose(plan).passage[self._slice]
-            texts = [self._prefixes[1] + (self.negatives.text(p) if p >= 0 else "")
-                     for p in chosen.reshape(-1).tolist()]
-            ids, mask = self._tokenizer(texts, self._lengths[1])
-            shape = (*chosen.shape, self._lengths[1])
-            batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
-                         negative_valid=(chosen >= 0).astype(np.int32))
-            if self.scores is not None:
-                batch.update(self.scores.batch(idx, p_lang, chosen))
-        return batch
-
-
 class TrainIterator(grain.DatasetIterator):
-    """The grain iterator plus what is needed to read its batches back (`languages`,
-    `examples`, `sampler`). get_state()/set_state() are the grain iterator's (orbax-savable)."""
+    """The grain iterator plus its batch `source` (StoreBatches or ExampleBatches), whose
+    attributes it shows (`languages`; `planner` or `sampler`, `negatives`, `examples`).
+    get_state()/set_state() are the grain iterator's (orbax-savable)."""
 
-    def __init__(self, inner: grain.DatasetIterator, sampler: HybridSampler,
-                 negatives: HardNegatives | None = None):
+    def __init__(self, inner: grain.DatasetIterator, source):
         super().__init__(inner)
-        self.sampler = sampler
-        self.negatives = negatives
-        self.languages = sampler.languages
-        self.examples = sampler.examples
+        self.source = source
+
+    def __getattr__(self, name):
+        if name == "source":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
 
     def __next__(self):
         return next(self._parent)
@@ -206,61 +104,65 @@ class TrainIterator(grain.DatasetIterator):
         self._parent.set_state(state)
 
 
-def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
-                        passage_prefix: str = "passage: ", *, num_steps: int,
-                        process_index: int | None = None, process_count: int | None = None,
-                        examples=None, mining_model=None, workdir=None,
-                        tokenizer_spec: str | None = None, distill: bool = False) -> TrainIterator:
-    """The training iterator of `data_config` (a `config.data` ConfigDict, see default_config):
-    batches for steps 0 .. num_steps - 1 (the run's `train.num_steps`).
+def make_batch_source(data_config, tokenizer, prefixes: tuple[str, str] = ("query: ", "passage: "),
+                      *, num_steps: int, process_index: int = 0, process_count: int = 1,
+                      examples=None, mining_model=None, workdir=None,
+                      tokenizer_spec: str | None = None, distill: bool = False,
+                      write_caches: bool = True):
+    """step -> this host's batch of `data_config` (a `config.data` ConfigDict, see
+    default_config), for steps 0 .. num_steps - 1 (the run's `train.num_steps`): a grain
+    random-access source.
 
-    `examples` overrides loading from the configured source (tests, custom corpora).
+    A prepared corpus unless the format cannot be prepared or `examples` are given (they override
+    loading from the configured source: tests, custom corpora); `corpus_cache.store_setting` says
+    which. data.store='auto' (the default's meaning) prepares the source on first use with the
+    tokenizer (`tokenizer_spec`, the model spec, names it) into the corpus cache (`workdir`'s
+    unless data.store_cache says otherwise).
     With data.negative_source='mined': `mining_model` is the run's starting model (a
     models.pretrained.Pretrained; used unless data.mining_model names another) and `workdir` the
     run's, where the mining is cached (<workdir>/negatives/mined.json, written by process 0).
-    With data.store or data.sources set, batches come from prepared corpora instead
-    (store_pipeline.py; same batches as the examples path for the same config with
-    data.draw='permutation'); `tokenizer_spec` (the model spec) prepares data.store='auto'.
-    `distill`: the batches carry teacher scores (data.teacher_model; cached in `workdir` too).
+    `distill`: the batches carry teacher scores (the corpus's, or data.teacher_model's, cached
+    in `workdir` too). `write_caches` False: process 0 writes no mining / scoring cache either.
     """
+    cfg = data_config
+    store = corpus_cache.store_setting(cfg, examples_given=examples is not None)
+    if not (store or cfg.get("sources")):
+        return examples_path.example_batches(cfg, tokenizer, prefixes, num_steps, process_index,
+                                             process_count, examples, mining_model, workdir,
+                                             distill, write_caches and process_index == 0)
+    from hybrid_jax.data import store_pipeline
+    from hybrid_jax.data.store_source import StoreBatches
+
+    corpus = mining = None
+    if not cfg.get("sources"):
+        if store == "auto" and int(cfg.hard_negatives) and cfg.negative_source != "mined":
+            examples_path.check_carried(cfg, cfg.negative_source)
+        if store == "auto":  # the configured source is there to mine and to score
+            mining = (mining_model, workdir, write_caches and process_index == 0)
+        corpus = corpus_cache.resolve(cfg, tokenizer, tokenizer_spec, workdir, process_index,
+                                      store=store)
+    planner = store_pipeline.make_planner(cfg, tokenizer, prefixes, int(num_steps),
+                                          process_index, process_count, corpus, distill=distill,
+                                          mining=mining)
+    return StoreBatches(planner, int(num_steps))
+
+
+def make_train_iterator(data_config, tokenizer, query_prefix: str = "query: ",
+                        passage_prefix: str = "passage: ", *, num_steps: int,
+                        process_index: int | None = None, process_count: int | None = None,
+                        **source_options) -> TrainIterator:
+    """The training iterator of `data_config`: grain over make_batch_source(...) (its keyword
+    arguments: examples, mining_model, workdir, tokenizer_spec, distill)."""
     cfg = data_config
     if process_index is None or process_count is None:
         import jax
         process_index, process_count = jax.process_index(), jax.process_count()
-    if cfg.get("store") or cfg.get("sources"):
-        return _store_iterator(cfg, tokenizer, (query_prefix, passage_prefix), int(num_steps),
-                               process_index, process_count, tokenizer_spec, workdir)
-    loaded = examples is None
-    if loaded:
-        examples = load_training_examples(cfg)
-    examples = fraction_of_examples(examples, float(cfg.get("train_fraction", 1.0)),
-                                    int(cfg.split_seed))
-    sampler = make_sampler(cfg, examples, int(num_steps))
-    negatives = make_negatives(cfg, sampler, loaded=loaded, mining_model=mining_model,
-                               workdir=workdir, write=process_index == 0)
-    scores = None
-    if distill:
-        from hybrid_jax.data.teacher_scores import make_teacher_scores
-        scores = make_teacher_scores(cfg, sampler, negatives, workdir=workdir,
-                                     write=process_index == 0)
-    make_batch = BatchMaker(sampler, tokenizer, query_prefix, passage_prefix,
-                            cfg.query_max_length, cfg.passage_max_length,
-                            process_index, process_count, negatives, scores)
-    ds = grain.MapDataset.range(int(num_steps)).map(make_batch)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
-                                                 prefetch_buffer_size=int(cfg.prefetch)))
+    source = make_batch_source(cfg, tokenizer, (query_prefix, passage_prefix),
+                               num_steps=int(num_steps), process_index=process_index,
+                               process_count=process_count, **source_options)
+    ds = grain.MapDataset.source(source).to_iter_dataset(
+        grain.ReadOptions(num_threads=int(cfg.num_threads),
+                          prefetch_buffer_size=int(cfg.prefetch)))
     if cfg.worker_count:
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
-    return TrainIterator(iter(it_ds), sampler, negatives)
-
-
-def _store_iterator(cfg, tokenizer, prefixes, num_steps, process_index, process_count,
-                    tokenizer_spec, workdir):
-    from hybrid_jax.data import corpus_cache, store_pipeline
-
-    corpus = None
-    if not cfg.get("sources"):
-        corpus = corpus_cache.resolve(cfg, tokenizer, tokenizer_spec, workdir, process_index)
-    planner = store_pipeline.make_planner(cfg, tokenizer, prefixes, num_steps, process_index,
-                                          process_count, corpus)
-    return store_pipeline.make_store_iterator(cfg, planner, num_steps)
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
+    return TrainIterator(iter(ds), source)

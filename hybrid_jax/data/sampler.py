@@ -109,43 +109,16 @@ class HybridSampler:
         pools = {(q, p): np.array([i for i in range(len(self.examples))
                                    if q in self._queries[i] and p in self._pid[i]], np.int64)
                  for q in range(n) for p in range(n)}
-        B = self.batch_size
         distinct = {k: len({self._pid[i][k[1]] for i in v}) for k, v in pools.items()}
-        self.mono_pairs = [(l, l) for l in range(n) if distinct[(l, l)] >= B]
-        if self.cross_pairing == "batch":
-            self.cross_pairs = [k for k in pools if k[0] != k[1] and distinct[k] >= B]
-        else:
-            self.cross_pairs = [k for k in pools if k[0] != k[1] and len(pools[k])]
-        self.excluded = {  # usable-in-principle languages / pairs too small for one batch
-            "mono": [self.languages[l] for l in range(n) if 0 < distinct[(l, l)] < B],
-            "cross": [f"{self.languages[q]}-{self.languages[p]}" for (q, p) in pools
-                      if q != p and 0 < distinct[(q, p)] and (q, p) not in self.cross_pairs]}
         self._pools = pools
-        sizes = {k: len(v) for k, v in pools.items()}
-
-        def probs(pairs):
-            w = np.array([1.0 if weights == "uniform" else sizes[k] for k in pairs], np.float64)
-            return w / w.sum() if len(w) else w
-
-        self._mono_p, self._cross_p = probs(self.mono_pairs), probs(self.cross_pairs)
-        largest = max(distinct[(l, l)] for l in range(n)) if n else 0
-        if self.alpha > 0 and not self.mono_pairs:
-            raise InputError(
-                f"data.global_batch_size: {B} exceeds the pool of distinct positives of every "
-                f"training language for mono batches (largest: {largest}); use a smaller batch or "
-                f"a larger training fold")
-        if self.alpha < 1:
-            if not self.cross_pairs:
-                raise InputError(
-                    f"data.global_batch_size: no query/passage language pair (of {self.languages}) "
-                    f"has {B} distinct parallel positives for cross batches")
-            if self.cross_pairing == "example":
-                groups = _count_groups([self._footprint[i] for i in
-                                        {int(i) for k in self.cross_pairs for i in self._pools[k]}])
-                if groups < B:
-                    raise InputError(
-                        f"data.global_batch_size: {B} exceeds the {groups} distinct positives "
-                        f"(translations counted once) available for cross batches")
+        usable = PairRule(self.languages, self.batch_size, self.alpha, self.cross_pairing,
+                          weights, distinct, {k: len(v) for k, v in pools.items()})
+        self.mono_pairs, self.cross_pairs, self.excluded = (usable.mono_pairs, usable.cross_pairs,
+                                                            usable.excluded)
+        self._mono_p, self._cross_p = usable.mono_p, usable.cross_p
+        usable.check_fillable(lambda: _count_groups(
+            [self._footprint[i] for i in {int(i) for k in self.cross_pairs
+                                          for i in self._pools[k]}]))
 
     # -- sampling -------------------------------------------------------------------------------
     def plan(self, step: int) -> BatchPlan:
@@ -196,6 +169,56 @@ class HybridSampler:
             batch_footprints |= self._footprint[found]
             chosen.append((found, q_lang, p_lang))
         return chosen
+
+
+class PairRule:
+    """Which language pairs a sampler draws from and how often, and whether its batches can be
+    filled, from each pair's pool: `distinct[(q, p)]` distinct positives, `sizes[(q, p)]`
+    examples (one rule for HybridSampler and store_sampler.StoreSampler)."""
+
+    def __init__(self, languages, batch_size: int, alpha: float, cross_pairing: str,
+                 weights: str, distinct: dict, sizes: dict):
+        n, B = len(languages), int(batch_size)
+        self.languages, self.batch_size, self.alpha = list(languages), B, float(alpha)
+        self.cross_pairing, self.distinct = cross_pairing, distinct
+        self.mono_pairs = [(l, l) for l in range(n) if distinct[(l, l)] >= B]
+        if cross_pairing == "batch":
+            self.cross_pairs = [k for k in sizes if k[0] != k[1] and distinct[k] >= B]
+        else:
+            self.cross_pairs = [k for k in sizes if k[0] != k[1] and sizes[k]]
+        self.excluded = {  # usable-in-principle languages / pairs too small for one batch
+            "mono": [languages[l] for l in range(n) if 0 < distinct[(l, l)] < B],
+            "cross": [f"{languages[q]}-{languages[p]}" for (q, p) in sizes
+                      if q != p and 0 < distinct[(q, p)] and (q, p) not in self.cross_pairs]}
+
+        def probs(pairs):
+            w = np.array([1.0 if weights == "uniform" else sizes[k] for k in pairs], np.float64)
+            return w / w.sum() if len(w) else w
+
+        self.mono_p, self.cross_p = probs(self.mono_pairs), probs(self.cross_pairs)
+
+    def check_fillable(self, count_groups) -> None:
+        """InputError when a batch of the kinds drawn cannot be filled; `count_groups()`: the
+        distinct positives of the cross pairs' examples, translations counted once (asked only
+        when cross pairs are drawn per example)."""
+        B, n = self.batch_size, len(self.languages)
+        largest = max(self.distinct[(l, l)] for l in range(n)) if n else 0
+        if self.alpha > 0 and not self.mono_pairs:
+            raise InputError(
+                f"data.global_batch_size: {B} exceeds the pool of distinct positives of every "
+                f"training language for mono batches (largest: {largest}); use a smaller batch or "
+                f"a larger training fold")
+        if self.alpha < 1:
+            if not self.cross_pairs:
+                raise InputError(
+                    f"data.global_batch_size: no query/passage language pair (of {self.languages}) "
+                    f"has {B} distinct parallel positives for cross batches")
+            if self.cross_pairing == "example":
+                groups = count_groups()
+                if groups < B:
+                    raise InputError(
+                        f"data.global_batch_size: {B} exceeds the {groups} distinct positives "
+                        f"(translations counted once) available for cross batches")
 
 
 def _step_rng(seed: int, step: int) -> np.random.Generator:

@@ -29,6 +29,24 @@ class StoreNegatives:
         return any((np.asarray(self.negative[np.sort(self.rows[i:i + step])][:, self.columns])
                     >= 0).any() for i in range(0, len(self.rows), step))
 
+    @property
+    def stats(self) -> dict:
+        """negatives.HardNegatives.stats: the candidates of the examples in the training
+        languages (first occurrences), and how many of them are the example's own positive."""
+        given = own = 0
+        step = 1 << 14
+        for i in range(0, len(self.rows), step):
+            rows = self.rows[i:i + step]
+            ids = np.asarray(self.negative[rows][:, self.columns])          # [e, L, K]
+            K = ids.shape[-1]
+            earlier = np.tril(np.ones((K, K), bool), -1)
+            repeat = ((ids[..., :, None] == ids[..., None, :]) & earlier).any(-1)
+            first = (ids >= 0) & ~repeat
+            footprint = self.sampler.positive[i:i + len(rows)]               # [e, L]
+            mine = (ids[..., None] == footprint[:, None, None, :]).any(-1)
+            given, own = given + int(first.sum()), own + int((first & mine).sum())
+        return {"candidates": given, "rejected_own_positive": own}
+
     def choose(self, plan: BatchPlan) -> NegativePlan:
         s = self.sampler
         rng = np.random.default_rng([s.seed, int(plan.step), 1, *s.stream])

@@ -7,7 +7,6 @@ data.train_fraction keeps a nested, seeded subset of the fold's examples (`fract
 """
 from __future__ import annotations
 
-import grain
 import numpy as np
 
 from hybrid_jax.data import mixture, splits
@@ -15,7 +14,7 @@ from hybrid_jax.data.corpus_cache import check_tokenizer
 from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
-from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, StoreBatches, host_slice
+from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, CorpusScores, host_slice
 from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.data.train_fraction import fraction_rows
 from hybrid_jax.errors import InputError
@@ -57,19 +56,66 @@ def corpus_sampler(part: CorpusPart, cfg, batch_size: int, num_steps: int, strea
                         cfg.mono_schedule, num_steps, cfg.get("draw", "permutation"), stream)
 
 
-def corpus_negatives(part: CorpusPart, cfg, sampler) -> StoreNegatives | None:
+def corpus_negatives(part: CorpusPart, cfg, sampler, mining=None) -> StoreNegatives | None:
+    """The hard-negative draw of `cfg` over `part`; 'mined' needs `mining` = (the run's starting
+    model, workdir, whether this process writes the cache), for a corpus prepared from the
+    configured source (store_mined.py)."""
     count, source = int(cfg.hard_negatives), cfg.negative_source
     if count == 0:
         return None
     if source == "mined":
-        raise InputError("data.negative_source='mined': a prepared corpus carries its negatives "
-                         "(prepare it with mining); use 'same_paragraph' or 'from_data'")
-    table = StoreNegatives(part.corpus.negative, part.rows, part.columns, sampler, count, source)
+        if mining is None:
+            raise InputError("data.negative_source='mined': mines the configured source "
+                             "(data.format, data.dataset_dir); with data.store=<dir> or "
+                             "data.sources use 'same_paragraph' or 'from_data'")
+        from hybrid_jax.data.store_mined import mined_table
+
+        mined, texts = mined_table(cfg, part, *mining)
+        table = StoreNegatives(mined, np.arange(len(part.rows)), np.arange(len(part.languages)),
+                               sampler, count, source)
+        table.mined_texts = texts  # what a teacher model scores (store_teacher.py)
+    else:
+        table = StoreNegatives(part.corpus.negative, part.rows, part.columns, sampler, count,
+                               source)
     if not table.has_candidates():
         raise InputError(f"data.negative_source={source!r}: no example of fold "
-                         f"{cfg.train_fold!r} in {part.corpus.path} has a candidate negative in "
-                         f"the training languages {part.languages}")
+                         f"{cfg.train_fold!r} in {source_names(part.corpus)} has a candidate "
+                         f"negative in the training languages {part.languages}")
     return table
+
+
+def source_names(corpus: Store) -> str:
+    """The files a corpus was prepared from (for messages), else its directory."""
+    paths = [s.get("path") for s in corpus.meta.get("sources", ()) if s.get("path")]
+    return ", ".join(paths) if paths else str(corpus.path)
+
+
+def teacher_table(part: CorpusPart, cfg, negatives, mining):
+    """The teacher scores of distillation: the corpus's (data.teacher_model = '') or a model's
+    (store_teacher.py; needs the configured source, like mining)."""
+    spec = str(cfg.get("teacher_model") or "")
+    if not spec:
+        check_scores(part, cfg)
+        return CorpusScores(part)
+    if mining is None:
+        raise InputError("data.teacher_model: scores the configured source (data.format, "
+                         "data.dataset_dir); with data.store=<dir> or data.sources prepare the "
+                         "corpus from records carrying pos_scores / neg_scores")
+    from hybrid_jax.data.store_teacher import model_table
+
+    return model_table(cfg, spec, part, negatives, *mining[1:])
+
+
+def check_scores(part: CorpusPart, cfg) -> None:
+    """Distillation from the data's scores needs an example of the fold scored in a training
+    language (data.teacher_model = '': the corpus's pos_scores / neg_scores)."""
+    scored = part.corpus.meta.get("has_scores") and np.isfinite(
+        np.asarray(part.corpus.positive_score[part.rows][:, part.columns])).any()
+    if not scored:
+        raise InputError(
+            f"data.teacher_model='': no example of fold {cfg.train_fold!r} in "
+            f"{source_names(part.corpus)} has teacher scores (pos_scores); set "
+            f"data.teacher_model to a model spec to score the pairs with it")
 
 
 class SingleCorpusPlanner:
@@ -77,12 +123,17 @@ class SingleCorpusPlanner:
     which this host assembles `host_rows` (a slice of them)."""
 
     def __init__(self, part: CorpusPart, cfg, tokenizer, prefixes: tuple[str, str],
-                 num_steps: int, batch_size: int, host_rows: slice, stream=()):
+                 num_steps: int, batch_size: int, host_rows: slice, stream=(),
+                 distill: bool = False, mining=None):
         self.sampler = corpus_sampler(part, cfg, batch_size, num_steps, stream)
-        self.negatives = corpus_negatives(part, cfg, self.sampler)
+        self.negatives = corpus_negatives(part, cfg, self.sampler, mining)
+        scores = None
+        if distill:
+            scores = teacher_table(part, cfg, self.negatives, mining)
         layouts = (TokenLayout.of(tokenizer, prefixes[0]), TokenLayout.of(tokenizer, prefixes[1]))
         self.assemble = BatchAssembler(
-            part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)), host_rows)
+            part, layouts, (int(cfg.query_max_length), int(cfg.passage_max_length)), host_rows,
+            scores=scores)
         self.languages = part.languages
 
     def __call__(self, step: int):
@@ -92,13 +143,17 @@ class SingleCorpusPlanner:
 
 
 def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
-                 process_index: int, process_count: int, corpus: str | None = None):
-    """The planner of data.sources (a mixture) or of the one corpus at `corpus` (data.store)."""
+                 process_index: int, process_count: int, corpus: str | None = None,
+                 distill: bool = False, mining=None):
+    """The planner of data.sources (a mixture) or of the one corpus at `corpus` (data.store);
+    `distill`: the batches carry the corpora's teacher scores; `mining`: as for
+    corpus_negatives (the one corpus only)."""
     B = int(cfg.global_batch_size)
     rows = host_slice(B, process_index, process_count)
     if not cfg.get("sources"):
         part = corpus_part(open_store(corpus or cfg.store), cfg)
-        return SingleCorpusPlanner(part, cfg, tokenizer, prefixes, num_steps, B, rows)
+        return SingleCorpusPlanner(part, cfg, tokenizer, prefixes, num_steps, B, rows,
+                                   distill=distill, mining=mining)
     entries = mixture.check_sources(cfg.sources)
     weights = [e["weight"] for e in entries]
     sizes = mixture.largest_remainder(weights, B) if cfg.source_mixing == "example" \
@@ -119,36 +174,7 @@ def make_planner(cfg, tokenizer, prefixes: tuple[str, str], num_steps: int,
                      int(np.clip(rows.stop - start, 0, size)))
         pre = (entry.get("query_prefix", prefixes[0]), entry.get("passage_prefix", prefixes[1]))
         planner = SingleCorpusPlanner(part, cfg, tokenizer, pre, num_steps, int(size), mine,
-                                      stream=(2, s)) if size else None
+                                      stream=(2, s), distill=distill) if size else None
         parts.append((planner, len(part.rows), part.languages))
     return mixture.MixturePlanner(parts, weights, cfg.source_mixing, cfg.source_schedule,
                                   cfg.seed, num_steps)
-
-
-class StoreTrainIterator(grain.DatasetIterator):
-    """The grain iterator over StoreBatches plus `languages`, `planner` (its sampler(s)) and
-    `source` (rows gathered); get_state()/set_state() are the grain iterator's."""
-
-    def __init__(self, inner, source: StoreBatches, planner):
-        super().__init__(inner)
-        self.source, self.planner, self.languages = source, planner, planner.languages
-
-    def __next__(self):
-        return next(self._parent)
-
-    def get_state(self):
-        return self._parent.get_state()
-
-    def set_state(self, state):
-        self._parent.set_state(state)
-
-
-def make_store_iterator(cfg, planner, num_steps: int) -> StoreTrainIterator:
-    """grain: MapDataset.source(StoreBatches) . to_iter_dataset(ReadOptions) [. mp_prefetch]."""
-    source = StoreBatches(planner, num_steps)
-    ds = grain.MapDataset.source(source).to_iter_dataset(
-        grain.ReadOptions(num_threads=int(cfg.num_threads),
-                          prefetch_buffer_size=int(cfg.prefetch)))
-    if cfg.worker_count:
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.worker_count)))
-    return StoreTrainIterator(iter(ds), source, planner)

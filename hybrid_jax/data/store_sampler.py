@@ -26,8 +26,9 @@ import hashlib
 
 import numpy as np
 
-from hybrid_jax.data.sampler import (BatchPlan, check_choice, exact_mono_steps, scheduled_mono,
-                                     CROSS_PAIRINGS, LANGUAGE_WEIGHTS, MONO_SCHEDULES, SAMPLINGS)
+from hybrid_jax.data.sampler import (BatchPlan, PairRule, check_choice, exact_mono_steps,
+                                     scheduled_mono, CROSS_PAIRINGS, LANGUAGE_WEIGHTS,
+                                     MONO_SCHEDULES, SAMPLINGS)
 from hybrid_jax.errors import InputError
 
 DRAWS = ("permutation", "rejection")
@@ -95,44 +96,17 @@ class StoreSampler:
                 if (key, p) not in counted:
                     counted[(key, p)] = len(np.unique(self.positive[pool, p]))
                 distinct[(q, p)] = counted[(key, p)]
-        self.mono_pairs = [(l, l) for l in range(n) if distinct[(l, l)] >= B]
-        if self.cross_pairing == "batch":
-            self.cross_pairs = [k for k in self._pools if k[0] != k[1] and distinct[k] >= B]
-        else:
-            self.cross_pairs = [k for k in self._pools if k[0] != k[1] and sizes[k]]
-        self.excluded = {
-            "mono": [self.languages[l] for l in range(n) if 0 < distinct[(l, l)] < B],
-            "cross": [f"{self.languages[q]}-{self.languages[p]}" for (q, p) in self._pools
-                      if q != p and 0 < distinct[(q, p)] and (q, p) not in self.cross_pairs]}
+        usable = PairRule(self.languages, B, self.alpha, self.cross_pairing, weights, distinct,
+                          sizes)
+        self.mono_pairs, self.cross_pairs, self.excluded = (usable.mono_pairs, usable.cross_pairs,
+                                                            usable.excluded)
+        self._mono_p, self._cross_p = usable.mono_p, usable.cross_p
+        usable.check_fillable(self._count_cross_groups)
 
-        def probs(pairs):
-            w = np.array([1.0 if weights == "uniform" else sizes[k] for k in pairs], np.float64)
-            return w / w.sum() if len(w) else w
-
-        self._mono_p, self._cross_p = probs(self.mono_pairs), probs(self.cross_pairs)
-        self._check_fillable(distinct)
-
-    def _check_fillable(self, distinct):
-        B, n = self.batch_size, len(self.languages)
-        largest = max(distinct[(l, l)] for l in range(n)) if n else 0
-        if self.alpha > 0 and not self.mono_pairs:
-            raise InputError(
-                f"data.global_batch_size: {B} exceeds the pool of distinct positives of every "
-                f"training language for mono batches (largest: {largest}); use a smaller batch or "
-                f"a larger training fold")
-        if self.alpha < 1:
-            if not self.cross_pairs:
-                raise InputError(
-                    f"data.global_batch_size: no query/passage language pair (of {self.languages}) "
-                    f"has {B} distinct parallel positives for cross batches")
-            if self.cross_pairing == "example":
-                distinct_pools = {id(self._pools[k]): self._pools[k] for k in self.cross_pairs}
-                rows = np.unique(np.concatenate(list(distinct_pools.values())))
-                groups = _count_groups(self.positive[rows])
-                if groups < B:
-                    raise InputError(
-                        f"data.global_batch_size: {B} exceeds the {groups} distinct positives "
-                        f"(translations counted once) available for cross batches")
+    def _count_cross_groups(self) -> int:
+        distinct_pools = {id(self._pools[k]): self._pools[k] for k in self.cross_pairs}
+        rows = np.unique(np.concatenate(list(distinct_pools.values())))
+        return _count_groups(self.positive[rows])
 
     # -- sampling -------------------------------------------------------------------------------
     def plan(self, step: int) -> BatchPlan:

@@ -5,7 +5,7 @@ The plan (which examples, languages and negatives) is drawn for the global batch
 no-false-negative rule needs every host's pairs, but it is only integers; each host gathers the
 token rows of its slice [p*B/P, (p+1)*B/P) alone, so no host reads or holds the others' texts.
 The batch dict is pipeline.py's (its docstring lists the fields), plus positive_score [b] and
-negative_score [b, H] float32 when the corpus carries teacher scores.
+negative_score [b, H] float32 with distillation (`scores`: the corpus's teacher scores).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from hybrid_jax.data.batch_dict import batch_dict
 from hybrid_jax.data.store_batches import TokenLayout, gather_rows
 from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.errors import InputError
@@ -45,8 +46,10 @@ class BatchAssembler:
     """A plan (+ negatives) of one part -> this host's slice of the batch dict."""
 
     def __init__(self, part: CorpusPart, layouts: tuple[TokenLayout, TokenLayout],
-                 lengths: tuple[int, int], host_slice: slice):
+                 lengths: tuple[int, int], host_slice: slice, scores=None):
         self.part, self.layouts, self.lengths, self.slice = part, layouts, lengths, host_slice
+        # teacher scores, with distillation: CorpusScores or store_teacher.ModelScores
+        self.scores = scores
         self.rows_gathered = 0  # token rows read by this host (queries, passages, negatives)
 
     def _gather(self, text_ids, which: int):
@@ -60,35 +63,39 @@ class BatchAssembler:
         idx = plan.example_index[self.slice]
         q_lang, p_lang = plan.query_lang[self.slice], plan.passage_lang[self.slice]
         rows, q_col, p_col = part.rows[idx], part.columns[q_lang], part.columns[p_lang]
-        query_ids, query_mask = self._gather(np.asarray(c.query[rows, q_col]), 0)
-        passage_ids, passage_mask = self._gather(np.asarray(c.positive[rows, p_col]), 1)
-        batch = {
-            "query_ids": query_ids, "query_mask": query_mask,
-            "passage_ids": passage_ids, "passage_mask": passage_mask,
-            "is_mono": np.full(len(idx), plan.is_mono, np.int32),
-            "query_lang": q_lang.astype(np.int32), "passage_lang": p_lang.astype(np.int32),
-            "example_id": idx.astype(np.int32),
-        }
-        if c.meta.get("has_scores"):
-            batch["positive_score"] = np.asarray(c.positive_score[rows, p_col], np.float32)
-        if negatives is not None:
-            chosen = negatives.passage[self.slice]
-            ids, mask = self._gather(chosen, 1)
-            shape = (*chosen.shape, self.lengths[1])
-            batch.update(negative_ids=ids.reshape(shape), negative_mask=mask.reshape(shape),
-                         negative_valid=(chosen >= 0).astype(np.int32))
-            if c.meta.get("has_scores"):
-                batch["negative_score"] = self._negative_scores(rows, p_col, chosen)
-        return batch
+        query = self._gather(np.asarray(c.query[rows, q_col]), 0)
+        passage = self._gather(np.asarray(c.positive[rows, p_col]), 1)
+        chosen = negatives.passage[self.slice] if negatives is not None else None
+        scores = None if self.scores is None else self.scores.batch(idx, p_lang, chosen)
+        if chosen is not None:
+            negatives = (*self._gather(chosen, 1), chosen)
+        return batch_dict(query, passage, plan, self.slice, negatives, scores)
 
-    def _negative_scores(self, rows, p_col, chosen) -> np.ndarray:
-        """[b, H] float32: the teacher score of each chosen negative (NaN for padding)."""
-        c = self.part.corpus
-        candidates = np.asarray(c.negative[rows, p_col])                  # [b, K]
-        scores = np.asarray(c.negative_score[rows, p_col], np.float32)   # [b, K]
-        k = (candidates[:, None, :] == chosen[:, :, None]).argmax(-1)    # [b, H]
-        out = np.take_along_axis(scores, k, 1)
-        return np.where(chosen >= 0, out, np.nan).astype(np.float32)
+
+class CorpusScores:
+    """The corpus's own teacher scores (pos_scores / neg_scores of the prepared records)."""
+
+    def __init__(self, part: CorpusPart):
+        self.part = part
+
+    def batch(self, idx, p_lang, chosen):
+        """(positive [b], negative [b, H] or None) float32 of example `idx` (part rows) in
+        language `p_lang` (codes) with negatives `chosen` (text ids, -1 padding): NaN = none."""
+        c, rows, p_col = self.part.corpus, self.part.rows[idx], self.part.columns[p_lang]
+        positive = np.asarray(c.positive_score[rows, p_col], np.float32)
+        if chosen is None:
+            return positive, None
+        return positive, scores_of(np.asarray(c.negative[rows, p_col]),
+                                   np.asarray(c.negative_score[rows, p_col], np.float32), chosen)
+
+
+def scores_of(candidates: np.ndarray, scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """[b, H] float32: the score of each chosen id among `candidates` [b, K] (its first
+    occurrence; NaN for padding and for an id not among them)."""
+    match = candidates[:, None, :] == chosen[:, :, None]                  # [b, H, K]
+    k = match.argmax(-1)
+    out = np.take_along_axis(scores, k, 1) if scores.shape[1] else np.full(chosen.shape, np.nan)
+    return np.where((chosen >= 0) & match.any(-1), out, np.nan).astype(np.float32)
 
 
 class StoreBatches:
@@ -97,6 +104,10 @@ class StoreBatches:
     def __init__(self, planner, num_steps: int):
         """`planner(step) -> (assembler, plan, negative plan or None)` (one source or a mix)."""
         self.planner, self.num_steps = planner, int(num_steps)
+
+    @property
+    def languages(self) -> list:
+        return self.planner.languages
 
     def __len__(self) -> int:
         return self.num_steps

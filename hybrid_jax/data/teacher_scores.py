@@ -95,8 +95,17 @@ def make_teacher_scores(cfg, sampler, negatives, *, workdir=None,
 def _from_data(example) -> dict:
     languages = set(example.positive_scores) | set(example.negative_scores)
     return {l: (example.positive_scores.get(l),
-                dict(zip(example.negatives.get(l, ()), example.negative_scores.get(l, ()))))
+                _first_scores(example.negatives.get(l, ()), example.negative_scores.get(l, ())))
             for l in languages}
+
+
+def _first_scores(texts, scores) -> dict:
+    """text -> score; a negative listed twice keeps its first score, as the prepared corpus
+    does (its first occurrence is the candidate)."""
+    out: dict = {}
+    for text, score in zip(texts, scores):
+        out.setdefault(text, score)
+    return out
 
 
 def _candidate_texts(sampler, negatives) -> list[dict[str, list[str]]]:
@@ -109,9 +118,15 @@ def _candidate_texts(sampler, negatives) -> list[dict[str, list[str]]]:
 
 
 def _model_scores(cfg, spec, sampler, negatives, workdir, write) -> list[dict]:
-    examples, languages = sampler.examples, sampler.languages
+    return model_scores(cfg, spec, sampler.examples, sampler.languages,
+                        _candidate_texts(sampler, negatives), workdir, write)
+
+
+def model_scores(cfg, spec, examples, languages, candidates, workdir=None,
+                 write: bool = True) -> list[dict]:
+    """Per example: language -> (positive score, {candidate text: score}) by teacher `spec`,
+    `candidates[i]` (language -> texts) in table order; cached in `workdir` (module doc)."""
     bundle = workdir_cache.model_bundle(spec, None, "data.teacher_model", "data.teacher_model")
-    candidates = _candidate_texts(sampler, negatives)
     meta = workdir_cache.round_trip({
         **workdir_cache.model_meta(cfg, examples, languages, bundle),
         "candidates": _fingerprint(candidates)})

