@@ -32,7 +32,7 @@ import grain
 import ml_collections
 
 from hybrid_jax.data import corpus_cache, examples_path
-# The examples path's pieces, by their long-standing names (tests, benchmarks).
+# The examples path's pieces, for callers that build it directly (tests, benchmarks).
 from hybrid_jax.data.examples_path import (BatchMaker, load_training_examples,  # noqa: F401
                                            make_negatives, make_sampler)
 
