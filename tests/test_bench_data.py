@@ -1,0 +1,58 @@
+"""The data benchmarks' options on a prepared corpus: benchmarks/data_store.py --store (store path
+only, both draws, the corpus's languages) and benchmarks/data_multihost.py (each of 2 processes
+assembles its half of every batch, 1 process all of it)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from hybrid_jax.data.store.prepare import prepare
+from hybrid_jax.data.store.synthetic_mmarco import write_mmarco_like
+
+LANGUAGES = ("en", "de", "zh")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("bench_data")
+    write_mmarco_like(root / "mmarco", 300, LANGUAGES)
+    prepare([f"mmarco:{root / 'mmarco'}"], root / "store", log=open(os.devnull, "w"))
+    return root / "store"
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_data_store_reads_a_prepared_corpus_with_both_draws(store, tmp_path):
+    out = _run("benchmarks.data_store", "--store", str(store), "--batches", "3",
+               "--dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["path"], r["draw"]) for r in rows] == [("store", "permutation"),
+                                                      ("store", "rejection")]
+    assert all(r["batches"] == 3 and r["pairs_per_s_wall"] > 0 for r in rows)
+    assert not (tmp_path / "pairs.jsonl").exists()  # no synthetic corpus written
+
+
+def test_data_store_refuses_a_directory_that_is_not_a_corpus(tmp_path):
+    out = _run("benchmarks.data_store", "--store", str(tmp_path), "--dir", str(tmp_path))
+    assert out.returncode != 0
+    assert f"--store {tmp_path}: no meta.json" in out.stderr
+
+
+def test_data_multihost_gives_each_process_its_half_of_the_batch(store):
+    out = _run("benchmarks.data_multihost", "--store", str(store), "--batches", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = json.loads(out.stdout[:out.stdout.rindex("\n{")])
+    assert [(r["process"], r["devices"], r["rows_per_batch"]) for r in runs["one"]] == \
+        [(0, [4, 4], 100)]
+    assert [(r["process"], r["devices"], r["rows_per_batch"]) for r in runs["many"]] == \
+        [(0, [2, 4], 50), (1, [2, 4], 50)]
+    assert all(r["data_mb"]["Rss"] > 0 for r in runs["one"] + runs["many"])
