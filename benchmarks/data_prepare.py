@@ -3,6 +3,7 @@ mMARCO's shape (hybrid_jax/data/store/synthetic_mmarco.py), in a child process s
 resident memory is the prepare step's own.
 
     python -m benchmarks.data_prepare [--questions 100000] [--languages 9] [--negatives 1]
+        [--mmarco DIR] [--out DIR]
 
 texts/s counts the texts the prepared examples hold (questions x languages x (query + positive +
 negatives)), repeats included, over the prepare step's whole wall time (tokenizer load, reading,
@@ -10,6 +11,9 @@ hashing, tokenizing, writing); distinct_texts_per_s the distinct ones it tokeniz
 CPU second the same count over the CPU time it used (steadier on shared cores). Target
 >= 8,000 texts/s on a 2-core CPU. `make bench` runs it as the
 `data_prepare` section (--prepare_questions; 1,000,000 is the paper scale).
+--mmarco reads a synthetic corpus written before (`python -m hybrid_jax.data.store.synthetic_mmarco
+--questions N`, the same N, languages and negatives) instead of writing one; --out keeps the
+prepared corpus there (it must not exist yet) for the other data benchmarks.
 """
 from __future__ import annotations
 
@@ -28,19 +32,23 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negatives: int = 1,
-                           workdir: str | None = None) -> dict:
+                           workdir: str | None = None, mmarco: str | None = None,
+                           out: str | None = None) -> dict:
     from hybrid_jax.data.store.layout import open_store
     from hybrid_jax.data.store.synthetic_mmarco import write_mmarco_like
 
     root = pathlib.Path(workdir or tempfile.mkdtemp(prefix="data_prepare_"))
+    source, target = pathlib.Path(mmarco or root / "mmarco"), pathlib.Path(out or root / "store")
+    if target.exists():
+        raise SystemExit(f"--out {target}: exists already; the benchmark prepares a new corpus")
     try:
         t = time.perf_counter()
-        write_mmarco_like(root / "mmarco", questions, LANGUAGES[:languages], negatives)
+        if not mmarco:
+            write_mmarco_like(source, questions, LANGUAGES[:languages], negatives)
         generate_s = time.perf_counter() - t
         t = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "hybrid_jax.prepare_data",
-                                  "--source", f"mmarco:{root / 'mmarco'}",
-                                  "--out", str(root / "store")],
+                                  "--source", f"mmarco:{source}", "--out", str(target)],
                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                      [str(REPO), os.environ.get("PYTHONPATH", "")])})
         status, usage, peak_kb = _wait_with_peak(child.pid)
@@ -48,7 +56,12 @@ def data_prepare_benchmark(questions: int = 100_000, languages: int = 9, negativ
         wall = time.perf_counter() - t
         if child.returncode:
             raise RuntimeError(f"prepare_data exited with status {child.returncode}")
-        store = open_store(root / "store")
+        store = open_store(target)
+        held = (store.meta["n_examples"], len(store.languages), store.meta["max_negatives"])
+        if held != (questions, languages, negatives):
+            raise SystemExit(f"--mmarco {source}: holds {held[0]} questions in {held[1]} "
+                             f"languages with {held[2]} negative(s), not --questions {questions} "
+                             f"--languages {languages} --negatives {negatives}")
         texts = questions * languages * (2 + negatives)
         return {"questions": questions, "languages": languages, "negatives": negatives,
                 "texts_read": texts, "distinct_texts": store.meta["n_texts"],
@@ -102,8 +115,11 @@ def main(argv) -> None:
     parser.add_argument("--questions", type=int, default=100_000)
     parser.add_argument("--languages", type=int, default=9)
     parser.add_argument("--negatives", type=int, default=1)
+    parser.add_argument("--mmarco", help="a synthetic mMARCO-layout corpus written before")
+    parser.add_argument("--out", help="keep the prepared corpus here (a new directory)")
     args = parser.parse_args(argv)
-    result = data_prepare_benchmark(args.questions, args.languages, args.negatives)
+    result = data_prepare_benchmark(args.questions, args.languages, args.negatives,
+                                    mmarco=args.mmarco, out=args.out)
     print(json.dumps(result, indent=1))
     print("\n".join(markdown(result)))
 

@@ -1,4 +1,5 @@
-"""The data benchmarks' options on a prepared corpus: benchmarks/data_store.py --store (store path
+"""The data benchmarks' options for corpora made beforehand: benchmarks/data_prepare.py --mmarco /
+--out (prepare a synthetic corpus written before, keep the result), data_store.py --store (store path
 only, both draws, the corpus's languages) and benchmarks/data_multihost.py (each of 2 processes
 assembles its half of every batch, 1 process all of it)."""
 import json
@@ -56,3 +57,19 @@ def test_data_multihost_gives_each_process_its_half_of_the_batch(store):
     assert [(r["process"], r["devices"], r["rows_per_batch"]) for r in runs["many"]] == \
         [(0, [2, 4], 50), (1, [2, 4], 50)]
     assert all(r["data_mb"]["Rss"] > 0 for r in runs["one"] + runs["many"])
+
+
+def test_data_prepare_reads_a_written_corpus_and_keeps_the_result(tmp_path):
+    write_mmarco_like(tmp_path / "mmarco", 200, LANGUAGES)
+    common = ("--questions", "200", "--languages", "3", "--mmarco", str(tmp_path / "mmarco"))
+    out = _run("benchmarks.data_prepare", *common, "--out", str(tmp_path / "kept"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout[:out.stdout.index("\n}") + 2])
+    assert (result["texts_read"], result["questions"]) == (200 * 3 * 3, 200)
+    assert (tmp_path / "kept" / "meta.json").is_file()
+    again = _run("benchmarks.data_prepare", *common, "--out", str(tmp_path / "kept"))
+    assert again.returncode != 0 and "exists already" in again.stderr
+    wrong = _run("benchmarks.data_prepare", "--questions", "300", "--languages", "3",
+                 "--mmarco", str(tmp_path / "mmarco"), "--out", str(tmp_path / "other"))
+    assert wrong.returncode != 0
+    assert "holds 200 questions in 3 languages with 1 negative(s)" in wrong.stderr
