@@ -1,7 +1,7 @@
-"""The data benchmarks' options for corpora made beforehand: benchmarks/data_prepare.py --mmarco /
---out (prepare a synthetic corpus written before, keep the result), data_store.py --store (store path
-only, both draws, the corpus's languages) and benchmarks/data_multihost.py (each of 2 processes
-assembles its half of every batch, 1 process all of it)."""
+"""The data benchmarks' options for corpora made beforehand: benchmarks/data_prepare.py
+--mmarco / --out (prepare a synthetic corpus written before, keep the result), data_store.py
+--store (store path only, both draws, the corpus's languages) and benchmarks/data_multihost.py
+(each of 2 processes assembles its half of every batch, 1 process all of it)."""
 import json
 import os
 import pathlib
