@@ -12,6 +12,8 @@ plan, this host's slice of every batch) and assembles --batches batches (batch 1
 /proc/self/smaps_rollup after the tokenizer and jax (the baseline) and after the batches: private
 pages (anonymous: the sampler's and negatives' tables; file pages only this process touched) and
 the proportional share (Pss) of the memory-mapped corpus pages the processes share.
+`--record NOTE` adds the result to benchmarks/results.json and BENCHMARKS.md
+(data_prepare.record_at_scale). Target: each process's data memory is its share, not the whole.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import socket
 import subprocess
 import sys
 import time
+
+from benchmarks.data_prepare import record_at_scale
 
 BATCH = 100
 FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Shared_Clean", "Anonymous")
@@ -110,6 +114,8 @@ def main(argv=None) -> None:
     p.add_argument("--devices", type=int, default=2, help="CPU devices per process")
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--draw", default="permutation", choices=("permutation", "rejection"))
+    p.add_argument("--record", default="", metavar="NOTE", help="add the result to "
+                   "benchmarks/results.json and BENCHMARKS.md, NOTE saying how the host was loaded")
     p.add_argument("--one", nargs=3, type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if not os.path.isfile(os.path.join(a.store, "meta.json")):
@@ -117,10 +123,39 @@ def main(argv=None) -> None:
     if a.one:
         print(json.dumps(run_process(a.store, *a.one, a.batches, a.draw)), flush=True)
         return
+    started = time.perf_counter()
     one = launch(a.store, 1, a.processes * a.devices, a.batches, a.draw)
     many = launch(a.store, a.processes, a.devices, a.batches, a.draw)
     print(json.dumps({"one": one, "many": many}, indent=1))
-    print(json.dumps(summary(one, many), indent=1))
+    result = summary(one, many)
+    print(json.dumps(result, indent=1))
+    if a.record:
+        meta = json.loads(open(os.path.join(a.store, "meta.json")).read())
+        record_at_scale("data_multihost", dict(result, questions=meta["n_examples"],
+                                               processes=a.processes, devices=a.devices,
+                                               batches=a.batches, draw=a.draw),
+                        sys.argv[1:] if argv is None else argv, started, a.record)
+
+
+def scale_markdown(r: dict) -> list[str]:
+    """The run, under the data_prepare section."""
+    def row(name, x):
+        return (f"| {name} | {x['rows_per_batch']} | {x['setup_s']} | {x['Private']:,} | "
+                f"{x['Anonymous']:,} | {x['Pss']:,} | {x['Rss']:,} |")
+    one = r["one_process"]
+    return [f"### Data memory per host, {r['questions']:,} questions", "",
+            f"{r['processes']} processes x {r['devices']} CPU devices (jax.distributed on "
+            f"127.0.0.1) against 1 process x {r['processes'] * r['devices']} devices, "
+            f"{r['batches']} batches of 100 ({r['draw']} draw), each process assembling its "
+            "slice of every global batch. MB beyond the tokenizer and jax; private: pages only "
+            "this process maps (anonymous: sampler and negative tables); Pss: its share of "
+            "pages shared with the other process (the memory-mapped corpus). Target: each "
+            "process's data memory is its share, not the whole.", "",
+            "| process | rows per batch | set-up s | private MB | anonymous MB | Pss MB | RSS MB |",
+            "|---|---|---|---|---|---|---|", row("1 of 1", one)] + [
+        row(f"{i + 1} of {r['processes']}", x) for i, x in enumerate(r["per_process"])] + [
+        "", f"Largest private memory of one of the {r['processes']} processes / the single "
+        f"process's: {r['private_share']:.2f}.", "", r.get("note", "")]
 
 
 if __name__ == "__main__":

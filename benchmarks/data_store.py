@@ -14,6 +14,9 @@ shapes as a prepared corpus with random token ids: the batcher never looks at wh
 `--store` instead reads a corpus made by `python -m hybrid_jax.prepare_data` (e.g. the synthetic
 mMARCO one of benchmarks/data_prepare.py at 1,000,000 questions) in all its languages, store
 path only (both draws): the examples path would hold every text of it as a Python string.
+`--record NOTE` adds the --store runs to benchmarks/results.json and BENCHMARKS.md
+(data_prepare.record_at_scale). Targets at paper scale: set-up < 10 s and < 1 GB resident
+beyond the tokenizer.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import sys
 import time
 
 import numpy as np
+
+from benchmarks.data_prepare import record_at_scale
 
 LANGS = ("ar", "de", "en", "es", "fr", "hi", "ru", "vi", "zh")
 QUERY_WORDS, PASSAGE_WORDS = (6, 14), (40, 80)
@@ -129,8 +134,11 @@ def main() -> None:
     p.add_argument("--dir", default="/tmp/hybrid_jax_data_bench")
     p.add_argument("--store", default="", help="a prepared corpus to read instead (store path "
                    "only, in the corpus's languages)")
+    p.add_argument("--record", default="", metavar="NOTE", help="with --store: add the runs to "
+                   "benchmarks/results.json and BENCHMARKS.md, NOTE saying how the host was loaded")
     p.add_argument("--one", nargs=2, metavar=("STORE", "DRAW"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    started = time.perf_counter()
     langs = store_languages(a.store) if a.store else LANGS[:a.languages]
     if a.one:
         print(json.dumps(run_path(a.dir, "" if a.one[0] == "-" else a.one[0], a.one[1],
@@ -138,12 +146,41 @@ def main() -> None:
         return
     runs = [(a.store, "permutation", a.batches), (a.store, "rejection", a.batches)] if a.store \
         else synthetic_runs(a, langs)
+    rows = []
     for store, draw, batches in runs:
         out = subprocess.run([sys.executable, "-m", "benchmarks.data_store", "--dir", a.dir,
                               "--languages", str(a.languages), "--batches", str(batches),
                               "--store", a.store, "--one", store, draw],
                              stdout=subprocess.PIPE, text=True, check=True)
         print(out.stdout.strip().splitlines()[-1], flush=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if a.record and a.store:
+        meta = json.loads((pathlib.Path(a.store) / "meta.json").read_text())
+        record_at_scale("data_store", {"questions": meta["n_examples"], "languages": langs,
+                                       "n_texts": meta["n_texts"], "runs": rows},
+                        sys.argv[1:], started, a.record)
+
+
+def scale_markdown(r: dict) -> list[str]:
+    """The --store runs, under the data_prepare section (targets: set-up < 10 s, < 1 GB)."""
+    lines = [f"### Training set-up on the prepared corpus, {r['questions']:,} questions", "",
+             f"Store path on the corpus prepared above ({r['n_texts']:,} texts, "
+             f"{len(r['languages'])} languages): set-up (open, sampler, negative tables, first "
+             "batch) and `make_batch` on one thread, batch 100, one negative, 32/128 tokens, "
+             "hybrid alpha 0.5. Beyond the tokenizer: peak RSS less RSS after loading the "
+             "tokenizer (memory-mapped corpus pages included); private: anonymous memory at the "
+             "end less after the tokenizer. Targets: set-up < 10 s, < 1 GB beyond the tokenizer.",
+             "", "| draw | set-up s | peak RSS beyond tokenizer MB | private beyond tokenizer MB "
+             "| file pages resident at end MB (corpus maps, libraries) | pairs/s (wall) "
+             "| pairs per CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    for x in r["runs"]:
+        lines.append(f"| {x['draw']} | {x['setup_s']} | "
+                     f"{x['peak_rss_mb'] - x['rss_after_tokenizer_mb']:,} | "
+                     f"{x['rss_now_mb']['RssAnon'] - x['anon_after_tokenizer_mb']:,} | "
+                     f"{x['rss_now_mb']['RssFile']:,} | {x['pairs_per_s_wall']:,} | "
+                     f"{x['pairs_per_cpu_s']:,} |")
+    return lines + ["", r.get("note", "")]
 
 
 def store_languages(store: str) -> list:

@@ -31,15 +31,28 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def test_data_store_reads_a_prepared_corpus_with_both_draws(store, tmp_path):
+@pytest.fixture(scope="module")
+def store_rows(store, tmp_path_factory) -> list:
+    scratch = tmp_path_factory.mktemp("scratch")
     out = _run("benchmarks.data_store", "--store", str(store), "--batches", "3",
-               "--dir", str(tmp_path))
+               "--dir", str(scratch))
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [(r["path"], r["draw"]) for r in rows] == [("store", "permutation"),
-                                                      ("store", "rejection")]
-    assert all(r["batches"] == 3 and r["pairs_per_s_wall"] > 0 for r in rows)
-    assert not (tmp_path / "pairs.jsonl").exists()  # no synthetic corpus written
+    assert not (scratch / "pairs.jsonl").exists()  # no synthetic corpus written
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def multihost(store) -> tuple[dict, dict]:
+    out = _run("benchmarks.data_multihost", "--store", str(store), "--batches", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    cut = out.stdout.rindex("\n{")
+    return json.loads(out.stdout[:cut]), json.loads(out.stdout[cut:])
+
+
+def test_data_store_reads_a_prepared_corpus_with_both_draws(store_rows):
+    assert [(r["path"], r["draw"]) for r in store_rows] == [("store", "permutation"),
+                                                            ("store", "rejection")]
+    assert all(r["batches"] == 3 and r["pairs_per_s_wall"] > 0 for r in store_rows)
 
 
 def test_data_store_refuses_a_directory_that_is_not_a_corpus(tmp_path):
@@ -48,10 +61,8 @@ def test_data_store_refuses_a_directory_that_is_not_a_corpus(tmp_path):
     assert f"--store {tmp_path}: no meta.json" in out.stderr
 
 
-def test_data_multihost_gives_each_process_its_half_of_the_batch(store):
-    out = _run("benchmarks.data_multihost", "--store", str(store), "--batches", "2")
-    assert out.returncode == 0, out.stderr[-3000:]
-    runs = json.loads(out.stdout[:out.stdout.rindex("\n{")])
+def test_data_multihost_gives_each_process_its_half_of_the_batch(multihost):
+    runs = multihost[0]
     assert [(r["process"], r["devices"], r["rows_per_batch"]) for r in runs["one"]] == \
         [(0, [4, 4], 100)]
     assert [(r["process"], r["devices"], r["rows_per_batch"]) for r in runs["many"]] == \
@@ -73,3 +84,25 @@ def test_data_prepare_reads_a_written_corpus_and_keeps_the_result(tmp_path):
                  "--mmarco", str(tmp_path / "mmarco"), "--out", str(tmp_path / "other"))
     assert wrong.returncode != 0
     assert "holds 200 questions in 3 languages with 1 negative(s)" in wrong.stderr
+
+
+def test_runs_at_scale_are_rendered_from_the_results_file(store, store_rows, multihost,
+                                                          tmp_path):
+    """record_at_scale keeps BENCHMARKS.md what report.py makes of the results file."""
+    from benchmarks import data_prepare, report
+
+    results, rendered = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    results.write_text((REPO / "benchmarks" / "results.json").read_text())
+    store_run = {"questions": 300, "languages": list(LANGUAGES), "n_texts": 10, "runs": store_rows}
+    multihost_run = dict(multihost[1], questions=300, processes=2, devices=2, batches=2,
+                         draw="permutation")
+    for name, value in (("data_store", store_run), ("data_multihost", multihost_run)):
+        data_prepare.record_at_scale(name, value, ["--store", "x"], 0.0, f"note {name}",
+                                     results=results, rendered=rendered)
+    text = rendered.read_text()
+    assert text == report.markdown(json.loads(results.read_text()))
+    for heading in ("### Training set-up on the prepared corpus, 300 questions",
+                    "### Data memory per host, 300 questions", "note data_store",
+                    "note data_multihost", "`python -m benchmarks.data_store --store x`"):
+        assert heading in text
+    assert text.index("## Corpus preparation") < text.index("### Data memory per host")
