@@ -135,6 +135,7 @@ def record_at_scale(name: str, value: dict, argv, started: float, note: str,
         raise SystemExit(f"{results}: no data_prepare section to add a run at scale to; run "
                          f"`python -m benchmarks --sections data_prepare` first")
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    argv = ["NOTE" if a == note else a for a in argv]  # the note is printed beside the run
     value = dict(value, note=note, _meta={
         "when": when, "command": f"python -m benchmarks.{name} {shlex.join(argv)}",
         "wall_s": time.perf_counter() - started, "load_average": list(os.getloadavg()),
