@@ -92,7 +92,6 @@ flags.DEFINE_string("compilation_cache_dir", "",
                     "its compile figures assume).")
 flags.DEFINE_string("out", "benchmarks/results.json", "Results file (merged per section).")
 flags.DEFINE_string("markdown", "BENCHMARKS.md", "Table regenerated from --out ('' = none).")
-
 LEAVES_SWEEP = (10, 20, 30, 50, 100, 200)
 
 
@@ -251,6 +250,7 @@ def run_benchmarks(config) -> dict:
         value = fn()
         value["_meta"] = {"when": stamp, "command": command, "wall_s": time.perf_counter() - t,
                           "load_average": list(os.getloadavg()), "cpu": cpu_description()}
+        value.update({k: v for k, v in sections.get(name, {}).items() if k == "at_scale"})
         sections[name] = value
         measure.write_json(path, results)  # each finished section is kept even if a later one fails
         _log(f"{name}: done in {value['_meta']['wall_s']:.0f}s")

@@ -106,3 +106,19 @@ def test_runs_at_scale_are_rendered_from_the_results_file(store, store_rows, mul
                     "note data_multihost", "`python -m benchmarks.data_store --store x`"):
         assert heading in text
     assert text.index("## Corpus preparation") < text.index("### Data memory per host")
+
+
+def test_a_section_rerun_keeps_the_runs_recorded_at_scale(tmp_path):
+    """`python -m benchmarks --sections data_prepare` replaces the section's own numbers but keeps
+    what --record stored beside them."""
+    out = tmp_path / "results.json"
+    kept = {"prepare_1m": {"texts_per_s": 1.0}}
+    out.write_text(json.dumps({"sections": {"data_prepare": {"at_scale": kept, "old": 1}}}))
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--config", "configs/tiny.py",
+                        "--sections", "data_prepare", "--prepare_questions", "200",
+                        "--out", str(out), "--markdown", ""],
+                       cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    section = json.loads(out.read_text())["sections"]["data_prepare"]
+    assert section["at_scale"] == kept and "old" not in section
