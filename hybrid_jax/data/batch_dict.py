@@ -1,8 +1,21 @@
-"""The training batch dict (its fields: pipeline.py's docstring), built in one place for both
-batch sources (store_source.BatchAssembler, examples_path.BatchMaker)."""
+"""The training batch dict (its fields: pipeline.py's docstring) and each host's rows of it, in one
+place for both batch sources (store_source.BatchAssembler, examples_path.BatchMaker)."""
 from __future__ import annotations
 
 import numpy as np
+
+from hybrid_jax.errors import InputError
+
+
+def host_slice(batch_size: int, process_index: int, process_count: int) -> slice:
+    """This host's contiguous rows [p*B/P, (p+1)*B/P) of the global batch."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
+    if batch_size % process_count:
+        raise InputError(f"data.global_batch_size: {batch_size} is not divisible by the "
+                         f"{process_count} hosts")
+    per_host = batch_size // process_count
+    return slice(process_index * per_host, (process_index + 1) * per_host)
 
 
 def batch_dict(query, passage, plan, rows: slice, negatives=None, scores=None) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_jax.data import examples as examples_lib
-from hybrid_jax.data.batch_dict import batch_dict
+from hybrid_jax.data.batch_dict import batch_dict, host_slice
 from hybrid_jax.data.formats import FORMATS, formats_carrying
 from hybrid_jax.data.negatives import SOURCES as NEGATIVE_SOURCES, HardNegatives
 from hybrid_jax.data.sampler import HybridSampler
@@ -82,14 +82,7 @@ class BatchMaker:
                  query_max_length: int, passage_max_length: int,
                  process_index: int = 0, process_count: int = 1,
                  negatives: HardNegatives | None = None, scores=None):
-        B = sampler.batch_size
-        if process_count < 1 or not 0 <= process_index < process_count:
-            raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
-        if B % process_count:
-            raise InputError(f"data.global_batch_size: {B} is not divisible by the "
-                             f"{process_count} hosts")
-        per_host = B // process_count
-        self._slice = slice(process_index * per_host, (process_index + 1) * per_host)
+        self._slice = host_slice(sampler.batch_size, process_index, process_count)
         self.sampler = sampler
         self._prefixes = (query_prefix, passage_prefix)
         self._lengths = (int(query_max_length), int(passage_max_length))

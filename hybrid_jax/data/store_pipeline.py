@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_jax.data import mixture, splits
+from hybrid_jax.data.batch_dict import host_slice
 from hybrid_jax.data.corpus_cache import check_tokenizer
 from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
-from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, CorpusScores, host_slice
+from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, CorpusScores
 from hybrid_jax.data.store.layout import Store, open_store
 from hybrid_jax.data.train_fraction import fraction_rows
 from hybrid_jax.errors import InputError

@@ -16,7 +16,6 @@ import numpy as np
 from hybrid_jax.data.batch_dict import batch_dict
 from hybrid_jax.data.store_batches import TokenLayout, gather_rows
 from hybrid_jax.data.store.layout import Store, open_store
-from hybrid_jax.errors import InputError
 
 
 @dataclasses.dataclass
@@ -117,11 +116,3 @@ class StoreBatches:
         return assemble(plan, negatives)
 
 
-def host_slice(batch_size: int, process_index: int, process_count: int) -> slice:
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise InputError(f"process_index {process_index} / process_count {process_count} invalid")
-    if batch_size % process_count:
-        raise InputError(f"data.global_batch_size: {batch_size} is not divisible by the "
-                         f"{process_count} hosts")
-    per_host = batch_size // process_count
-    return slice(process_index * per_host, (process_index + 1) * per_host)

@@ -96,5 +96,13 @@ RUN_COLUMNS = {
 }
 
 
+def see_also(presentation: dict) -> list[str]:
+    """'See also: [what](file); ...' from the presentation's see_also ("file|what" items)."""
+    links = [f"[{text or target}]({target})"
+             for target, _, text in (item.partition("|")
+                                     for item in presentation.get("see_also", ()))]
+    return ["See also: " + "; ".join(links) + ".", ""] if links else []
+
+
 def runs_table(rows: list[dict], columns: tuple, link) -> str:
     return table(list(columns), [[RUN_COLUMNS[c](r, link) for c in columns] for r in rows])

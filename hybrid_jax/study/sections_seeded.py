@@ -4,7 +4,7 @@ the paper's published deltas (paper.py, labelled as theirs)."""
 from __future__ import annotations
 
 from hybrid_jax.study import figures_seeded
-from hybrid_jax.study.markdown import Page, ci, diff, mean_std, runs_table, table
+from hybrid_jax.study.markdown import Page, ci, diff, mean_std, runs_table, see_also, table
 from hybrid_jax.study.paper import PAPER_DELTAS
 from hybrid_jax.study.runs import label
 
@@ -41,11 +41,7 @@ def status(p: Page) -> list[str]:
     grid is, and how its intervals and verdicts are made."""
     a, done, planned = p.analysis, len(p.runs), p.planned
     L = [f"# {p.presentation.get('title', TITLE)}", ""]
-    links = [f"[{text or target}]({target})"
-             for target, _, text in (item.partition("|")
-                                     for item in p.presentation.get("see_also", ()))]
-    if links:
-        L += ["See also: " + "; ".join(links) + ".", ""]
+    L += see_also(p.presentation)
     if done < planned:
         L += [f"**The grid is not complete: {done} of {planned} runs have finished.** Every "
               f"table below is computed on the finished runs only and will change; no verdict "

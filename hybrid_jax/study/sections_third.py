@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from hybrid_jax.evaluation.statistics import seeds as seed_stats
 from hybrid_jax.study import figures_third
-from hybrid_jax.study.markdown import Page, ci, diff, duration, mean_std, p_value, table
+from hybrid_jax.study.markdown import (Page, ci, diff, duration, mean_std, p_value, see_also,
+                                       table)
 from hybrid_jax.study.runs import label
 
 TITLE = "Does hybrid training cost high-resource accuracy? Third edition"
@@ -30,11 +31,7 @@ def status(p: Page) -> list[str]:
     a = p.analysis
     done, planned = _counts(a)
     L = [f"# {p.presentation.get('title', TITLE)}", ""]
-    links = [f"[{text or target}]({target})"
-             for target, _, text in (item.partition("|")
-                                     for item in p.presentation.get("see_also", ()))]
-    if links:
-        L += ["See also: " + "; ".join(links) + ".", ""]
+    L += see_also(p.presentation)
     if done < planned:
         L += [f"**The main grid is not complete: {done} of {planned} runs have finished.** "
               f"Every number below comes from the finished runs only and will change; no "

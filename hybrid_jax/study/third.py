@@ -64,11 +64,10 @@ def compare(a: list[Run], b: list[Run], dataset: str, setting: str, langs: Seque
         return None
     ta = [r.tables(dataset, key) for r in ra]
     tb = [r.tables(dataset, key) for r in rb]
-    cells = tables.aligned_arrays(ta, tb, tables.setting_views(setting, langs, sorted(ta[0])))
+    cells = tables.setting_arrays(ta, tb, setting, langs)
     if cells is None:
         return None
-    A, B, clusters, views = cells
-    strata = views if len(set(views)) > 1 else None
+    A, B, clusters, strata = cells
     boot = seed_stats.two_level_bootstrap(A, B, clusters=clusters, strata=strata,
                                           n_resamples=n_resamples, seed=seed,
                                           paired_seeds=paired)

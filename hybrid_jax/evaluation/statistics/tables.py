@@ -79,6 +79,16 @@ def aligned_arrays(runs_a, runs_b, views: Sequence[str]):
     return np.array(a, np.float64), np.array(b, np.float64), clusters, cell_views
 
 
+def setting_arrays(runs_a, runs_b, setting: str, langs: Sequence[str]):
+    """aligned_arrays over the views of `setting` for question languages `langs`, with the views
+    as strata when there are several (a macro): (A, B, clusters, strata or None), or None."""
+    cells = aligned_arrays(runs_a, runs_b, setting_views(setting, langs, sorted(runs_a[0])))
+    if cells is None:
+        return None
+    A, B, clusters, views = cells
+    return A, B, clusters, views if len(set(views)) > 1 else None
+
+
 def scope_row(runs_a, runs_b, setting: str, langs: Sequence[str], **kw):
     """paired_row over the views of `setting` for question languages `langs`, macro over views
     (one view is its plain mean); None when no query is shared."""
