@@ -168,7 +168,10 @@ def test_pilot_seed_replication_plan():
     assert seeds["mono"] == seeds["hybrid"] == {0, 1, 2, 3}
 
 
-def test_pilot_end_to_end_on_tiny_both_directions(tmp_path):
+def test_pilot_end_to_end_on_tiny_both_directions(tmp_path, monkeypatch):
+    from hybrid_jax.data.corpus_cache import CACHE_ENV
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)  # the driver's own corpus cache, shared by runs
     c = tradeoff3.get_config("tiny")
     c.train.compilation_cache_dir = CACHE
     out = io.StringIO()
@@ -200,6 +203,9 @@ def test_pilot_end_to_end_on_tiny_both_directions(tmp_path):
     assert set(groups) == {"pool=de", "pool=en"}
     for name, table in groups.items():  # the mono rows only: questions in the pool's language
         assert len(table["qid"]) > 0 and set(table["lang"]) == {name[len("pool="):]}
+    # every run read the corpora prepared once in the pilot's workdir, none in its own
+    assert len(list((tmp_path / "corpora").iterdir())) >= 2  # one per direction's dataset
+    assert not list((tmp_path / "runs").glob("*/corpora"))
     # Weights of finished runs are gone; a second invocation skips every run.
     run_dir = tmp_path / "runs" / "A-base-mono"
     assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").is_file()

@@ -35,6 +35,21 @@ WAIT_S = 3600.0  # how long another host waits for process 0's prepare
 _RESOLVED: dict[str, pathlib.Path] = {}  # cache key -> corpus, for callers without a workdir
 
 
+@contextlib.contextmanager
+def shared_cache(directory):
+    """Within the block, `directory` is the corpus cache of runs that set none (neither
+    data.store_cache nor $HYBRID_JAX_CORPUS_CACHE): a grid's runs prepare each source once
+    instead of once per run workdir, without a config change."""
+    if os.environ.get(CACHE_ENV):
+        yield
+        return
+    os.environ[CACHE_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        os.environ.pop(CACHE_ENV, None)
+
+
 def store_setting(cfg, *, examples_given: bool = False) -> str:
     """The effective data.store: as set, else 'auto' where the format can be prepared and the
     examples come from it ('' only for formats that cannot be prepared and in-memory examples:

@@ -19,6 +19,8 @@ versions that made it, see hybrid_jax/code_version.py: git commit and dirty stat
 version). A preempted run (SIGTERM: train saves a checkpoint and returns) or a failing one (e.g.
 guards.TrainingDiverged) stops the driver; rerunning resumes.
 
+Every run of a grid reads its training data from one corpus cache, W/corpora (prepared once,
+corpus_cache.shared_cache), unless data.store_cache or $HYBRID_JAX_CORPUS_CACHE names another.
 Resumable: a run is finished when W/runs/<name>/eval/<dataset>/metrics.json exists for every
 eval dataset; finished runs are skipped (logged as `skip <name>: finished`), an unfinished one
 resumes from its latest checkpoint (train_and_evaluate does that). A run whose config.json differs
@@ -42,6 +44,7 @@ import time
 from typing import Optional, Sequence
 
 from hybrid_jax import code_version, config as config_schema
+from hybrid_jax.data import corpus_cache
 from hybrid_jax.errors import InputError
 from hybrid_jax.evaluation import entry
 from hybrid_jax.models.run_checkpoint import saved_steps
@@ -91,16 +94,19 @@ def execute(spec: RunSpec, config, run_dir: pathlib.Path) -> dict:
     started, status = time.time(), "failed"
     num_steps = None if spec.sampler == ZERO_SHOT else int(config.train.num_steps)
     code = code_version.record(run_dir, resumed=bool(saved_steps(run_dir)))
+    # run_dir is <grid workdir>/runs/<name>: every run of a grid reads one prepared corpus
+    shared = corpus_cache.shared_cache(run_dir.parent.parent / "corpora")
     try:
-        if spec.sampler == ZERO_SHOT:
-            run_setup.save_config(config, str(run_dir))
-            eval_entry.evaluate_checkpoint(config, run_dir)
-            status = "finished"
-        else:
-            result = loop.train_and_evaluate(config, run_dir)
-            # SIGTERM (preemption): train saved a checkpoint and returned before evaluating.
-            preempted = isinstance(result, dict) and "preempted_at" in result
-            status = "preempted" if preempted else "finished"
+        with shared:
+            if spec.sampler == ZERO_SHOT:
+                run_setup.save_config(config, str(run_dir))
+                eval_entry.evaluate_checkpoint(config, run_dir)
+                status = "finished"
+            else:
+                result = loop.train_and_evaluate(config, run_dir)
+                # SIGTERM (preemption): train saved a checkpoint and returned before evaluating.
+                preempted = isinstance(result, dict) and "preempted_at" in result
+                status = "preempted" if preempted else "finished"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
