@@ -3,7 +3,7 @@
 all, on the same global batches.
 
     python -m benchmarks.data_multihost --store <prepared corpus> [--processes 2] [--devices 2]
-        [--batches 20] [--draw permutation]
+        [--batches 20] [--draw rejection]
 
 Each process loads the tokenizer, initialises jax.distributed, then builds the training data path
 of data.store (store_pipeline.make_planner with its process index and count: the global batch
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--devices", type=int, default=2, help="CPU devices per process")
     p.add_argument("--batches", type=int, default=20)
-    p.add_argument("--draw", default="permutation", choices=("permutation", "rejection"))
+    p.add_argument("--draw", default="rejection", choices=("rejection", "permutation"))
     p.add_argument("--record", default="", metavar="NOTE", help="add the result to "
                    "benchmarks/results.json and BENCHMARKS.md, NOTE saying how the host was loaded")
     p.add_argument("--one", nargs=3, type=int, help=argparse.SUPPRESS)

@@ -61,6 +61,7 @@ def get_config(arg=None):
     if arg not in VARIANTS:
         raise ValueError(f"configs/tradeoff2.py: unknown variant {arg!r} (tiny, gpu100)")
     c = paper_cpu.get_config()
+    c.data.draw = "permutation"  # the draw every committed run of the study was made with
     c.data.query_max_length = 40
     c.data.passage_max_length = 120
     c.optim.learning_rate = 3e-5

@@ -216,6 +216,7 @@ def get_config(arg=None):
         raise ValueError(f"configs/tradeoff3.py: unknown variant {arg!r} "
                          f"({', '.join(VARIANTS[1:])})")
     c = paper_cpu.get_config()
+    c.data.draw = "permutation"  # the draw every committed run of the study was made with
     _recipe(c)
     c.experiment = _experiment()
     apply_direction(c, "B" if arg == "B" else "A")

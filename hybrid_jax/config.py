@@ -158,7 +158,7 @@ def _check_corpora(d) -> None:
     _require(isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
              and 0.0 < float(fraction) <= 1.0, "data.train_fraction",
              f"must lie in (0, 1], got {fraction!r}")
-    _one_of("data.draw", d.get("draw", "permutation"), DRAWS)
+    _one_of("data.draw", d.get("draw", "rejection"), DRAWS)
     _one_of("data.source_mixing", d.get("source_mixing", "batch"), MIXINGS)
     _one_of("data.source_schedule", d.get("source_schedule", "draw"), MIX_SCHEDULES)
     _require(isinstance(d.get("store", ""), str), "data.store",

@@ -22,14 +22,18 @@ def tokenizer():
 
 
 def data_config(**overrides):
+    """The default data config with the permutation draw, whose batches equal the examples path's
+    (HybridSampler's) call for call."""
     cfg = pipeline.default_config()
-    cfg.update({"num_threads": 1, "prefetch": 1, "languages": (), **overrides})
+    cfg.update({"num_threads": 1, "prefetch": 1, "languages": (), "draw": "permutation",
+                **overrides})
     return cfg
 
 
-def demo_data():
+def demo_data(draw="permutation"):
     cfg = importlib.import_module("configs.demo_cpu").get_config().data
     cfg.dataset_dir = str(REPO / cfg.dataset_dir)
+    cfg.draw = draw
     return cfg
 
 
@@ -66,24 +70,40 @@ def test_store_setting_keeps_the_examples_path_for_examples_passed_in():
     assert corpus_cache.store_setting(cfg, examples_given=True) == ""
 
 
-def test_demo_batches_by_default_equal_the_examples_path(shared_data, tokenizer):
-    """`make demo`'s data settings: the default path (a corpus prepared on first use) gives the
-    examples path's batches, so the demo's losses are unchanged."""
+def test_demo_batches_with_the_permutation_draw_equal_the_examples_path(shared_data, tokenizer):
+    """`make demo`'s data settings with draw='permutation': the default path (a corpus prepared
+    on first use) gives the examples path's batches."""
     cfg = demo_data()
     new, old = both(cfg, tokenizer, 120)
     for step in (0, 1, 2, 59, 119):
         assert_same(new[step], old[step])
 
 
+def test_the_default_draw_keeps_the_kinds_and_changes_the_examples(shared_data, tokenizer):
+    """The default rejection draw (docs/data.md): every step keeps the examples path's kind, and a
+    mono step its language (both drawn before any example), but the examples differ."""
+    assert pipeline.default_config().draw == "rejection"
+    new, old = both(demo_data("rejection"), tokenizer, 120)
+    differ = 0
+    for step in range(0, 120, 7):
+        a, b = new[step], old[step]
+        assert a["is_mono"][0] == b["is_mono"][0]
+        if a["is_mono"][0]:
+            assert np.array_equal(a["query_lang"], b["query_lang"])
+        differ += not np.array_equal(a["query_ids"], b["query_ids"])
+    assert differ >= 15
+
+
 def test_dev_loss_batches_read_the_prepared_corpus(shared_data, tokenizer, tmp_path):
     """Dev-loss selection reads the corpus the training iterator prepared (no second prepare)
-    and its batches are those the examples path drew."""
+    and its batches are those the examples path drew (with the permutation draw)."""
     from types import SimpleNamespace
 
     from hybrid_jax.train import selection
 
     config = importlib.import_module("configs.demo_cpu").get_config()
     config.data.dataset_dir = str(REPO / config.data.dataset_dir)
+    config.data.draw = "permutation"
     pretrained = SimpleNamespace(tokenizer=tokenizer,
                                  prefixes={"query": "query: ", "passage": "passage: "})
     got = selection.dev_loss_batches(config, pretrained)

@@ -138,7 +138,8 @@ def test_pairs_jsonl_corpus_gives_the_examples_path_batches(tmp_path, tokenizer,
     cfg = pipeline.default_config()
     cfg.update({"format": "pairs_jsonl", "dataset_dir": str(source), "languages": (),
                 "global_batch_size": 4, "hard_negatives": 2, "negative_source": "from_data",
-                "query_max_length": 12, "passage_max_length": 16, "prefetch": 1, **kind})
+                "query_max_length": 12, "passage_max_length": 16, "prefetch": 1,
+                "draw": "permutation", **kind})
     old = pipeline.make_train_iterator(cfg, tokenizer, num_steps=40, process_index=0,
                                        process_count=1,
                                        examples=pipeline.load_training_examples(cfg))

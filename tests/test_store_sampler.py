@@ -2,6 +2,7 @@
 XQuAD-R (plans, negatives, token rows, host slices, demo_cpu's data settings), the rejection
 draw's rules, resume, the corpus cache and bad input."""
 import importlib
+import os
 import pathlib
 
 import numpy as np
@@ -37,7 +38,7 @@ def corpus(shared_data, tokenizer, workdir):
 def config(shared_data, **overrides):
     cfg = pipeline.default_config()
     cfg.update({"dataset_dir": str(shared_data / "xquad-r"), "global_batch_size": 16,
-                "num_threads": 1, "prefetch": 2, **overrides})
+                "num_threads": 1, "prefetch": 2, "draw": "permutation", **overrides})
     return cfg
 
 
@@ -102,8 +103,12 @@ def test_batches_equal_examples_path(shared_data, corpus, tokenizer, index, coun
     assert new.planner.assemble.rows_gathered == 12 * 3 * b
 
 
-def test_demo_cpu_batches_unchanged(corpus, tokenizer):
+def test_demo_cpu_batches_with_the_permutation_draw(corpus, tokenizer):
+    """demo_cpu's data settings with draw='permutation' give HybridSampler's batches (its default,
+    the rejection draw, gives other batches of the same distribution)."""
     cfg = importlib.import_module("configs.demo_cpu").get_config().data
+    assert cfg.draw == "rejection"
+    cfg.draw = "permutation"
     cfg.dataset_dir = str(pathlib.Path(__file__).resolve().parents[1] / cfg.dataset_dir)
     old, new = iterators(cfg, corpus, tokenizer, 6)
     for _ in range(6):
@@ -114,7 +119,7 @@ def test_token_rows_equal_tokenizer(shared_data, corpus, tokenizer):
     """Every query and positive of the corpus, assembled from ids, equals the tokenization of
     prefix + text, cut short and long."""
     from hybrid_jax.data import examples as examples_lib, lareqa
-    from hybrid_jax.data.store_batches import TokenLayout, gather_rows
+    from hybrid_jax.data.store_batches import TokenFile, TokenLayout, gather_rows
     store = open_store(corpus)
     examples = examples_lib.from_lareqa(lareqa.load_lareqa(shared_data / "xquad-r"))
     langs = store.languages
@@ -127,12 +132,50 @@ def test_token_rows_equal_tokenizer(shared_data, corpus, tokenizer):
         layout = TokenLayout.of(tokenizer, prefix)
         tokenized = tokenizer.token_ids([prefix + t for _, t in pairs])
         for length in (12, 200):
-            got = gather_rows(store.tokens, store.offsets, ids, layout, length)
+            got = gather_rows(TokenFile(store.tokens, store.offsets), ids, layout, length)
             want = tokenizer.pack(tokenized, length)
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-    padding = gather_rows(store.tokens, store.offsets, np.array([-1]),
+    padding = gather_rows(TokenFile(store.tokens, store.offsets), np.array([-1]),
                           TokenLayout.of(tokenizer, "passage: "), 8)
     assert np.array_equal(padding[0], tokenizer(["passage: "], 8)[0])
+
+
+def _mapped_kb(path: pathlib.Path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in pathlib.Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in "abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/smaps").exists(), reason="needs Linux smaps")
+def test_batches_map_none_of_the_token_file(shared_data, corpus, tokenizer):
+    """Token rows are positional reads: drawing batches maps no page of the token file into the
+    process (a memory-mapped gather would, and the control below shows the count sees it)."""
+    tokens = (pathlib.Path(corpus) / "tokens.npy").resolve()
+    it = pipeline.make_train_iterator(config(shared_data, store=str(corpus), hard_negatives=2),
+                                      tokenizer, "query: ", "passage: ", num_steps=30,
+                                      process_index=0, process_count=1)
+    before = _mapped_kb(tokens)
+    for _ in range(30):
+        next(it)
+    assert _mapped_kb(tokens) == before
+    int(it.source.planner.assemble.part.corpus.tokens.sum())  # the control: read through the map
+    assert _mapped_kb(tokens) > before
+
+
+def test_token_file_names_a_truncated_file(corpus, tmp_path):
+    from hybrid_jax.data.store_batches import TokenFile
+    store = open_store(corpus)
+    copy = tmp_path / "tokens.npy"
+    copy.write_bytes((pathlib.Path(corpus) / "tokens.npy").read_bytes())
+    reader = TokenFile(np.load(copy, mmap_mode="r"), store.offsets)
+    os.truncate(copy, 4096)  # cut after it was opened, as a disk error or a partial copy would
+    with pytest.raises(InputError, match="tokens.npy: truncated"):
+        reader.rows(np.array([len(store.offsets) - 2]), 8)
 
 
 def test_rejection_draw_keeps_the_rules(shared_data, corpus):

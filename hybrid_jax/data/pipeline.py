@@ -72,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
         store="",                 # '' = 'auto' where the format can be prepared | corpus dir | 'auto'
         store_cache="",           # where prepared corpora go ('' = $HYBRID_JAX_CORPUS_CACHE, else
                                   # <workdir>/corpora)
-        draw="permutation",       # permutation (HybridSampler's batches) | rejection (faster)
+        draw="rejection",         # rejection: O(batch) per step | permutation: HybridSampler's
         sources=(),               # mixture: ({"path": dir, "weight": w, "query_prefix": ...}, ...)
         source_mixing="batch",    # batch | example: one source per batch | shares within a batch
         source_schedule="draw",   # draw | exact: a batch's source drawn | exact shares over a run

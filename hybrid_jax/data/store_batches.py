@@ -1,5 +1,11 @@
-"""Batches from a prepared corpus: the plan's text ids -> fixed-shape token rows, gathered from the
-memory-mapped tokens/offsets (no tokenization after preparation).
+"""Batches from a prepared corpus: the plan's text ids -> fixed-shape token rows, read from the
+corpus's tokens/offsets files (no tokenization after preparation).
+
+`TokenFile` reads each row with a positional read instead of indexing the memory map: a
+memory-mapped read maps whole page-cache folios into the process, so at corpus scale a host's
+resident memory grows towards the whole token file (GBs) within a few dozen random batches, though
+it only reads its own rows. Positional reads leave the file in the page cache, outside the
+process, and keep its resident memory to the rows it holds.
 
 A row is [CLS] + prefix ids + text ids + [SEP], cut to the max length keeping [SEP] and right-padded,
 which is what the tokenizer gives for prefix + text (`TokenLayout` derives the prefix's ids from
@@ -9,6 +15,7 @@ tokenized prefix alone, as in pipeline.BatchMaker. The batch dict is pipeline.py
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -39,23 +46,63 @@ class TokenLayout:
                    np.array(alone, np.int32))
 
 
-def gather_rows(tokens: np.ndarray, offsets: np.ndarray, text_ids: np.ndarray,
-                layout: TokenLayout, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+class TokenFile:
+    """Token rows of a corpus's memory-mapped tokens/offsets arrays (their .npy files), read with
+    positional reads. Pickles by path; each process opens its own descriptors on first use."""
+
+    def __init__(self, tokens: np.memmap, offsets: np.memmap):
+        self._files = ((tokens.filename, int(tokens.offset), np.dtype(tokens.dtype)),
+                       (offsets.filename, int(offsets.offset), np.dtype(offsets.dtype)))
+        self._fds = None
+
+    def __getstate__(self):
+        return {"_files": self._files, "_fds": None}
+
+    def __del__(self):
+        for fd in self._fds or ():
+            os.close(fd)
+
+    def _read(self, which: int, first: int, count: int) -> np.ndarray:
+        if self._fds is None:
+            self._fds = tuple(os.open(path, os.O_RDONLY) for path, _, _ in self._files)
+        _, base, dtype = self._files[which]
+        size = dtype.itemsize
+        data = os.pread(self._fds[which], count * size, base + first * size)
+        if len(data) != count * size:
+            raise InputError(f"{self._files[which][0]}: truncated (wanted {count} items at "
+                             f"{first}); prepare the corpus again")
+        return np.frombuffer(data, dtype)
+
+    def rows(self, text_ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens int32 [n, width]: the first `width` ids of each text, zero-padded; lengths
+        int64 [n]: each text's full length), -1 -> the empty text."""
+        out = np.zeros((len(text_ids), width), np.int32)
+        lengths = np.zeros(len(text_ids), np.int64)
+        for i, t in enumerate(text_ids.tolist()):
+            if t < 0:
+                continue
+            start, end = self._read(1, t, 2).tolist()
+            lengths[i] = end - start
+            take = min(end - start, width)
+            if take:
+                out[i, :take] = self._read(0, start, take)
+        return out, lengths
+
+
+def gather_rows(tokens: TokenFile, text_ids: np.ndarray, layout: TokenLayout,
+                max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """ids, mask int32 [n, max_length] of texts `text_ids` (-1: the empty text)."""
     if max_length < 2:
         raise InputError(f"max_length must be >= 2 (got {max_length})")
     text_ids = np.asarray(text_ids, np.int64)
     n, width = len(text_ids), max_length - 2
-    safe = np.maximum(text_ids, 0)
-    start = np.asarray(offsets[safe], np.int64)
-    length = np.where(text_ids >= 0, np.asarray(offsets[safe + 1], np.int64) - start, 0)
     P = len(layout.prefix)
+    head, length = tokens.rows(text_ids, max(width - P, 0))
     body = np.minimum(P + length, width)                       # [n] prefix + text kept
     cols = np.arange(width)
     in_text = (cols >= P) & (cols < body[:, None])             # [n, width]
-    where = np.where(in_text, start[:, None] + cols - P, 0)
-    text = np.asarray(tokens[where.ravel()], np.int32).reshape(n, width) if n and width else \
-        np.zeros((n, width), np.int32)
+    text = np.zeros((n, width), np.int32)
+    text[:, P:] = head
     prefix = np.broadcast_to(layout.prefix[np.minimum(cols, max(P - 1, 0))] if P else
                              np.zeros(width, np.int32), (n, width))
     ids = np.full((n, max_length), layout.pad_id, np.int32)

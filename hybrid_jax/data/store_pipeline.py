@@ -54,7 +54,7 @@ def corpus_part(corpus: Store, cfg, languages=None) -> CorpusPart:
 def corpus_sampler(part: CorpusPart, cfg, batch_size: int, num_steps: int, stream=()):
     return StoreSampler(part.query(), part.positive(), part.languages, batch_size, cfg.sampling,
                         cfg.alpha, cfg.cross_pairing, cfg.language_weights, cfg.seed,
-                        cfg.mono_schedule, num_steps, cfg.get("draw", "permutation"), stream)
+                        cfg.mono_schedule, num_steps, cfg.get("draw", "rejection"), stream)
 
 
 def corpus_negatives(part: CorpusPart, cfg, sampler, mining=None) -> StoreNegatives | None:

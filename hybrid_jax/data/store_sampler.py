@@ -8,15 +8,15 @@ the same members (on fully parallel data one array serves every pair), so set-up
 numpy and memory is O(examples x languages) integers.
 
 Draws (`draw`):
-  'permutation' (default) the draws of HybridSampler, call for call: the same seed and config
-                give the same batches as HybridSampler on the same examples (tests prove it).
-                Each language pair a batch touches costs a permutation of its whole pool.
-  'rejection'   the same distribution (each pool is still scanned in a uniformly random order,
-                a rejected candidate stays rejected) without permuting pools: candidates are
-                drawn uniformly with replacement and repeats skipped, and a pair whose draws keep
-                missing falls back to a permutation of its untried members, so a batch costs
-                O(batch) instead of O(pool x pairs touched). Different random numbers, so
-                different batches than HybridSampler for the same seed.
+  'rejection'   (default) each pool is scanned in a uniformly random order, a rejected candidate
+                stays rejected, without permuting pools: candidates are drawn uniformly with
+                replacement and repeats skipped, and a pair whose draws keep missing falls back
+                to a permutation of its untried members, so a batch costs O(batch), whatever the
+                corpus size.
+  'permutation' the draws of HybridSampler, call for call: the same seed and config give the
+                same batches as HybridSampler on the same examples (tests prove it). The same
+                distribution as 'rejection' with other random numbers, but each language pair a
+                batch touches costs a permutation of its whole pool: O(pool) per batch.
 `stream`: extra integers appended to the step's seed sequence, so several samplers of one run
 (a mixture's sources) draw independently; () keeps HybridSampler's stream.
 """
@@ -39,7 +39,7 @@ class StoreSampler:
     def __init__(self, query: np.ndarray, positive: np.ndarray, languages, global_batch_size: int,
                  sampling: str = "hybrid", alpha: float = 0.5, cross_pairing: str = "example",
                  language_weights: str = "uniform", seed: int = 0, mono_schedule: str = "coin",
-                 num_steps: int | None = None, draw: str = "permutation", stream=()):
+                 num_steps: int | None = None, draw: str = "rejection", stream=()):
         """`query`, `positive`: [E, L] text ids whose columns are the sorted `languages`."""
         for key, value, allowed in (("data.sampling", sampling, SAMPLINGS),
                                     ("data.mono_schedule", mono_schedule, MONO_SCHEDULES),

@@ -3,7 +3,8 @@ host's slice of the global batch of that step (a pure function of (seed, step)).
 
 The plan (which examples, languages and negatives) is drawn for the global batch, since the
 no-false-negative rule needs every host's pairs, but it is only integers; each host gathers the
-token rows of its slice [p*B/P, (p+1)*B/P) alone, so no host reads or holds the others' texts.
+token rows of its slice [p*B/P, (p+1)*B/P) alone (positional reads, store_batches.TokenFile), so
+no host reads or holds the others' texts.
 The batch dict is pipeline.py's (its docstring lists the fields), plus positive_score [b] and
 negative_score [b, H] float32 with distillation (`scores`: the corpus's teacher scores).
 """
@@ -14,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from hybrid_jax.data.batch_dict import batch_dict
-from hybrid_jax.data.store_batches import TokenLayout, gather_rows
+from hybrid_jax.data.store_batches import TokenFile, TokenLayout, gather_rows
 from hybrid_jax.data.store.layout import Store, open_store
 
 
@@ -49,12 +50,12 @@ class BatchAssembler:
         self.part, self.layouts, self.lengths, self.slice = part, layouts, lengths, host_slice
         # teacher scores, with distillation: CorpusScores or store_teacher.ModelScores
         self.scores = scores
+        self.tokens = TokenFile(part.corpus.tokens, part.corpus.offsets)
         self.rows_gathered = 0  # token rows read by this host (queries, passages, negatives)
 
     def _gather(self, text_ids, which: int):
-        c = self.part.corpus
         self.rows_gathered += int(np.size(text_ids))
-        return gather_rows(c.tokens, c.offsets, np.ravel(text_ids), self.layouts[which],
+        return gather_rows(self.tokens, np.ravel(text_ids), self.layouts[which],
                            self.lengths[which])
 
     def __call__(self, plan, negatives=None) -> dict[str, np.ndarray]:
