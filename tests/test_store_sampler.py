@@ -151,20 +151,42 @@ def _mapped_kb(path: pathlib.Path) -> int:
     return total
 
 
+READ_NOT_MAPPED = ("tokens", "offsets", "query", "positive", "negative")
+
+
 @pytest.mark.skipif(not pathlib.Path("/proc/self/smaps").exists(), reason="needs Linux smaps")
-def test_batches_map_none_of_the_token_file(shared_data, corpus, tokenizer):
-    """Token rows are positional reads: drawing batches maps no page of the token file into the
-    process (a memory-mapped gather would, and the control below shows the count sees it)."""
-    tokens = (pathlib.Path(corpus) / "tokens.npy").resolve()
+def test_batches_map_none_of_the_corpus_arrays(shared_data, corpus, tokenizer):
+    """Set-up and batches read the corpus with positional reads: no page of its token or index
+    arrays is mapped into the process (a memory-mapped read would be, and the control below
+    shows the count sees it)."""
+    files = [(pathlib.Path(corpus) / f"{n}.npy").resolve() for n in READ_NOT_MAPPED]
+    before = [_mapped_kb(f) for f in files]
     it = pipeline.make_train_iterator(config(shared_data, store=str(corpus), hard_negatives=2),
                                       tokenizer, "query: ", "passage: ", num_steps=30,
                                       process_index=0, process_count=1)
-    before = _mapped_kb(tokens)
     for _ in range(30):
         next(it)
-    assert _mapped_kb(tokens) == before
+    assert [_mapped_kb(f) for f in files] == before
     int(it.source.planner.assemble.part.corpus.tokens.sum())  # the control: read through the map
-    assert _mapped_kb(tokens) > before
+    assert _mapped_kb(files[0]) > before[0]
+
+
+def test_read_rows_equals_indexing(corpus, tmp_path):
+    from hybrid_jax.data.store.layout import read_rows
+    store = open_store(corpus)
+    rng = np.random.default_rng(0)
+    E = store.negative.shape[0]
+    for rows in (rng.integers(0, E, 50), np.arange(E), np.array([E - 1, 0, E - 1, 3]),
+                 np.array([], np.int64)):
+        for array in (store.query, store.negative, np.asarray(store.positive)):
+            got = read_rows(array, rows)
+            assert got.dtype == array.dtype and np.array_equal(got, np.asarray(array)[rows])
+    copy = tmp_path / "query.npy"
+    copy.write_bytes((pathlib.Path(corpus) / "query.npy").read_bytes())
+    mapped = np.load(copy, mmap_mode="r")
+    os.truncate(copy, 1024)
+    with pytest.raises(InputError, match="query.npy: truncated"):
+        read_rows(mapped, [E - 1])
 
 
 def test_token_file_names_a_truncated_file(corpus, tmp_path):

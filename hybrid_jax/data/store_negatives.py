@@ -12,22 +12,23 @@ import numpy as np
 
 from hybrid_jax.data.sampler import BatchPlan
 from hybrid_jax.data.negatives import NegativePlan
+from hybrid_jax.data.store.layout import read_rows
 
 
 class StoreNegatives:
     def __init__(self, negative: np.ndarray, rows: np.ndarray, columns: np.ndarray, sampler,
                  count: int, source: str):
         """`negative`: the corpus's [E, L, K] candidate ids (memory-mapped: only the drawn
-        examples' rows are read); sampler example i is corpus row rows[i], sampler language j
-        corpus column columns[j]."""
+        examples' rows are read, with positional reads, layout.read_rows); sampler example i is
+        corpus row rows[i], sampler language j corpus column columns[j]."""
         self.negative, self.rows, self.columns = negative, rows, columns
         self.sampler, self.count, self.source = sampler, int(count), source
 
     def has_candidates(self) -> bool:
         """Whether any example has a candidate in a training language (read in chunks)."""
         step = 1 << 16
-        return any((np.asarray(self.negative[np.sort(self.rows[i:i + step])][:, self.columns])
-                    >= 0).any() for i in range(0, len(self.rows), step))
+        return any((read_rows(self.negative, self.rows[i:i + step])[:, self.columns] >= 0).any()
+                   for i in range(0, len(self.rows), step))
 
     @property
     def stats(self) -> dict:
@@ -37,7 +38,7 @@ class StoreNegatives:
         step = 1 << 14
         for i in range(0, len(self.rows), step):
             rows = self.rows[i:i + step]
-            ids = np.asarray(self.negative[rows][:, self.columns])          # [e, L, K]
+            ids = read_rows(self.negative, rows)[:, self.columns]              # [e, L, K]
             K = ids.shape[-1]
             earlier = np.tril(np.ones((K, K), bool), -1)
             repeat = ((ids[..., :, None] == ids[..., None, :]) & earlier).any(-1)
@@ -50,8 +51,8 @@ class StoreNegatives:
     def choose(self, plan: BatchPlan) -> NegativePlan:
         s = self.sampler
         rng = np.random.default_rng([s.seed, int(plan.step), 1, *s.stream])
-        rows = np.asarray(self.negative[self.rows[plan.example_index],
-                                        self.columns[plan.passage_lang]])  # [B, K]
+        rows = read_rows(self.negative, self.rows[plan.example_index])[
+            np.arange(len(plan.example_index)), self.columns[plan.passage_lang]]  # [B, K]
         K = rows.shape[1]
         own = (rows[:, :, None] == s.positive[plan.example_index][:, None, :]).any(-1)
         earlier = np.tril(np.ones((K, K), bool), -1)  # [k, j]: j < k

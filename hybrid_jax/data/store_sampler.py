@@ -54,8 +54,9 @@ class StoreSampler:
         self.languages = list(languages)
         if self.languages != sorted(set(self.languages)):
             raise ValueError(f"languages must be sorted and distinct, got {self.languages}")
-        self.query = np.asarray(query, np.int64)
-        self.positive = np.asarray(positive, np.int64)
+        # int32 ids stay int32 (half the memory of the per-host index), others become int64
+        self.query, self.positive = (a if a.dtype in (np.int32, np.int64) else a.astype(np.int64)
+                                     for a in map(np.asarray, (query, positive)))
         absent = [l for j, l in enumerate(self.languages)
                   if not ((self.query[:, j] >= 0).any() or (self.positive[:, j] >= 0).any())]
         if absent:

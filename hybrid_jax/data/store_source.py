@@ -16,26 +16,43 @@ import numpy as np
 
 from hybrid_jax.data.batch_dict import batch_dict
 from hybrid_jax.data.store_batches import TokenFile, TokenLayout, gather_rows
-from hybrid_jax.data.store.layout import Store, open_store
+from hybrid_jax.data.store.layout import Store, open_store, read_rows
+
+_CHUNK_ROWS = 1 << 16  # rows read at once while building a part's index
 
 
 @dataclasses.dataclass
 class CorpusPart:
-    """The examples one sampler draws from: corpus rows (a fold, a fraction) and language columns."""
+    """The examples one sampler draws from: corpus rows (a fold, a fraction) and language columns.
+    Its query and positive text ids are read once (positional reads, nothing left mapped) and
+    held as int32 where the corpus's text ids fit: the per-host index, O(examples x languages)."""
     corpus: Store
     rows: np.ndarray     # int64 [E'] corpus example rows, ascending
     columns: np.ndarray  # int64 [L'] corpus language columns of the sorted training languages
     languages: list
+    _ids: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __reduce__(self):
         # grain worker processes re-open the memory maps instead of receiving copies of them
         return _reopen, (str(self.corpus.path), self.rows, self.columns, self.languages)
 
     def query(self) -> np.ndarray:
-        return np.asarray(self.corpus.query[self.rows][:, self.columns])
+        """int32 (or int64) [E', L'] text ids of the part's queries, -1 absent."""
+        return self._read("query")
 
     def positive(self) -> np.ndarray:
-        return np.asarray(self.corpus.positive[self.rows][:, self.columns])
+        """[E', L'] text ids of the part's positive passages, -1 absent."""
+        return self._read("positive")
+
+    def _read(self, name: str) -> np.ndarray:
+        if name not in self._ids:
+            narrow = len(self.corpus.offsets) - 1 < np.iinfo(np.int32).max
+            out = np.empty((len(self.rows), len(self.columns)), np.int32 if narrow else np.int64)
+            for i in range(0, len(self.rows), _CHUNK_ROWS):
+                block = read_rows(getattr(self.corpus, name), self.rows[i:i + _CHUNK_ROWS])
+                out[i:i + _CHUNK_ROWS] = block[:, self.columns]
+            self._ids[name] = out
+        return self._ids[name]
 
 
 def _reopen(path, rows, columns, languages) -> CorpusPart:
@@ -59,12 +76,11 @@ class BatchAssembler:
                            self.lengths[which])
 
     def __call__(self, plan, negatives=None) -> dict[str, np.ndarray]:
-        c, part = self.part.corpus, self.part
+        part = self.part
         idx = plan.example_index[self.slice]
         q_lang, p_lang = plan.query_lang[self.slice], plan.passage_lang[self.slice]
-        rows, q_col, p_col = part.rows[idx], part.columns[q_lang], part.columns[p_lang]
-        query = self._gather(np.asarray(c.query[rows, q_col]), 0)
-        passage = self._gather(np.asarray(c.positive[rows, p_col]), 1)
+        query = self._gather(part.query()[idx, q_lang], 0)
+        passage = self._gather(part.positive()[idx, p_lang], 1)
         chosen = negatives.passage[self.slice] if negatives is not None else None
         scores = None if self.scores is None else self.scores.batch(idx, p_lang, chosen)
         if chosen is not None:

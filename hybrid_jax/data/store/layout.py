@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from hybrid_jax.errors import InputError
 
 FORMAT_VERSION = 1
+_READ_GAP = 64         # read_rows: rows closer than this are read in one positional read
+_READ_SPAN = 1 << 16   # read_rows: the most rows one positional read covers
 META = "meta.json"
 ARRAYS = ("tokens", "offsets", "text_lang", "query", "positive", "negative", "unit")
 SCORE_ARRAYS = ("positive_score", "negative_score")
@@ -74,3 +77,36 @@ def open_store(path) -> Store:
     names = ARRAYS + (SCORE_ARRAYS if meta.get("has_scores") else ())
     arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in names}
     return Store(path, meta, arrays)
+
+
+def read_rows(array: np.ndarray, rows) -> np.ndarray:
+    """array[rows] (rows in any order) for a memory-mapped corpus array, read with positional
+    reads of its file instead of through the map: mapped reads leave whole page-cache folios
+    mapped in the process, so its resident memory would grow towards the whole file, while this
+    holds only the rows returned. Nearby rows share one read. An in-memory array is indexed."""
+    rows = np.asarray(rows, np.int64)
+    if not isinstance(array, np.memmap) or array.filename is None:
+        return np.asarray(array[rows])
+    out = np.empty((len(rows), *array.shape[1:]), array.dtype)
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    if not len(rows) or not row_bytes:
+        return out
+    wanted, where = np.unique(rows, return_inverse=True)
+    cut = np.flatnonzero(np.diff(wanted) > _READ_GAP) + 1
+    got = np.empty((len(wanted), *array.shape[1:]), array.dtype)
+    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        for run in np.split(np.arange(len(wanted)), cut):
+            for piece in np.split(run, np.flatnonzero(np.diff(wanted[run] // _READ_SPAN)) + 1):
+                first, last = int(wanted[piece[0]]), int(wanted[piece[-1]])
+                size = (last - first + 1) * row_bytes
+                data = os.pread(fd, size, int(array.offset) + first * row_bytes)
+                if len(data) != size:
+                    raise InputError(f"{array.filename}: truncated (rows {first}..{last} "
+                                     f"unreadable); prepare the corpus again")
+                block = np.frombuffer(data, array.dtype).reshape(-1, *array.shape[1:])
+                got[piece] = block[wanted[piece] - first]
+    finally:
+        os.close(fd)
+    out[:] = got[where]
+    return out
