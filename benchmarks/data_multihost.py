@@ -150,10 +150,10 @@ def scale_markdown(r: dict) -> list[str]:
             f"127.0.0.1) against 1 process x {r['processes'] * r['devices']} devices, "
             f"{r['batches']} batches of 100 ({r['draw']} draw), each process assembling its "
             "slice of every global batch. MB beyond the tokenizer and jax; anonymous: what "
-            "the process holds alone (sampler and negative tables); private: anonymous and the "
-            "pages of the memory-mapped corpus that no other process maps (page cache, "
-            "reclaimable); Pss: its proportional share of all of them. Target: each "
-            "process's data memory is its share, not the whole.", "",
+            "the process holds alone (the index: the fold's int32 ids and the pools); private: "
+            "anonymous and any file pages no other process maps; Pss: its proportional share "
+            "of all of them. Target: each process's data memory is its share, not the whole.",
+            "",
             "| process | rows per batch | set-up s | private MB | anonymous MB | Pss MB | RSS MB |",
             "|---|---|---|---|---|---|---|", row("1 of 1", one)] + [
         row(f"{i + 1} of {r['processes']}", x) for i, x in enumerate(r["per_process"])] + [

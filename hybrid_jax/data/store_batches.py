@@ -62,30 +62,38 @@ class TokenFile:
         for fd in self._fds or ():
             os.close(fd)
 
-    def _read(self, which: int, first: int, count: int) -> np.ndarray:
+    def _open(self) -> tuple[int, int]:
         if self._fds is None:
             self._fds = tuple(os.open(path, os.O_RDONLY) for path, _, _ in self._files)
-        _, base, dtype = self._files[which]
-        size = dtype.itemsize
-        data = os.pread(self._fds[which], count * size, base + first * size)
-        if len(data) != count * size:
-            raise InputError(f"{self._files[which][0]}: truncated (wanted {count} items at "
-                             f"{first}); prepare the corpus again")
-        return np.frombuffer(data, dtype)
+        return self._fds
+
+    def _truncated(self, which: int, first: int, count: int):
+        return InputError(f"{self._files[which][0]}: truncated (wanted {count} items at {first}); "
+                          f"prepare the corpus again")
 
     def rows(self, text_ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens int32 [n, width]: the first `width` ids of each text, zero-padded; lengths
-        int64 [n]: each text's full length), -1 -> the empty text."""
-        out = np.zeros((len(text_ids), width), np.int32)
+        int64 [n]: each text's full length), -1 -> the empty text. Two positional reads per
+        text (its offsets, its first tokens): the per-row work is kept to plain Python calls."""
+        (_, token_base, token_dtype), (_, offset_base, offset_dtype) = self._files
+        token_fd, offset_fd = self._open()
+        t_size, o_size, pread = token_dtype.itemsize, offset_dtype.itemsize, os.pread
+        out = np.zeros((len(text_ids), width), token_dtype)
         lengths = np.zeros(len(text_ids), np.int64)
         for i, t in enumerate(text_ids.tolist()):
             if t < 0:
                 continue
-            start, end = self._read(1, t, 2).tolist()
+            data = pread(offset_fd, 2 * o_size, offset_base + t * o_size)
+            if len(data) != 2 * o_size:
+                raise self._truncated(1, t, 2)
+            start, end = np.frombuffer(data, offset_dtype).tolist()
             lengths[i] = end - start
             take = min(end - start, width)
             if take:
-                out[i, :take] = self._read(0, start, take)
+                data = pread(token_fd, take * t_size, token_base + start * t_size)
+                if len(data) != take * t_size:
+                    raise self._truncated(0, start, take)
+                out[i, :take] = np.frombuffer(data, token_dtype)
         return out, lengths
 
 

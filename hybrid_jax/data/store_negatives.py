@@ -58,7 +58,7 @@ class StoreNegatives:
         earlier = np.tril(np.ones((K, K), bool), -1)  # [k, j]: j < k
         repeat = ((rows[:, :, None] == rows[:, None, :]) & earlier).any(-1)
         candidate = (rows >= 0) & ~own & ~repeat
-        keep = candidate & ~np.isin(rows, s.footprint_ids(np.unique(plan.example_index)))
+        keep = candidate & ~np.isin(rows, s.footprint_ids(plan.example_index))
         out = np.full((len(rows), self.count), -1, np.int64)
         for slot in np.flatnonzero(keep.any(1)):  # in slot order: the draws are HardNegatives'
             kept = rows[slot][keep[slot]]

@@ -29,6 +29,7 @@ import numpy as np
 from hybrid_jax.data.sampler import (BatchPlan, PairRule, check_choice, exact_mono_steps,
                                      scheduled_mono, CROSS_PAIRINGS, LANGUAGE_WEIGHTS,
                                      MONO_SCHEDULES, SAMPLINGS)
+from hybrid_jax.data.store.distinct import count_distinct, distinct, distinct_inverse
 from hybrid_jax.errors import InputError
 
 DRAWS = ("permutation", "rejection")
@@ -77,7 +78,7 @@ class StoreSampler:
     def footprint_ids(self, rows: np.ndarray) -> np.ndarray:
         """Sorted distinct passage ids of the footprints of examples `rows`."""
         ids = self.positive[np.asarray(rows, np.int64)].ravel()
-        return np.unique(ids[ids >= 0])
+        return distinct(ids[ids >= 0])
 
     # -- set-up ---------------------------------------------------------------------------------
     def _build_pools(self, weights: str):
@@ -95,7 +96,7 @@ class StoreSampler:
                 pool = self._pools[(q, p)] = shared[key]
                 sizes[(q, p)] = len(pool)
                 if (key, p) not in counted:
-                    counted[(key, p)] = len(np.unique(self.positive[pool, p]))
+                    counted[(key, p)] = count_distinct(self.positive[pool, p])
                 distinct[(q, p)] = counted[(key, p)]
         usable = PairRule(self.languages, B, self.alpha, self.cross_pairing, weights, distinct,
                           sizes)
@@ -106,7 +107,7 @@ class StoreSampler:
 
     def _count_cross_groups(self) -> int:
         distinct_pools = {id(self._pools[k]): self._pools[k] for k in self.cross_pairs}
-        rows = np.unique(np.concatenate(list(distinct_pools.values())))
+        rows = distinct(np.concatenate(list(distinct_pools.values())))
         return _count_groups(self.positive[rows])
 
     # -- sampling -------------------------------------------------------------------------------
@@ -152,17 +153,16 @@ class _Fill:
             if found is None:
                 self.probs[k] = 0.0
                 continue
-            row = self.s.positive[found]
-            self.passages.add(int(row[self.pairs[k][1]]))
-            self.footprints.update(int(x) for x in row if x >= 0)
+            row = self.s.positive[found].tolist()
+            self.passages.add(row[self.pairs[k][1]])
+            self.footprints.update(row)  # -1 (absent) too: a pool member's passage is never -1
             chosen.append((found, *self.pairs[k]))
         return chosen
 
     def _fits(self, i: int, p_lang: int) -> bool:
         # The sets only grow, so a candidate rejected now stays rejected.
-        row = self.s.positive[i]
-        return int(row[p_lang]) not in self.footprints \
-            and not any(int(x) in self.passages for x in row if x >= 0)
+        row = self.s.positive[i].tolist()
+        return row[p_lang] not in self.footprints and self.passages.isdisjoint(row)
 
     def _scan(self, k: int):
         """The next fitting member of pair k's pool in a random order (HybridSampler's draw)."""
@@ -205,7 +205,7 @@ def _count_groups(positive_rows: np.ndarray) -> int:
 
     n = positive_rows.shape[0]
     r, c = np.nonzero(positive_rows >= 0)
-    ids, col = np.unique(positive_rows[r, c], return_inverse=True)
+    ids, col = distinct_inverse(positive_rows[r, c])
     graph = coo_matrix((np.ones(len(r), np.int8), (r, n + col)), shape=(n + len(ids),) * 2)
     _, label = connected_components(graph, directed=False)
-    return len(np.unique(label[:n]))
+    return count_distinct(label[:n])

@@ -20,6 +20,7 @@ import pathlib
 
 import numpy as np
 
+from hybrid_jax.data.store.distinct import distinct_inverse
 from hybrid_jax.errors import InputError
 
 FORMAT_VERSION = 1
@@ -91,21 +92,23 @@ def read_rows(array: np.ndarray, rows) -> np.ndarray:
     row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
     if not len(rows) or not row_bytes:
         return out
-    wanted, where = np.unique(rows, return_inverse=True)
-    cut = np.flatnonzero(np.diff(wanted) > _READ_GAP) + 1
-    got = np.empty((len(wanted), *array.shape[1:]), array.dtype)
+    wanted, where = distinct_inverse(rows)
+    shape, base, pread = array.shape[1:], int(array.offset), os.pread
+    new_read = np.ones(len(wanted), bool)  # where a read starts: a gap, or a span boundary
+    new_read[1:] = (np.diff(wanted) > _READ_GAP) | (np.diff(wanted // _READ_SPAN) != 0)
+    starts = np.flatnonzero(new_read)
+    got = np.empty((len(wanted), *shape), array.dtype)
     fd = os.open(array.filename, os.O_RDONLY)
     try:
-        for run in np.split(np.arange(len(wanted)), cut):
-            for piece in np.split(run, np.flatnonzero(np.diff(wanted[run] // _READ_SPAN)) + 1):
-                first, last = int(wanted[piece[0]]), int(wanted[piece[-1]])
-                size = (last - first + 1) * row_bytes
-                data = os.pread(fd, size, int(array.offset) + first * row_bytes)
-                if len(data) != size:
-                    raise InputError(f"{array.filename}: truncated (rows {first}..{last} "
-                                     f"unreadable); prepare the corpus again")
-                block = np.frombuffer(data, array.dtype).reshape(-1, *array.shape[1:])
-                got[piece] = block[wanted[piece] - first]
+        for lo, hi in zip(starts.tolist(), np.append(starts[1:], len(wanted)).tolist()):
+            first, last = int(wanted[lo]), int(wanted[hi - 1])
+            size = (last - first + 1) * row_bytes
+            data = pread(fd, size, base + first * row_bytes)
+            if len(data) != size:
+                raise InputError(f"{array.filename}: truncated (rows {first}..{last} "
+                                 f"unreadable); prepare the corpus again")
+            block = np.frombuffer(data, array.dtype).reshape(-1, *shape)
+            got[lo:hi] = block if hi - lo == last - first + 1 else block[wanted[lo:hi] - first]
     finally:
         os.close(fd)
     out[:] = got[where]
