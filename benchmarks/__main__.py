@@ -19,6 +19,8 @@ Sections (each result keeps its own settings; see BENCHMARKS.md for the table):
             its own process: wall time, peak memory, and the metrics' differences
   search    exact vs ScaNN queries/s and recall@20 on clustered synthetic vectors (and a real pool)
   data_prepare  prepare_data on a synthetic mMARCO-shaped corpus: texts/s and peak memory
+  data_store  the examples path against the prepared corpus on such a corpus: set-up, memory,
+            pairs per CPU second (benchmarks/data_store.py)
   lora      LoRA against full fine-tuning (benchmarks/lora.py): parameters, step time, memory
 Results are merged into --out (a rerun of one section replaces only that section), and
 --markdown is regenerated from the whole file.
@@ -42,7 +44,7 @@ from hybrid_jax.platform import cpu
 
 ONE_PASS = "half the batch, one pass"
 SECTIONS = ("peak", "step", "study_step", "profile", "pipeline", "encode", "whole_eval",
-            "search", "lora", "data_prepare")
+            "search", "lora", "data_prepare", "data_store")
 
 
 def _cpuinfo(field: str) -> str:
@@ -76,6 +78,8 @@ flags.DEFINE_string("real_pool", None,
                     "embeddings.npz of a real evaluation (eval.save_embeddings).")
 flags.DEFINE_integer("encode_texts", 512, "Candidate sentences for the encoding benchmark.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches drawn in the pipeline benchmark.")
+flags.DEFINE_integer("store_questions", 100_000, "Questions of the data_store section's "
+                     "synthetic corpus (examples path against the prepared corpus).")
 flags.DEFINE_integer("prepare_questions", 100_000, "Questions of the data_prepare section's "
                      "synthetic corpus (1000000: the paper-scale corpus, about 10x longer).")
 flags.DEFINE_bool("peer", True, "Time the PyTorch peer beside our step (needs torch).")
@@ -232,6 +236,7 @@ def _search(config) -> dict:
 def run_benchmarks(config) -> dict:
     from benchmarks import lora, measure, step
     from benchmarks.data_prepare import data_prepare_benchmark
+    from benchmarks.data_store import data_store_benchmark
 
     unknown = [s for s in FLAGS.sections if s not in SECTIONS]
     if unknown:
@@ -265,7 +270,8 @@ def run_benchmarks(config) -> dict:
             "whole_eval": _whole_eval,
             "search": lambda: _search(config),
             "lora": lambda: lora.lora_benchmark(config, rounds=FLAGS.rounds),
-            "data_prepare": lambda: data_prepare_benchmark(FLAGS.prepare_questions)}
+            "data_prepare": lambda: data_prepare_benchmark(FLAGS.prepare_questions),
+            "data_store": lambda: data_store_benchmark(FLAGS.store_questions)}
     for name in SECTIONS:  # in this order: step reads the peak's result, pipeline the step's
         if name in FLAGS.sections:
             record(name, runs[name])

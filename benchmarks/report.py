@@ -219,7 +219,7 @@ def markdown(results: dict) -> str:
         lines += ["", _meta(p), ""]
     for name, render in (("encode", _encode), ("whole_eval", _whole_eval), ("search", _search)):
         lines += render(sec[name]) if name in sec else []
-    for name in ("data_prepare", "lora"):  # these sections' modules render their own markdown
+    for name in ("data_prepare", "data_store", "lora"):  # these render their own markdown
         if name in sec:
             lines += import_module(f"benchmarks.{name}").markdown(sec[name], _meta(sec[name]))
     return "\n".join(lines)

@@ -122,3 +122,19 @@ def test_a_section_rerun_keeps_the_runs_recorded_at_scale(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     section = json.loads(out.read_text())["sections"]["data_prepare"]
     assert section["at_scale"] == kept and "old" not in section
+
+
+def test_make_bench_data_store_section(tmp_path):
+    """`make bench`'s data_store section: the examples path and both draws on one synthetic corpus,
+    the speed-up against the target, rendered."""
+    from benchmarks import data_store
+    r = data_store.data_store_benchmark(questions=200, batches=3, languages=3,
+                                        workdir=str(tmp_path))
+    assert [(x["path"], x["draw"]) for x in r["runs"]] == [
+        ("examples", "-"), ("store", "permutation"), ("store", "rejection")]
+    rejection, examples = r["runs"][2], r["runs"][0]
+    assert r["speedup_per_cpu_s"] == rejection["pairs_per_cpu_s"] / examples["pairs_per_cpu_s"]
+    text = "\n".join(data_store.markdown(r, "_when_"))
+    assert text.startswith("## Input pipeline at corpus scale")
+    assert f"**{r['speedup_per_cpu_s']:.1f}x**" in text and "_when_" in text
+    assert text.count("| store | rejection | 3 |") == 1
