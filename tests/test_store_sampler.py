@@ -151,7 +151,7 @@ def _mapped_kb(path: pathlib.Path) -> int:
     return total
 
 
-READ_NOT_MAPPED = ("tokens", "offsets", "query", "positive", "negative")
+READ_NOT_MAPPED = ("tokens", "offsets", "query", "positive", "negative", "unit")
 
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/smaps").exists(), reason="needs Linux smaps")

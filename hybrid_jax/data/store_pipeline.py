@@ -16,7 +16,7 @@ from hybrid_jax.data.store_batches import TokenLayout
 from hybrid_jax.data.store_negatives import StoreNegatives
 from hybrid_jax.data.store_sampler import StoreSampler
 from hybrid_jax.data.store_source import BatchAssembler, CorpusPart, CorpusScores
-from hybrid_jax.data.store.layout import Store, open_store
+from hybrid_jax.data.store.layout import Store, open_store, read_rows
 from hybrid_jax.data.train_fraction import fraction_rows
 from hybrid_jax.errors import InputError
 
@@ -28,7 +28,7 @@ def fold_rows(corpus: Store, fold: str, rule: splits.FoldRule) -> np.ndarray:
     names = corpus.unit_names()
     fold_of = splits.assign_folds(names, rule.seed, rule.sizes)
     in_fold = np.array([fold_of[n] == fold for n in names], bool)
-    rows = np.flatnonzero(in_fold[np.asarray(corpus.unit)])
+    rows = np.flatnonzero(in_fold[read_rows(corpus.unit, np.arange(len(corpus.unit)))])
     if not len(rows):
         raise InputError(f"{corpus.path}: fold {fold!r} is empty (split seed {rule.seed}, "
                          f"sizes {rule.sizes})")
@@ -40,7 +40,7 @@ def corpus_part(corpus: Store, cfg, languages=None) -> CorpusPart:
     rows = fold_rows(corpus, cfg.train_fold, splits.FoldRule.from_config(cfg))
     fraction = float(cfg.get("train_fraction", 1.0))
     if fraction != 1.0:
-        rows = fraction_rows(rows, corpus.unit_names(), np.asarray(corpus.unit)[rows], fraction,
+        rows = fraction_rows(rows, corpus.unit_names(), read_rows(corpus.unit, rows), fraction,
                              int(cfg.split_seed))
     wanted = sorted(set(languages or cfg.languages or corpus.languages))
     missing = [l for l in wanted if l not in corpus.languages]
