@@ -4,6 +4,7 @@ draw's rules, resume, the corpus cache and bad input."""
 import importlib
 import os
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def _mapped_kb(path: pathlib.Path) -> int:
     """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
     total, inside = 0, False
     for line in pathlib.Path("/proc/self/smaps").read_text().splitlines():
-        if line[:1].isdigit() or line[:1] in "abcdef" and "-" in line.split()[0]:
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's header: its address range
             inside = line.rstrip().endswith(str(path))
         elif inside and line.startswith("Rss:"):
             total += int(line.split()[1])

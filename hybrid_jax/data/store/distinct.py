@@ -13,8 +13,7 @@ def distinct(values: np.ndarray) -> np.ndarray:
 
 
 def count_distinct(values: np.ndarray) -> int:
-    s = np.sort(np.ravel(values))
-    return int((s[1:] != s[:-1]).sum()) + 1 if len(s) else 0
+    return len(distinct(values))
 
 
 def distinct_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

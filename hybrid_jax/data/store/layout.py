@@ -88,11 +88,11 @@ def read_rows(array: np.ndarray, rows) -> np.ndarray:
     rows = np.asarray(rows, np.int64)
     if not isinstance(array, np.memmap) or array.filename is None:
         return np.asarray(array[rows])
-    out = np.empty((len(rows), *array.shape[1:]), array.dtype)
     row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
     if not len(rows) or not row_bytes:
-        return out
-    wanted, where = distinct_inverse(rows)
+        return np.empty((len(rows), *array.shape[1:]), array.dtype)
+    ascending = len(rows) < 2 or bool((rows[1:] > rows[:-1]).all())  # fold and chunk reads
+    wanted, where = (rows, None) if ascending else distinct_inverse(rows)
     shape, base, pread = array.shape[1:], int(array.offset), os.pread
     new_read = np.ones(len(wanted), bool)  # where a read starts: a gap, or a span boundary
     new_read[1:] = (np.diff(wanted) > _READ_GAP) | (np.diff(wanted // _READ_SPAN) != 0)
@@ -111,5 +111,4 @@ def read_rows(array: np.ndarray, rows) -> np.ndarray:
             got[lo:hi] = block if hi - lo == last - first + 1 else block[wanted[lo:hi] - first]
     finally:
         os.close(fd)
-    out[:] = got[where]
-    return out
+    return got if where is None else got[where]
