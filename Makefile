@@ -36,9 +36,11 @@ demo-mlqa: venv
 	    --config.eval.datasets='$(MLQA_R)'
 
 # Test files run in TEST_WORKERS processes (pytest-xdist), each file's tests in one of them so that
-# a file's shared fixtures are built once; each process simulates 8 CPU devices.
+# a file's shared fixtures are built once; each process simulates 8 CPU devices. A passed test's
+# temporary folder is deleted when it ends (exported models are hundreds of MB each), a failed
+# test's is kept for inspection.
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -o tmp_path_retention_policy=failed tests
 
 # Benchmarks (BENCHMARKS.md, benchmarks/results.json); run them on an otherwise idle machine.
 bench: venv $(BENCH_POOL)
