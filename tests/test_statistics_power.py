@@ -149,3 +149,11 @@ def test_clusters_needed_when_questions_cap_the_power():
         0.007, pilot.se(10, k - 1))
     # with 2 seed pairs of sigma2_seed 2e-5 the seed term alone, 1e-5, is over the budget
     assert pw.clusters_for_power(pw.Pilot(2e-5, 1e-5, 5, 100), 0.007, n_seeds=2) == math.inf
+
+
+@pytest.mark.parametrize("pairs,power_,decision", [
+    (4, 0.10, "wait"), (5, 0.79, "add"), (5, 0.80, "stop"), (7, 0.95, "stop"), (10, 0.5, "stop"),
+    (9, 0.5, "add")])
+def test_sequential_decision_reads_the_power_only_after_the_first_pairs(pairs, power_, decision):
+    q = pw.sequential_decision(pairs, power_, after=5, most=10, target=0.8)
+    assert q["decision"] == decision and q["seed_pairs"] == pairs

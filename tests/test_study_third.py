@@ -264,6 +264,8 @@ def test_report_sections_cuts_and_figures(study):
                   "## Cuts"):
         assert title in text, title
     assert "- main: hybrid-a0.5-s3, hybrid-a0.75-s2" in text
+    assert a["sequential"]["decision"] == "wait" and a["sequential"]["seed_pairs"] == 3
+    assert "3 have finished, so it has not been applied yet." in text
     assert "- budget80 (workdir absent): mono-s0, hybrid-a0.5-s0" in text
     assert "## Scores on xquad-r" in text and "## Scores on mlqa-r" in text
     assert "- B: mono-s3, hybrid-a0.5-s3" in text
@@ -346,3 +348,12 @@ def test_real_tiny_runs_end_to_end(tmp_path, shared_data, monkeypatch):
     assert "Not yet: a slope needs at least two seeds" in text
     main_row = next(line for line in text.splitlines() if line.startswith("| main |"))
     assert "unrecorded" not in main_row  # the driver recorded the code of real runs
+
+
+@pytest.mark.parametrize("pairs,power_,words", [
+    (5, 0.965, "with 5 seed pairs the power at ±0.007 is 0.96, so no more were run."),
+    (5, 0.6, "with 5 seed pairs the power at ±0.007 is 0.60, so another seed pair is due"),
+    (10, 0.6, "the most it allows have run (power 0.60), so no more were run.")])
+def test_the_report_states_the_sequential_rule_and_why(pairs, power_, words):
+    q = power.sequential_decision(pairs, power_, after=5, most=10, target=0.8)
+    assert words in sections_third.sequential_sentence(q, 0.007)

@@ -91,8 +91,23 @@ def primary_section(p: Page) -> list[str]:
           f"{', '.join(map(str, r['seeds']))}"
           + (f"; left out (only one arm finished): {', '.join(map(str, r['unpaired']))}"
              if r["unpaired"] else "") + ".", ""]
+    L += [sequential_sentence(a.get("sequential"), a["delta"]), ""]
     name = figures_third.files(a).get("answer")
     return L + ([f"![answer]({p.link(name)})", ""] if name else [])
+
+
+def sequential_sentence(q: dict, delta: float) -> str:
+    """What the protocol's sequential rule (third.sequential_rule) decided, and why."""
+    rule = (f"The registered sequential rule looks at the power after {q['after']} seed pairs "
+            f"and adds seed pairs, up to {q['most']}, while it is below {q['target_power']:.0%}")
+    if q["decision"] == "wait":
+        return f"{rule}; {q['seed_pairs']} have finished, so it has not been applied yet."
+    if q["decision"] == "add":
+        return (f"{rule}: with {q['seed_pairs']} seed pairs the power at ±{delta:g} is "
+                f"{q['power']:.2f}, so another seed pair is due; this report is provisional.")
+    why = (f"the power at ±{delta:g} is {q['power']:.2f}" if q["power"] >= q["target_power"]
+           else f"the most it allows have run (power {q['power']:.2f})")
+    return f"{rule}: with {q['seed_pairs']} seed pairs {why}, so no more were run."
 
 
 def _family(title: str, rows: list[dict], first: str, first_cell, empty: str) -> list[str]:

@@ -32,6 +32,10 @@ from hybrid_jax.study.runs import ZERO_SHOT, Run, language_value, summarize
 from hybrid_jax.study.third_grids import ARMS, MAIN_POINT, Grid
 
 ALPHA = 0.05
+# The protocol's sequential rule (section 10): after SEQUENTIAL_AFTER seed pairs, seed pairs are
+# added, up to SEQUENTIAL_MOST, while the primary endpoint's power at delta is below
+# SEQUENTIAL_POWER. It reads the SE only, never the estimate.
+SEQUENTIAL_AFTER, SEQUENTIAL_MOST, SEQUENTIAL_POWER = 5, 10, 0.8
 RANK_DISTANCE = "rank_distance"   # per-query column of the multi views (lower = less bias)
 # The dose-response and descriptive metrics: name -> (setting, per-query column or None = k).
 TREND_METRICS = {"mono": ("mono", None), "cross": ("cross", None), "multi": ("multi", None),
@@ -118,6 +122,10 @@ def endpoints(groups: dict, dataset: str, hr: Sequence[str], key: str, primary: 
     if zs:
         out["S3"] = _family([compare(groups[c], zs, dataset, "mono", hr, key, **kw)
                              for c in ("mono", primary) if groups.get(c)], "S3")
+    r = out["primary"]
+    out["sequential"] = r and power_stats.sequential_decision(
+        len(r["seeds"]), r["power_at_delta"], after=SEQUENTIAL_AFTER, most=SEQUENTIAL_MOST,
+        target=SEQUENTIAL_POWER)
     return out
 
 

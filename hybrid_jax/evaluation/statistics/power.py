@@ -169,3 +169,14 @@ def power_plan(pilot: Pilot, effect: float, margin: float, *, seeds=(3, 5, 8, 10
             "seeds_needed_tost": seeds_for_tost(pilot, margin, power, alpha,
                                                 n_clusters=n_clusters),
             "rows": rows}
+
+
+def sequential_decision(seed_pairs: int, power: float, *, after: int, most: int,
+                        target: float = 0.8) -> dict:
+    """A sequential rule on the SE alone: after `after` seed pairs, add pairs, up to `most`, while
+    the power is below `target`. decision: 'wait' (fewer pairs than the rule looks at), 'add'
+    (another pair is due) or 'stop' (power reached, or `most` pairs run)."""
+    decision = ("wait" if seed_pairs < after else
+                "stop" if power >= target or seed_pairs >= most else "add")
+    return dict(seed_pairs=int(seed_pairs), power=float(power), after=after, most=most,
+                target_power=target, decision=decision)
