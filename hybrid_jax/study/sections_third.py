@@ -97,7 +97,8 @@ def primary_section(p: Page) -> list[str]:
 
 
 def sequential_sentence(q: dict, delta: float) -> str:
-    """What the protocol's sequential rule (third.sequential_rule) decided, and why."""
+    """What the protocol's sequential rule (statistics.power.sequential_decision) decided,
+    and why."""
     rule = (f"The registered sequential rule looks at the power after {q['after']} seed pairs "
             f"and adds seed pairs, up to {q['most']}, while it is below {q['target_power']:.0%}")
     if q["decision"] == "wait":

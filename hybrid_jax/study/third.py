@@ -123,7 +123,7 @@ def endpoints(groups: dict, dataset: str, hr: Sequence[str], key: str, primary: 
         out["S3"] = _family([compare(groups[c], zs, dataset, "mono", hr, key, **kw)
                              for c in ("mono", primary) if groups.get(c)], "S3")
     r = out["primary"]
-    out["sequential"] = r and power_stats.sequential_decision(
+    out["sequential"] = None if r is None else power_stats.sequential_decision(
         len(r["seeds"]), r["power_at_delta"], after=SEQUENTIAL_AFTER, most=SEQUENTIAL_MOST,
         target=SEQUENTIAL_POWER)
     return out
