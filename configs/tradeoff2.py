@@ -46,8 +46,10 @@ def _experiment() -> ml_collections.ConfigDict:
     e.protocol_sha256 = PROTOCOL_SHA256
     e.edition = "second"  # hybrid_jax/study/editions.py
     # What the report says around its figures (hybrid_jax/study/sections_seeded.py).
-    e.report_name = "tradeoff.md"
-    e.see_also = ("tradeoff_gpu100.md|the same grid at the paper's batch of 100 on one H200",
+    e.report_name = "tradeoff_second_edition.md"
+    e.see_also = ("tradeoff.md|the third edition, the study's answer (this edition is its "
+                  "appendix)",
+                  "tradeoff_gpu100.md|the same grid at the paper's batch of 100 on one H200",
                   "tradeoff_first_edition.md|the first edition (appendix: its recipe, batch 16 "
                   "without hard negatives, 150 steps, and its tables)")
     e.machine = "2 CPU cores (AMD Zen 4)"
@@ -87,13 +89,14 @@ def _gpu100(c) -> None:
     e = c.experiment
     e.report_name = "tradeoff_gpu100.md"
     e.title = "Hybrid training at the paper's batch of 100 (the second edition's grid on one H200)"
-    e.see_also = ("tradeoff.md|the registered grid on CPU (batch 64), the study's answer",)
+    e.see_also = ("tradeoff_second_edition.md|the second edition's registered grid on CPU "
+                  "(batch 64)", "tradeoff.md|the third edition, the study's answer")
     e.machine = "one NVIDIA H200, 8 or 10 runs at once"
     e.cpu_cores = 0
     e.deviations = (
         "Global batch 100 in one pass, not 64 through exact accumulation (GradCache 4 x 16): "
-        "the paper's batch, which a GPU host fits in one pass. The registered "
-        "CPU grid (tradeoff.md) answers the question; this grid repeats it at the "
+        "the paper's batch, which a GPU host fits in one pass. The registered CPU grid "
+        "(tradeoff_second_edition.md) answers the question; this grid repeats it at the "
         "paper's batch.",
         "Float32 matmuls at `highest` precision on a GPU (jax 0.11.2), by commit 45ab618, not "
         "the registration commit cd517fe (the recipe, loss and metrics did not change between "

@@ -97,7 +97,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("third")
     w = root / "tradeoff3"
     config = _config("")
-    config.experiment.see_also = ("tradeoff.md|the second edition",)
+    config.experiment.see_also = ("tradeoff_second_edition.md|the second edition",)
     _write_grid(w, config, "xquad-r", LANGS, skip=("hybrid-a0.5-s3", "hybrid-a0.75-s2"))
     _write_grid(root / "tradeoff3-B", _config("B"), "mlqa-r", ("de", "en"),
                 skip=("mono-s3", "hybrid-a0.5-s3"))
@@ -107,7 +107,7 @@ def study(tmp_path_factory):
                 scale=2.0, offset=-0.2)
     with contextlib.redirect_stdout(io.StringIO()):
         path = driver.run_experiment(config, w, report_only=True)
-    data = json.loads((path.parent / "tradeoff3" / "analysis.json").read_text())
+    data = json.loads((path.parent / "tradeoff" / "analysis.json").read_text())
     return {"w": w, "report": path, "text": path.read_text(), "a": data["analysis"],
             "config": config}
 
@@ -254,8 +254,10 @@ def test_arms_points_and_missing_workdirs(study):
 
 def test_report_sections_cuts_and_figures(study):
     text, a = study["text"], study["a"]
-    assert "The main grid is not complete: 16 of 18 runs" in text
-    assert "See also: [the second edition](tradeoff.md)." in text
+    assert ("The primary endpoint's runs are not complete: hybrid-a0.5-s3 of the main grid "
+            "have not finished." in text)
+    assert "See also: [the second edition](tradeoff_second_edition.md)." in text
+    assert "The pilot's tables are not beside this grid (tradeoff3-pilot/report/" in text
     assert sections_third.answer_sentence(a) in text
     assert "**Yes: hybrid training cost monolingual accuracy.**" in text
     for title in ("## Primary endpoint", "Power reached: SE", "## S1:", "## S2:", "## S3:",
@@ -270,10 +272,10 @@ def test_report_sections_cuts_and_figures(study):
     assert "## Scores on xquad-r" in text and "## Scores on mlqa-r" in text
     assert "- B: mono-s3, hybrid-a0.5-s3" in text
     assert "missing: workdir absent" in text
-    assets = study["report"].parent / "tradeoff3"
+    assets = study["report"].parent / "tradeoff"
     assert {p.name for p in assets.glob("*.png")} == {"answer.png", "dose_response.png",
                                                       "arms.png"}
-    assert "![dose-response](tradeoff3/dose_response.png)" in text
+    assert "![dose-response](tradeoff/dose_response.png)" in text
 
 
 @pytest.mark.parametrize("verdict,words", [
@@ -294,7 +296,8 @@ def test_a_grid_without_pairs_or_siblings_renders(tmp_path):
     _write_grid(w, config, "xquad-r", LANGS, skip=names - {"zero-shot", "mono-s0"})
     with contextlib.redirect_stdout(io.StringIO()):
         text = driver.run_experiment(config, w, report_only=True).read_text()
-    assert "2 of 18 runs have finished" in text and "**No answer yet**" in text
+    assert "The primary endpoint's runs are not complete: hybrid-a0.5-s0, mono-s1," in text
+    assert "**No answer yet**" in text
     assert "Direction B's grid (workdir -B) is absent." in text
     assert "- weak (workdir absent): zero-shot, mono-s0" in text
 
@@ -331,7 +334,7 @@ def test_real_tiny_runs_end_to_end(tmp_path, shared_data, monkeypatch):
         driver.run_experiment(_tiny_grid("B"), tmp_path / "tradeoff3-B",
                               only=["mono-s0", "hybrid-a0.5-s0"])
         path = driver.run_experiment(config, w, report_only=True)
-    a = json.loads((path.parent / "tradeoff3" / "analysis.json").read_text())["analysis"]
+    a = json.loads((path.parent / "tradeoff" / "analysis.json").read_text())["analysis"]
     langs = tradeoff.TINY_LANGUAGES
     A, views, _ = _seed_arrays(w, "hybrid-a0.5", (0, 1), langs=langs)
     B, _, _ = _seed_arrays(w, "mono", (0, 1), langs=langs)
@@ -342,7 +345,8 @@ def test_real_tiny_runs_end_to_end(tmp_path, shared_data, monkeypatch):
     assert a["S2"]["rows"][0]["seeds"] == [0]
     assert a["dose"]["rows"] == [] and a["dose"]["seeds"] == []
     text = path.read_text()
-    assert "5 of 11 runs have finished" in text
+    assert "planned runs have finished.** The primary endpoint, S1 and S3 are final" in text
+    assert "will change: the dose-response, S2, the exploratory arms (budget10," in text
     assert "- main: cross-s0, hybrid-a0.25-s0, hybrid-a0.75-s0" in text
     assert "- B: zero-shot, mono-s1, hybrid-a0.5-s1" in text
     assert "Not yet: a slope needs at least two seeds" in text

@@ -20,7 +20,7 @@ def test_the_registered_protocol_is_unedited():
     digest = hashlib.sha256((REPO / tradeoff2.PROTOCOL).read_bytes()).hexdigest()
     assert digest == tradeoff2.PROTOCOL_SHA256, (
         "docs/tradeoff_protocol.md changed after registration: report deviations in "
-        "docs/tradeoff.md instead")
+        "docs/tradeoff_second_edition.md instead")
 
 
 def test_plan_main_grid_first_then_the_sweep():
@@ -109,12 +109,13 @@ def test_tiny_grid_two_benchmarks_and_a_budget_curve(tmp_path, shared_data, monk
     text = report.read_text()
     assert "not complete" not in text and "tradeoff_protocol.md" in text
     # the config's words around the figures: companion reports, machine, no deviations
-    assert "See also: [the same grid at the paper's batch of 100" in text
+    assert "See also: [the third edition, the study's answer" in text
+    assert "[the same grid at the paper's batch of 100" in text
     assert "one at a time on 2 CPU cores (AMD Zen 4)" in text and "CPU-hours" in text
     for title in ("Primary endpoint", "S1:", "S2:", "S3:", "Budget curve on xquad-r-test",
                   "The alpha sweep", "Side by side with the paper", "Precision reached"):
         assert title in text, title
-    assets = report.parent / "tradeoff"
+    assets = report.parent / report.stem
     data = json.loads((assets / "analysis.json").read_text())
     xq, ml = data["analysis"]["benchmarks"]["xquad-r-test"], data["analysis"]["benchmarks"]["mlqa-r"]
     assert [r["scope"] for r in xq["families"]["primary"]] == ["en"]

@@ -25,7 +25,7 @@ from hybrid_jax.study import (figures_pooled, figures_seeded, figures_third, pla
 from hybrid_jax.study.markdown import Page
 
 # Experiment fields a report's words may come from (what it says around the figures).
-PRESENTATION_KEYS = ("title", "see_also", "deviations", "machine", "cpu_cores")
+PRESENTATION_KEYS = ("title", "see_also", "deviations", "machine", "cpu_cores", "compute_note")
 
 
 @dataclasses.dataclass(frozen=True)

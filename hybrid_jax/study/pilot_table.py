@@ -78,7 +78,8 @@ def _verdict(v) -> str:
     return "-" if v is None else ("**pass**" if v else "**fail**")
 
 
-def _criteria_table(entries: list[dict]) -> list[str]:
+def criteria_table(entries: list[dict]) -> list[str]:
+    """The entry criteria of each (direction, setting, seed), a markdown table's lines."""
     lines = ["| direction | setting | seed | X-X-mono: dev mono start -> last | worst change | "
              "(a) | X-Y: dev cross change | hybrid: dev multi change | (b) | selected steps |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -126,7 +127,7 @@ def markdown(entries: list[dict], clear_rise: float, planned: int, finished: int
     body = ["", "## Dev curves", ""]
     for e in entries:
         body += _curve_table(e)
-    return "\n".join(head + _criteria_table(entries) + body)
+    return "\n".join(head + criteria_table(entries) + body)
 
 
 def write(finished, runs_dir: pathlib.Path, out_dir: pathlib.Path, report_name: str, *,

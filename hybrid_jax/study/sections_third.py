@@ -1,15 +1,14 @@
 """The third edition's sections (third.py's analysis), one function per section, each a pure
 function of the report's `Page`: title and answer, the primary endpoint with the power reached,
 S1-S3, the descriptive rows, the scores, the dose-response, the exploratory arms (budgets, data
-fractions, the weakened start, from the sibling workdirs), the runs each grid has finished and the
-cuts (planned runs not finished)."""
+fractions, the weakened start, from the sibling workdirs). SECTIONS orders the page, with the
+sections of sections_third_context.py (the pilot, the paper, runs, cuts, deviations)."""
 from __future__ import annotations
 
 from hybrid_jax.evaluation.statistics import seeds as seed_stats
-from hybrid_jax.study import figures_third
-from hybrid_jax.study.markdown import (Page, ci, diff, duration, mean_std, p_value, see_also,
-                                       table)
-from hybrid_jax.study.runs import label
+from hybrid_jax.study import figures_third, sections_third_context as context
+from hybrid_jax.study.markdown import Page, ci, diff, mean_std, p_value, see_also, table
+from hybrid_jax.study.runs import ZERO_SHOT, label
 
 TITLE = "Does hybrid training cost high-resource accuracy? Third edition"
 PROTOCOL = "tradeoff3_protocol.md"
@@ -22,20 +21,38 @@ def _cells(r: dict) -> list:
             p_value(r["p_tost_holm"]), len(r["seeds"]), f"**{r['verdict']}**"]
 
 
-def _counts(a: dict) -> tuple[int, int]:
-    g = a["grids"][0]
-    return len(g["finished"]), len(g["planned"])
+def primary_missing(a: dict) -> list[str]:
+    """The main grid's unfinished runs that the primary endpoint, S1 or S3 reads: the zero-shot
+    model, X-X-mono and the primary hybrid (not the dose-response's other doses)."""
+    mine = (f"{ZERO_SHOT}", "mono-s", f"{a['primary_condition']}-s")
+    return [n for n in a["grids"][0]["missing"] if n == ZERO_SHOT or n.startswith(mine)]
+
+
+def _unfinished_parts(a: dict) -> list[str]:
+    """The report's parts that read runs not finished yet."""
+    main, *siblings = a["grids"]
+    parts = ["the dose-response"] if set(main["missing"]) - set(primary_missing(a)) else []
+    parts += ["S2" for g in siblings if g["name"] == "B" and g["missing"]]
+    arms = [context.grid_name(g["name"]) for g in siblings if g["name"] != "B" and g["missing"]]
+    return parts + ([f"the exploratory arms ({', '.join(arms)})"] if arms else [])
 
 
 def status(p: Page) -> list[str]:
     a = p.analysis
-    done, planned = _counts(a)
     L = [f"# {p.presentation.get('title', TITLE)}", ""]
     L += see_also(p.presentation)
-    if done < planned:
-        L += [f"**The main grid is not complete: {done} of {planned} runs have finished.** "
-              f"Every number below comes from the finished runs only and will change; no "
-              f"verdict here is the study's answer yet.", ""]
+    done = sum(len(g["finished"]) for g in a["grids"])
+    planned = sum(len(g["planned"]) for g in a["grids"])
+    missing, parts = primary_missing(a), _unfinished_parts(a)
+    if missing:
+        L += [f"**The primary endpoint's runs are not complete: {', '.join(missing)} of the "
+              f"main grid have not finished.** Every number below comes from the finished runs "
+              f"only and will change; no verdict here is the study's answer yet.", ""]
+    elif parts:
+        final = "S1, S2 and S3" if "S2" not in parts else "S1 and S3"
+        L += [f"**{done} of the {planned} planned runs have finished.** The primary endpoint, "
+              f"{final} are final: every run they read has finished. These parts read the "
+              f"finished runs only and will change: {', '.join(parts)}.", ""]
     L += [f"The protocol was registered before the grids ran: [{PROTOCOL}]({PROTOCOL}). Every "
           f"comparison of two trained conditions is paired by seed (only the seeds both "
           f"finished; seed s of both drawn together), then question clusters are drawn once for "
@@ -71,9 +88,8 @@ def answer_sentence(a: dict) -> str:
 
 
 def answer(p: Page) -> list[str]:
-    done, planned = _counts(p.analysis)
-    caveat = (f" (provisional: {done} of {planned} runs of the main grid finished)"
-              if done < planned else "")
+    missing = primary_missing(p.analysis)
+    caveat = f" (provisional: {len(missing)} of its runs not finished)" if missing else ""
     return [f"## The answer{caveat}", "", answer_sentence(p.analysis), ""]
 
 
@@ -183,10 +199,6 @@ AXIS_TITLES = {"budget": "training steps", "fraction": "share of the training qu
                "start": "starting model"}
 
 
-def _grid_name(name: str) -> str:
-    return "main" if not name else name
-
-
 def dose_section(p: Page) -> list[str]:
     a, d = p.analysis, p.analysis["dose"]
     doses = ", ".join(f"{x:g}" for x in d["doses"])
@@ -199,10 +211,12 @@ def dose_section(p: Page) -> list[str]:
     body = [[r["metric"], " / ".join(f"{m:.4f}" for m in r["dose_means"]),
              diff(r["slope"]), ci(r), f"{r['se']:.4f}", p_value(r["p"]), p_value(r["p_holm"]),
              "yes" if r["significant"] else "no"] for r in d["rows"]]
+    partial = (f" Provisional: {len(d['seeds'])} of the {len(d['planned_seeds'])} registered "
+               f"seeds have every dose finished." if d["seeds"] != d["planned_seeds"] else "")
     L += [f"Least-squares slope of the per-run macro over {', '.join(a['high_resource'])} "
           f"against alpha (0 = X-Y, 1 = X-X-mono) on seeds {', '.join(map(str, d['seeds']))} "
           f"(every dose finished); paired two-level bootstrap (seeds drawn jointly across "
-          f"doses). Rank distance: lower = less language bias.", "",
+          f"doses). Rank distance: lower = less language bias.{partial}", "",
           table(["metric", f"means at alpha {doses}", "slope", "95% interval", "SE", "p",
                  "p (Holm)", "significant"], body), ""]
     name = figures_third.files(a).get("dose")
@@ -217,7 +231,7 @@ def arms_section(p: Page) -> list[str]:
          f"{', '.join(map(str, _arm_seeds(a)))} are the reference point of each axis.", ""]
     body = []
     for r in a["arms"]:
-        where = f"{_grid_name(r['grid'])}" if r["grid"] is not None else "-"
+        where = f"{context.grid_name(r['grid'])}" if r["grid"] is not None else "-"
         if "missing" in r:
             body.append([AXIS_TITLES[r["axis"]], _point(r["x"]), where, "-", "-", "-", "-", "-",
                          f"missing: {r['missing']}"])
@@ -241,46 +255,8 @@ def _arm_seeds(a: dict) -> list:
     return main["seeds"] if main else []
 
 
-def runs_section(p: Page) -> list[str]:
-    """Per grid: finished of planned, summed wall time; then the main grid's runs."""
-    a = p.analysis
-    body = []
-    for g in a["grids"]:
-        wall = sum(r["wall_seconds"] or 0 for r in g["runs"])
-        body.append([_grid_name(g["name"]), g["workdir"] if g["present"] else "absent",
-                     g["dataset"], f"{len(g['finished'])} of {len(g['planned'])}",
-                     f"{wall / 3600:.2f} h",
-                     "; ".join(sorted({r["code"] for r in g["runs"]})) or "-"])
-    runs = [[r["name"], r["seed"] if r["seed"] is not None else "-",
-             duration(r["wall_seconds"]), r["sessions"], r["code"]] for r in p.runs]
-    machine = p.presentation.get("machine", "2 CPU cores")
-    return ["## Runs finished", "",
-            f"Each grid's workdir is the main workdir with its name appended; wall times are "
-            f"summed over runs, one at a time on {machine}; code: what made the finished runs "
-            f"(the driver checks that within a grid, not across grids).", "",
-            table(["grid", "workdir", "benchmark", "runs finished", "wall time", "code"], body),
-            "",
-            "Main grid:", "", table(["run", "seed", "wall time", "sessions", "code"], runs), ""]
-
-
-def cuts_section(p: Page) -> list[str]:
-    """Every planned run not finished, grid by grid."""
-    L = ["## Cuts: planned runs not finished", ""]
-    for g in p.analysis["grids"]:
-        if g["missing"]:
-            why = "" if g["present"] else " (workdir absent)"
-            L.append(f"- {_grid_name(g['name'])}{why}: {', '.join(g['missing'])}")
-    return L + (["None: every planned run finished."] if len(L) == 2 else []) + [""]
-
-
-def deviations_section(p: Page) -> list[str]:
-    deviations = p.presentation.get("deviations") or ()
-    return (["## Deviations from the protocol", ""] + [f"- {d}" for d in deviations]
-            + ([] if deviations else ["None."]) + [""])
-
-
 # The third edition's page, top to bottom.
-SECTIONS = (status, answer, primary_section, s1_section, s2_section, s3_section,
-            descriptive_section, summary_section, dose_section,
-            arms_section, runs_section,
-            cuts_section, deviations_section)
+SECTIONS = (status, answer, primary_section, s1_section, s2_section, context.paper_section,
+            s3_section, context.pilot_section, descriptive_section, summary_section, dose_section,
+            arms_section, context.runs_section, context.cuts_section,
+            context.deviations_section)

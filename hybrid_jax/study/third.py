@@ -14,7 +14,7 @@ arm's seeds and the questions are resampled. Output:
 * descriptive (uncorrected): cross / multi mAP@20 and rank distance, the unseen languages;
 * dose: the least-squares slope against alpha (statistics/trend.py), Holm over its 4 metrics;
 * arms: the primary difference at each budget, data fraction and start;
-* grids: what each grid planned, finished and misses.
+* grids: what each grid planned, finished and misses; pilot: the recipe pilot's entry criteria.
 Nothing here writes files.
 """
 from __future__ import annotations
@@ -32,9 +32,8 @@ from hybrid_jax.study.runs import ZERO_SHOT, Run, language_value, summarize
 from hybrid_jax.study.third_grids import ARMS, MAIN_POINT, Grid
 
 ALPHA = 0.05
-# The protocol's sequential rule (section 10): after SEQUENTIAL_AFTER seed pairs, seed pairs are
-# added, up to SEQUENTIAL_MOST, while the primary endpoint's power at delta is below
-# SEQUENTIAL_POWER. It reads the SE only, never the estimate.
+# The protocol's sequential rule (section 10): after SEQUENTIAL_AFTER seed pairs, add pairs, up to
+# SEQUENTIAL_MOST, while the primary's power at delta is below SEQUENTIAL_POWER (the SE only).
 SEQUENTIAL_AFTER, SEQUENTIAL_MOST, SEQUENTIAL_POWER = 5, 10, 0.8
 RANK_DISTANCE = "rank_distance"   # per-query column of the multi views (lower = less bias)
 # The dose-response and descriptive metrics: name -> (setting, per-query column or None = k).
@@ -258,17 +257,19 @@ def parameters(config, specs: list, finished: list) -> dict:
     return dict(dataset=dataset, high_resource=[str(x) for x in e.high_resource],
                 primary=f"hybrid-a{alpha:g}", k=int(config.eval.k), delta=float(e.delta),
                 n_resamples=int(e.n_bootstrap), bootstrap_seed=int(e.bootstrap_seed),
-                doses=sorted(doses), dose_seeds=[int(s) for s in (e.get("sweep_seeds") or
-                                                                  e.seeds)],
+                doses=sorted(doses), dose_seeds=[int(s) for s in e.get("sweep_seeds") or e.seeds],
                 trained_languages=[str(x) for x in config.data.languages],
-                planned=[s.name for s in specs], siblings=third_grids.siblings(e, dataset))
+                planned=[s.name for s in specs], siblings=third_grids.siblings(e, dataset),
+                pilot_tables=[str(x) for x in e.get("pilot_tables") or ()],
+                registered_setting=str(e.get("registered_setting") or ""))
 
 
 def analyse(runs: Sequence[Run], *, dataset: str, high_resource: Sequence[str], primary: str,
             k: int = 20, delta: float = 0.007, n_resamples: int = 10_000,
             bootstrap_seed: int = 0, doses: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
             dose_seeds: Sequence[int] = (), trained_languages: Sequence[str] = (),
-            planned: Sequence[str] = (), siblings: Sequence[dict] = ()) -> dict:
+            planned: Sequence[str] = (), siblings: Sequence[dict] = (),
+            pilot_tables: Sequence[str] = (), registered_setting: str = "") -> dict:
     """Everything the third edition's report shows (the module docstring), as JSON-ready data."""
     key = f"map@{k}"
     kw = dict(delta=delta, n_resamples=n_resamples, seed=bootstrap_seed)
@@ -293,5 +294,7 @@ def analyse(runs: Sequence[Run], *, dataset: str, high_resource: Sequence[str], 
            "arms": arms(main, grids, dataset, hr, key, primary,
                         next((s["seeds"] for s in siblings if s["name"] in ARMS),
                              third_grids.ARM_SEEDS), **kw),
-           "grids": [main.as_dict()] + [g.as_dict() for g in grids.values()]}
+           "grids": [main.as_dict()] + [g.as_dict() for g in grids.values()],
+           "pilot": dict(third_grids.read_pilot(main.workdir, pilot_tables),
+                         registered=registered_setting)}
     return out

@@ -1,6 +1,7 @@
 """The third edition's grids as the analysis reads them: the main grid's workdir W and its sibling
 workdirs W-<variant> (direction B, the budgets, the data fractions, the weakened start), what
-each plans and which of its runs have finished.
+each plans and which of its runs have finished; and the recipe pilot's tables, which its
+workdirs W-<variant> keep in report/ (pilot_table.write's .json twins).
 
 A sibling's plan is the protocol's (docs/tradeoff3_protocol.md, sections 4 and 9): direction B
 runs the zero-shot model and X-X-mono / hybrid on the main grid's seeds (experiment.seeds_b when
@@ -11,6 +12,7 @@ grid: every run of its plan is missing, nothing fails.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 from typing import Optional, Sequence
@@ -106,3 +108,29 @@ def main_grid(runs: Sequence[Run], planned: Sequence[str], dataset: str) -> Grid
     workdir = main_workdir(runs)
     by_name = {r.name: r for r in runs}
     return Grid("", workdir, dataset, {n: by_name.get(n) for n in planned}, list(runs))
+
+
+def read_pilot(main: pathlib.Path, tables: Sequence[str]) -> dict:
+    """The pilot's entries (direction, setting, seed, runs, criteria) from each "<variant>:<file>"
+    of `tables`, W-<variant>/report/<file>, in order; an entry already read (the same direction,
+    setting and seed) is kept once. A table not there is listed under 'missing'; clear_rise is
+    criterion (b)'s threshold, as the first table states it."""
+    entries, seen, missing, clear_rise = [], set(), [], None
+    for item in tables:
+        variant, _, name = item.partition(":")
+        path = main.with_name(f"{main.name}-{variant}") / "report" / name
+        if not path.is_file():
+            missing.append(f"{path.parent.parent.name}/report/{name}")
+            continue
+        try:
+            table = json.loads(path.read_text())
+            settings, rise = table["settings"], float(table["clear_rise"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(f"{path}: not a pilot table ({err!r})") from err
+        clear_rise = rise if clear_rise is None else clear_rise
+        for e in settings:
+            key = (e["direction"], e["setting"], e["seed"])
+            if key not in seen:
+                seen.add(key)
+                entries.append(e)
+    return {"entries": entries, "missing": missing, "clear_rise": clear_rise}
