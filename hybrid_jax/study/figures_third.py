@@ -98,8 +98,10 @@ def plot_arms(a: dict, path) -> None:
                     yerr=[[r["diff"] - r["ci_low"] for r in pts],
                           [r["ci_high"] - r["diff"] for r in pts]],
                     fmt="o-" if axis != "start" else "o", capsize=3, color="tab:blue")
-        if axis == "start":
-            ax.set_xticks(x, [str(r["x"]) for r in pts])
+        if axis == "budget":   # budgets grow by factors: equal factors, equal distances
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(r["x"]) if axis == "start" else f"{r['x']:g}" for r in pts])
+        ax.minorticks_off()
         ax.set_xlabel({"budget": "training steps", "fraction": "share of training questions",
                        "start": "starting model"}[axis])
         ax.set_ylabel("hybrid - X-X-mono, mono mAP@20")
