@@ -24,7 +24,7 @@ def _cells(r: dict) -> list:
 def primary_missing(a: dict) -> list[str]:
     """The main grid's unfinished runs that the primary endpoint, S1 or S3 reads: the zero-shot
     model, X-X-mono and the primary hybrid (not the dose-response's other doses)."""
-    mine = (f"{ZERO_SHOT}", "mono-s", f"{a['primary_condition']}-s")
+    mine = ("mono-s", f"{a['primary_condition']}-s")
     return [n for n in a["grids"][0]["missing"] if n == ZERO_SHOT or n.startswith(mine)]
 
 
@@ -231,7 +231,7 @@ def arms_section(p: Page) -> list[str]:
          f"{', '.join(map(str, _arm_seeds(a)))} are the reference point of each axis.", ""]
     body = []
     for r in a["arms"]:
-        where = f"{context.grid_name(r['grid'])}" if r["grid"] is not None else "-"
+        where = context.grid_name(r["grid"]) if r["grid"] is not None else "-"
         if "missing" in r:
             body.append([AXIS_TITLES[r["axis"]], _point(r["x"]), where, "-", "-", "-", "-", "-",
                          f"missing: {r['missing']}"])
