@@ -118,7 +118,8 @@ def test_dry_run_grid_results(dry_run, tmp_path):
                        cwd=REPO, env=_child_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "(2 of 5 runs finished)" in r.stdout + r.stderr
-    assert (tmp_path / "grid" / "report" / "tradeoff.md").read_text().startswith("#")
+    report_name = tradeoff2.get_config(variant).experiment.report_name
+    assert (tmp_path / "grid" / "report" / report_name).read_text().startswith("#")
 
 
 def _dry_check(tmp_path, bundle):
