@@ -175,8 +175,9 @@ def _main_report(e) -> None:
     e.compute_note = (
         "Wall times include pauses and shared cores: hybrid-a0.5-s1 was stopped for about 75 "
         "minutes, direction B's mono-s0 and the main grid's cross-s0 for about 12 minutes each, "
-        "and the main grid's first runs shared the cores with other work. A trained run took "
-        "381-436 s on otherwise idle cores (results/tradeoff3/README.md).")
+        "hybrid-a0.75-s3 for about 24, and the main grid's first runs shared the cores with "
+        "other work. A trained run took 381-436 s on otherwise idle cores "
+        "(results/tradeoff3/README.md).")
     e.deviations = (
         "Every run had a process of its own (`python -m hybrid_jax.study ... --only <run>`, in "
         "the order of `launch/tradeoff3.sh`, from a checkout of the registration commit), not "
