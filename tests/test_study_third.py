@@ -266,6 +266,8 @@ def test_report_sections_cuts_and_figures(study):
                   "## Cuts"):
         assert title in text, title
     assert "- main: hybrid-a0.5-s3, hybrid-a0.75-s2" in text
+    for r in a["S1"]:   # each row's SE, then the power it gives at ±delta
+        assert f"| {r['se']:.4f} | {r['power_at_delta']:.2f} |" in text
     assert a["sequential"]["decision"] == "wait" and a["sequential"]["seed_pairs"] == 3
     assert "3 have finished, so it has not been applied yet." in text
     assert "- budget80 (workdir absent): mono-s0, hybrid-a0.5-s0" in text

@@ -12,12 +12,13 @@ from hybrid_jax.study.runs import ZERO_SHOT, label
 
 TITLE = "Does hybrid training cost high-resource accuracy? Third edition"
 PROTOCOL = "tradeoff3_protocol.md"
-FAMILY_HEAD = ["difference", "95% interval", "SE", "p (Holm)", "TOST p (Holm)", "seeds",
-               "verdict"]
+FAMILY_HEAD = ["difference", "95% interval", "SE", "power at ±δ", "p (Holm)", "TOST p (Holm)",
+               "seeds", "verdict"]
 
 
 def _cells(r: dict) -> list:
-    return [diff(r["diff"]), ci(r), f"{r['se']:.4f}", p_value(r["p_holm"]),
+    return [diff(r["diff"]), ci(r), f"{r['se']:.4f}", f"{r['power_at_delta']:.2f}",
+            p_value(r["p_holm"]),
             p_value(r["p_tost_holm"]), len(r["seeds"]), f"**{r['verdict']}**"]
 
 
@@ -58,7 +59,8 @@ def status(p: Page) -> list[str]:
           f"finished; seed s of both drawn together), then question clusters are drawn once for "
           f"both: a two-level bootstrap of {a['n_resamples']:,} resamples. Against the zero-shot "
           f"model only the trained arm's seeds and the questions are resampled. Equivalence: "
-          f"TOST at ±{a['delta']:g}; Holm within each family.", ""]
+          f"TOST at ±δ = ±{a['delta']:g}; Holm within each family. Power at ±δ: the two-sided "
+          f"test's power to detect a difference of δ at the SE the row reached.", ""]
     return L
 
 
